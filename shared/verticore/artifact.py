@@ -1,0 +1,131 @@
+"""Self-describing artifact directories.
+
+Layout of a classifier artifact (an embedder artifact is a sentence-transformers folder plus
+``verticore.json``/``metrics.json``/``README.md``)::
+
+    model.safetensors, config.json     merged weights (LoRA merged for inference)
+    tokenizer.json, tokenizer_config.json, vocab.txt ...
+    adapter/                           the LoRA adapter (LoRA runs only)
+    labels.json                        {"labels": [...], "multi_label": bool, "threshold": float}
+    calibration.json                   {"temperature": T} fitted on dev (probabilities are calibrated)
+    metrics.json                       dev/test metrics and confusion matrices
+    training_config.json               every training argument
+    verticore.json                     kind, base model, data fingerprint, versions, created-at
+    README.md                          model card
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError, DataError
+from .io import atomic_write_json, read_json
+
+ARTIFACT_META = "verticore.json"
+
+
+@dataclass
+class LabelSpace:
+    """Labels of a classifier (order = logit index)."""
+
+    labels: list[str]
+    multi_label: bool = False
+    threshold: float = 0.5
+
+    def to_json(self) -> dict[str, Any]:
+        return {"labels": self.labels, "multi_label": self.multi_label, "threshold": self.threshold}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "LabelSpace":
+        labels = data.get("labels")
+        if not isinstance(labels, list) or not labels:
+            raise ArtifactError("labels.json has no 'labels' list")
+        return cls([str(x) for x in labels], bool(data.get("multi_label", False)), float(data.get("threshold", 0.5)))
+
+    def index(self, label: str) -> int:
+        try:
+            return self.labels.index(label)
+        except ValueError:
+            raise DataError(f"unknown label {label!r}; the model knows {self.labels}") from None
+
+
+@dataclass
+class ArtifactMeta:
+    kind: str  # "classifier" | "embedder"
+    base_model: str
+    base_model_name: str
+    data_fingerprint: str | None = None
+    method: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        import torch
+        import transformers
+
+        return {"format": "verticore-artifact/1", "kind": self.kind, "base_model": self.base_model,
+                "base_model_name": self.base_model_name, "data_fingerprint": self.data_fingerprint,
+                "method": self.method, "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "versions": {"torch": torch.__version__, "transformers": transformers.__version__}, **self.extra}
+
+
+def write_meta(out: Path, meta: ArtifactMeta) -> None:
+    atomic_write_json(out / ARTIFACT_META, meta.to_json())
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    f = Path(path) / ARTIFACT_META
+    if not f.exists():
+        return {}
+    try:
+        return read_json(f, "artifact metadata")
+    except DataError as exc:
+        raise ArtifactError(str(exc)) from None
+
+
+def read_labels(path: Path) -> LabelSpace | None:
+    """Labels from ``labels.json`` or, for a plain HF checkpoint, from ``config.json``'s id2label."""
+    path = Path(path)
+    f = path / "labels.json"
+    if f.exists():
+        try:
+            return LabelSpace.from_json(read_json(f, "labels file"))
+        except DataError as exc:
+            raise ArtifactError(str(exc)) from None
+    cfg = path / "config.json"
+    if cfg.exists():
+        try:
+            data = read_json(cfg, "model config")
+        except DataError as exc:
+            raise ArtifactError(str(exc)) from None
+        id2label = data.get("id2label")
+        if id2label:
+            labels = [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]
+            return LabelSpace(labels, data.get("problem_type") == "multi_label_classification")
+    return None
+
+
+def read_temperature(path: Path) -> float:
+    f = Path(path) / "calibration.json"
+    if not f.exists():
+        return 1.0
+    try:
+        t = float(read_json(f, "calibration file").get("temperature", 1.0))
+    except (DataError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"calibration.json in {path} is corrupt: {exc}") from None
+    return t if t > 0 else 1.0
+
+
+def check_artifact_dir(path: Path) -> Path:
+    """Fail with one line if ``path`` is not a loadable model directory."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"model directory not found: {path}")
+    if not path.is_dir():
+        raise ArtifactError(f"{path} is a file; pass the model directory")
+    if not (path / "config.json").exists():
+        raise ArtifactError(f"{path} is not a model artifact (config.json missing)")
+    if not any((path / w).exists() for w in ("model.safetensors", "pytorch_model.bin")):
+        raise ArtifactError(f"{path} has no weights (model.safetensors missing)")
+    return path

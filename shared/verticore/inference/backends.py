@@ -1,0 +1,142 @@
+"""Execution backends for encoder models.
+
+A backend turns padded ``(input_ids, attention_mask)`` int64 arrays into float32 outputs:
+pooled sentence vectors (``head="pool"``) or classification logits (``head="logits"``).
+Backends are registered by name so new ones (ONNX Runtime, int8, ...) plug in without
+touching the embedder or classifier.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from ..errors import ArtifactError, VerticoreError
+
+
+class Backend(Protocol):
+    device: str
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
+
+
+BackendFactory = Callable[..., Backend]
+_BACKENDS: dict[str, BackendFactory] = {}
+
+
+def register_backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
+    """Decorator: make a backend available under ``name``."""
+
+    def deco(factory: BackendFactory) -> BackendFactory:
+        _BACKENDS[name] = factory
+        return factory
+
+    return deco
+
+
+def available_backends() -> list[str]:
+    _load_optional_backends()
+    return sorted(_BACKENDS)
+
+
+def make_backend(name: str, **kwargs) -> Backend:
+    """Instantiate backend ``name`` (see :func:`available_backends`)."""
+    _load_optional_backends()
+    if name not in _BACKENDS:
+        raise VerticoreError(f"unknown backend {name!r}; choose one of {sorted(_BACKENDS)}")
+    return _BACKENDS[name](**kwargs)
+
+
+def _load_optional_backends() -> None:
+    try:  # ONNX Runtime backends live in their own module and need onnxruntime
+        from . import onnx_backend  # noqa: F401
+    except ImportError:
+        pass
+
+
+def pooling_mode(model_dir: Path) -> str:
+    """Pooling of a sentence-transformers folder (mean by default, as in SBERT)."""
+    cfg = Path(model_dir) / "1_Pooling" / "config.json"
+    if cfg.exists():
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+        if data.get("pooling_mode_cls_token"):
+            return "cls"
+        if data.get("pooling_mode_max_tokens"):
+            return "max"
+    return "mean"
+
+
+def pool(hidden, mask, mode: str):
+    """Pool token states (torch tensors) into one vector per sequence."""
+    import torch
+
+    if mode == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "max":
+        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+def load_torch_model(model_dir: Path, head: str, dtype=None):
+    """Load AutoModel (pool) or AutoModelForSequenceClassification (logits) with clear errors."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    cls = AutoModel if head == "pool" else AutoModelForSequenceClassification
+    try:
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        return cls.from_pretrained(str(model_dir), **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"could not load model weights from {model_dir}: {msg[:200]}") from None
+    except Exception as exc:  # safetensors raises its own error types on corrupt files
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"model files in {model_dir} are corrupt: {msg[:200]}") from None
+
+
+@register_backend("torch")
+class TorchBackend:
+    """Plain PyTorch: fp32 on CPU, bf16/fp16 on GPU, optional ``torch.compile``."""
+
+    def __init__(self, model_dir: Path, head: str = "pool", device: str = "cpu", dtype=None,
+                 compile: bool = False, pooling: str | None = None, num_threads: int | None = None, model=None):
+        import torch
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.device = device
+        self.head = head
+        self.pooling = pooling or pooling_mode(model_dir)
+        self.model = model if model is not None else load_torch_model(model_dir, head, dtype)
+        self.model.eval().to(device)
+        if compile:
+            self.model = torch.compile(self.model, dynamic=True)
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            ids = torch.from_numpy(input_ids).to(self.device)
+            mask = torch.from_numpy(attention_mask).to(self.device)
+            if self.head == "pool":
+                out = self.model(input_ids=ids, attention_mask=mask)
+                res = pool(out.last_hidden_state, mask, self.pooling)
+            else:
+                res = self.model(input_ids=ids, attention_mask=mask).logits
+            return res.float().cpu().numpy()
+
+
+@register_backend("torch-int8")
+class TorchInt8Backend(TorchBackend):
+    """CPU dynamic int8 quantisation of the Linear layers (``torch.ao.quantization``)."""
+
+    def __init__(self, model_dir: Path, head: str = "pool", device: str = "cpu", **kwargs):
+        import torch
+
+        if device != "cpu":
+            raise VerticoreError("backend torch-int8 runs on CPU only; use backend torch on GPU")
+        kwargs.pop("dtype", None)
+        super().__init__(model_dir, head=head, device="cpu", **kwargs)
+        self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)

@@ -1,0 +1,162 @@
+"""Text classifier inference: calibrated probabilities, top-k, long texts chunked and averaged."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..artifact import LabelSpace, check_artifact_dir, read_labels, read_meta, read_temperature
+from ..errors import ArtifactError
+from ..io import clean_texts
+from ..models import resolve_device, resolve_dtype, resolve_model
+from .backends import Backend, make_backend
+from .chunking import aggregate_mean, chunk_texts, length_sorted_batches, pad_batch
+
+
+@dataclass
+class Prediction:
+    """One text's prediction.
+
+    ``label`` is the argmax (single-label); for multi-label models ``labels`` lists every label
+    whose probability clears the threshold. ``chunks > 1`` means the text was longer than the
+    model window and ``aggregation`` says how chunk probabilities were combined.
+    """
+
+    label: str
+    score: float
+    probabilities: dict[str, float]
+    top_k: list[tuple[str, float]]
+    labels: list[str] = field(default_factory=list)
+    chunks: int = 1
+    aggregation: str = "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "score": self.score, "probabilities": self.probabilities,
+                "top_k": [{"label": l, "score": s} for l, s in self.top_k], "labels": self.labels,
+                "chunks": self.chunks, "aggregation": self.aggregation}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class TextClassifier:
+    """Load a fine-tuned classifier artifact (or any HF sequence-classification checkpoint).
+
+    Probabilities are temperature-scaled with the temperature fitted on the dev set at
+    training time (``calibration.json``), so a 0.9 means about 90% right.
+    """
+
+    def __init__(self, model: str, device: str = "auto", batch_size: int = 64, max_length: int = 256,
+                 backend: str = "torch", dtype: str = "auto", compile: bool = False) -> None:
+        self.model = str(model)
+        self.device = device
+        self.batch_size = int(batch_size)
+        self.max_length = int(max_length)
+        self.backend = backend
+        self.dtype = dtype
+        self.compile = compile
+        resolved = resolve_model(self.model)
+        self.model_path = check_artifact_dir(resolved.path)
+        space = read_labels(self.model_path)
+        if space is None:
+            raise ArtifactError(f"{self.model_path} has no labels.json or id2label: not a classifier")
+        self.label_space: LabelSpace = space
+        self.temperature = read_temperature(self.model_path)
+        self.meta = read_meta(self.model_path)
+        self._tokenizer = None
+        self._backend: Backend | None = None
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs) -> "TextClassifier":
+        """Load an artifact directory written by :func:`verticore.finetune.train_classifier`."""
+        return cls(str(path), **kwargs)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"model": self.model, "device": self.device, "batch_size": self.batch_size,
+                "max_length": self.max_length, "backend": self.backend, "dtype": self.dtype, "compile": self.compile}
+
+    @property
+    def labels(self) -> list[str]:
+        return self.label_space.labels
+
+    @property
+    def multi_label(self) -> bool:
+        return self.label_space.multi_label
+
+    def warm_up(self) -> None:
+        if self._backend is not None:
+            return
+        from transformers import AutoTokenizer
+
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
+        except Exception as exc:
+            raise ArtifactError(f"could not load tokenizer from {self.model_path}: {str(exc).splitlines()[0][:200]}") from None
+        device = resolve_device(self.device)
+        self._max_len = min(self.max_length, getattr(self._tokenizer, "model_max_length", 512) or 512, 512)
+        self._backend = make_backend(self.backend, model_dir=self.model_path, head="logits", device=device,
+                                     dtype=resolve_dtype(device, self.dtype), compile=self.compile)
+        self.resolved_device = device
+
+    def predict_logits(self, texts: Sequence[str], show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Raw per-text logits (chunk logits averaged) and chunk counts."""
+        probs, counts, logits = self._run(texts, show_progress)
+        return logits, counts
+
+    def _run(self, texts: Sequence[str], show_progress: bool):
+        texts = clean_texts(list(texts))
+        self.warm_up()
+        chunked = chunk_texts(self._tokenizer, texts, self._max_len)
+        n_labels = len(self.labels)
+        logits = np.zeros((len(chunked.input_ids), n_labels), dtype=np.float32)
+        pad = self._tokenizer.pad_token_id or 0
+        batches = list(length_sorted_batches([len(x) for x in chunked.input_ids], self.batch_size))
+        for idx in tqdm(batches, desc="classify", unit="batch", disable=not show_progress):
+            ids, mask = pad_batch([chunked.input_ids[i] for i in idx], pad)
+            out = self._backend.run(ids, mask)
+            if out.shape[1] != n_labels:
+                raise ArtifactError(f"model outputs {out.shape[1]} logits but labels.json lists {n_labels} labels")
+            logits[idx] = out
+        if self.multi_label:
+            chunk_probs = 1.0 / (1.0 + np.exp(-logits / self.temperature))
+        else:
+            chunk_probs = _softmax(logits / self.temperature)
+        counts = chunked.chunks_per_text()
+        if len(chunked.input_ids) != len(texts):
+            probs = aggregate_mean(chunk_probs, chunked.owner, len(texts))
+            text_logits = aggregate_mean(logits, chunked.owner, len(texts))
+        else:
+            probs, text_logits = chunk_probs, logits
+        return probs, counts, text_logits
+
+    def predict_proba(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """``(n, n_labels)`` calibrated probabilities (mean over chunks for long texts)."""
+        return self._run(texts, show_progress)[0]
+
+    def predict(self, texts: Sequence[str] | str, top_k: int = 3, show_progress: bool = False) -> list[Prediction] | Prediction:
+        """Predict labels. A single string returns one :class:`Prediction`, a list returns a list."""
+        single = isinstance(texts, str)
+        batch = [texts] if single else list(texts)
+        if not batch:
+            return []
+        probs, counts, _ = self._run(batch, show_progress)
+        preds = [self._to_prediction(p, int(c), top_k) for p, c in zip(probs, counts)]
+        return preds[0] if single else preds
+
+    def _to_prediction(self, p: np.ndarray, chunks: int, top_k: int) -> Prediction:
+        order = np.argsort(-p)
+        best = int(order[0])
+        top = [(self.labels[int(i)], float(p[int(i)])) for i in order[: max(1, top_k)]]
+        chosen = [self.labels[i] for i in range(len(p)) if p[i] >= self.label_space.threshold] if self.multi_label else [self.labels[best]]
+        return Prediction(label=self.labels[best], score=float(p[best]),
+                          probabilities={l: float(v) for l, v in zip(self.labels, p)}, top_k=top,
+                          labels=chosen, chunks=chunks, aggregation="mean_of_chunk_probabilities" if chunks > 1 else "none")
+
+    def __repr__(self) -> str:
+        return f"TextClassifier(model={self.model!r}, labels={self.labels})"

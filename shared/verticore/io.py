@@ -1,0 +1,150 @@
+"""Small I/O helpers: atomic writes, robust table reading, data fingerprints."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from .errors import DataError
+
+PathLike = str | os.PathLike
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Atomically write UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> Path:
+    """Atomically write ``obj`` as pretty JSON (never pickle)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: PathLike, what: str = "file") -> Any:
+    """Read JSON, turning corruption into a clear :class:`DataError`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{what} {path} is corrupt (not valid UTF-8 JSON: {exc})") from None
+
+
+def read_table(path: PathLike, required: Sequence[str] = (), *, allow_empty: bool = False) -> pd.DataFrame:
+    """Read a CSV, TSV, JSONL or JSON table with clear errors.
+
+    Raises :class:`DataError` for a missing file, non-UTF-8 bytes, an empty table or a
+    missing required column (the message lists the columns that do exist).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"expected a file, got a directory: {path}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); re-save it as UTF-8"
+        ) from None
+    if not text.strip():
+        if allow_empty:
+            return pd.DataFrame(columns=list(required))
+        raise DataError(f"{path} is empty")
+    suffix = path.suffix.lower()
+    import io as _io
+
+    try:
+        if suffix in {".jsonl", ".ndjson"}:
+            df = pd.read_json(_io.StringIO(text), lines=True, dtype=False)
+        elif suffix == ".json":
+            df = pd.read_json(_io.StringIO(text), dtype=False)
+        elif suffix in {".tsv", ".tab"}:
+            df = pd.read_csv(_io.StringIO(text), sep="\t", dtype=str, keep_default_na=False)
+        else:
+            df = pd.read_csv(_io.StringIO(text), dtype=str, keep_default_na=False)
+    except ValueError as exc:
+        raise DataError(f"{path} could not be parsed as {suffix or 'csv'}: {str(exc).splitlines()[0]}") from None
+    if df.empty and not allow_empty:
+        raise DataError(f"{path} has a header but no rows")
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} has no column {missing[0]!r}; columns are {list(map(str, df.columns))}")
+    return df
+
+
+def clean_texts(texts: Iterable[Any], *, what: str = "text") -> list[str]:
+    """Validate a batch of texts: must be strings and not empty/whitespace."""
+    out: list[str] = []
+    for i, t in enumerate(texts):
+        if t is None or (isinstance(t, float) and t != t):
+            raise DataError(f"{what} #{i} is missing")
+        if not isinstance(t, str):
+            t = str(t)
+        if not t.strip():
+            raise DataError(f"{what} #{i} is empty or whitespace only")
+        out.append(t)
+    return out
+
+
+def fingerprint_texts(texts: Iterable[str], labels: Iterable[Any] | None = None) -> str:
+    """Order-sensitive SHA-256 of texts (and labels), to tie an artifact to its training data."""
+    h = hashlib.sha256()
+    labels_iter = iter(labels) if labels is not None else None
+    n = 0
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\x1f")
+        if labels_iter is not None:
+            h.update(str(next(labels_iter)).encode("utf-8"))
+        h.update(b"\x1e")
+        n += 1
+    return f"sha256:{h.hexdigest()[:32]}:n={n}"
+
+
+def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
