@@ -21,3 +21,27 @@ def default_embedder():
     emb = Embedder("default", device="cpu")
     emb.warm_up()
     return emb
+
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_sentiment():
+    """30 invented sentences (tests/data/tiny_sentiment.csv) with sentiment and topic labels."""
+    import pandas as pd
+
+    return pd.read_csv(DATA_DIR / "tiny_sentiment.csv")
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory, tiny_sentiment):
+    """A classifier artifact from a tiny full fine-tune (a handful of steps), shared by all tests."""
+    from verticore.finetune import ClassifierTrainingConfig, train_classifier
+
+    df = tiny_sentiment
+    out = tmp_path_factory.mktemp("artifacts") / "tiny_clf"
+    cfg = ClassifierTrainingConfig(epochs=1, batch_size=8, max_steps=6, eval_every=3, learning_rate=1e-4,
+                                   max_length=64, device="cpu")
+    return train_classifier(df.text.tolist(), df.label.tolist(), df.text.tolist()[::3], df.label.tolist()[::3],
+                            out, cfg, show_progress=False)

@@ -99,11 +99,14 @@ def read_table(path: PathLike, required: Sequence[str] = (), *, allow_empty: boo
         elif suffix == ".json":
             df = pd.read_json(_io.StringIO(text), dtype=False)
         elif suffix in {".tsv", ".tab"}:
-            df = pd.read_csv(_io.StringIO(text), sep="\t", dtype=str, keep_default_na=False)
+            df = pd.read_csv(_io.StringIO(text), sep="\t", dtype=str, keep_default_na=False, skip_blank_lines=False)
         else:
-            df = pd.read_csv(_io.StringIO(text), dtype=str, keep_default_na=False)
+            df = pd.read_csv(_io.StringIO(text), dtype=str, keep_default_na=False, skip_blank_lines=False)
     except ValueError as exc:
         raise DataError(f"{path} could not be parsed as {suffix or 'csv'}: {str(exc).splitlines()[0]}") from None
+    if suffix not in {".jsonl", ".ndjson", ".json"} and len(df):
+        # Truly blank lines carry no data; whitespace-only fields are kept so they get flagged.
+        df = df[~(df == "").all(axis=1)].reset_index(drop=True)
     if df.empty and not allow_empty:
         raise DataError(f"{path} has a header but no rows")
     missing = [c for c in required if c not in df.columns]

@@ -1,0 +1,9 @@
+"""Fine-tuning: text classifiers (full / LoRA, single / multi-label) and the sentence embedder."""
+from .classifier import train_classifier
+from .common import TrainResult
+from .config import ClassifierTrainingConfig, EmbedderTrainingConfig
+from .embedder import train_embedder
+from .methods import available_methods, get_method, register_method
+
+__all__ = ["train_classifier", "train_embedder", "ClassifierTrainingConfig", "EmbedderTrainingConfig",
+           "TrainResult", "available_methods", "get_method", "register_method"]

@@ -1,0 +1,278 @@
+"""Fine-tune a text classifier (single- or multi-label; full or LoRA) into an artifact dir."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..artifact import ArtifactMeta, LabelSpace, write_meta
+from ..errors import DataError
+from ..io import atomic_write_json, atomic_write_text, clean_texts, fingerprint_texts
+from ..models import resolve_device, resolve_model
+from .calibration import expected_calibration_error, fit_temperature
+from .card import model_card
+from .common import StagedDir, TrainResult, autocast_context, linear_schedule, seed_everything
+from .config import ClassifierTrainingConfig
+from .methods import get_method
+
+log = logging.getLogger(__name__)
+LabelLike = str | Sequence[str]
+
+
+def _normalise_labels(labels: Sequence[Any], multi_label: bool, what: str) -> list[Any]:
+    out = []
+    for i, y in enumerate(labels):
+        if y is None or (isinstance(y, float) and y != y) or (isinstance(y, str) and not y.strip()):
+            raise DataError(f"{what} label #{i} is missing")
+        if multi_label:
+            items = [s.strip() for s in y.split("|")] if isinstance(y, str) else [str(s).strip() for s in y]
+            out.append(sorted({s for s in items if s}))
+        else:
+            out.append(str(y).strip())
+    return out
+
+
+def _encode_targets(labels: list[Any], space: LabelSpace, what: str) -> np.ndarray:
+    index = {l: i for i, l in enumerate(space.labels)}
+    if space.multi_label:
+        y = np.zeros((len(labels), len(space.labels)), dtype=np.float32)
+        for r, ls in enumerate(labels):
+            for l in ls:
+                if l not in index:
+                    raise DataError(f"{what} has label {l!r} not seen in training; training labels are {space.labels}")
+                y[r, index[l]] = 1.0
+        return y
+    unknown = sorted({l for l in labels if l not in index})
+    if unknown:
+        raise DataError(f"{what} has label {unknown[0]!r} not seen in training; training labels are {space.labels}")
+    return np.asarray([index[l] for l in labels], dtype=np.int64)
+
+
+def _metrics(space: LabelSpace, y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    from ..evaluation import classification_metrics, multilabel_metrics
+
+    if space.multi_label:
+        true_sets = [{space.labels[j] for j in np.flatnonzero(row)} for row in y]
+        pred_sets = [{space.labels[j] for j in np.flatnonzero(row >= space.threshold)} for row in probs]
+        return multilabel_metrics(true_sets, pred_sets, space.labels)
+    m = classification_metrics([space.labels[i] for i in y], [space.labels[i] for i in probs.argmax(1)], labels=space.labels)
+    m["ece"] = expected_calibration_error(probs, y)
+    return m
+
+
+def train_classifier(
+    train_texts: Sequence[str],
+    train_labels: Sequence[LabelLike],
+    dev_texts: Sequence[str],
+    dev_labels: Sequence[LabelLike],
+    out_dir: str | Path,
+    config: ClassifierTrainingConfig | None = None,
+    test_texts: Sequence[str] | None = None,
+    test_labels: Sequence[LabelLike] | None = None,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Fine-tune ``config.base`` on (text, label) pairs and write a self-describing artifact.
+
+    Model selection: the checkpoint with the best dev macro-F1 is kept (early stopping after
+    ``patience`` evaluations without gain). Probabilities are then calibrated by temperature
+    scaling on dev. Multi-label rows give a list of labels (or ``"a|b"`` strings).
+
+    Returns a :class:`TrainResult`; ``TextClassifier(result.artifact_dir)`` reproduces
+    ``result.dev_probabilities`` exactly on CPU.
+    """
+    import torch
+
+    cfg = config or ClassifierTrainingConfig()
+    t0 = time.time()
+    train_texts = clean_texts(train_texts, what="training text")
+    dev_texts = clean_texts(dev_texts, what="dev text")
+    if len(train_texts) != len(train_labels) or len(dev_texts) != len(dev_labels):
+        raise DataError("texts and labels differ in length")
+    if len(train_texts) < 2 or len(dev_texts) < 1:
+        raise DataError("need at least 2 training rows and 1 dev row")
+    y_train_raw = _normalise_labels(train_labels, cfg.multi_label, "training")
+    y_dev_raw = _normalise_labels(dev_labels, cfg.multi_label, "dev")
+    labels = sorted({l for ls in y_train_raw for l in ls}) if cfg.multi_label else sorted(set(y_train_raw))
+    if len(labels) < 2:
+        raise DataError(f"training data has only one label ({labels}); a classifier needs at least two")
+    space = LabelSpace(labels, cfg.multi_label)
+    y_train = _encode_targets(y_train_raw, space, "training data")
+    y_dev = _encode_targets(y_dev_raw, space, "dev data")
+    y_test = None
+    if test_texts is not None and test_labels is not None:
+        test_texts = clean_texts(test_texts, what="test text")
+        y_test = _encode_targets(_normalise_labels(test_labels, cfg.multi_label, "test"), space, "test data")
+
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    resolved = resolve_model(cfg.base)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolved.path))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(resolved.path), num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={l: i for i, l in enumerate(labels)}, ignore_mismatched_sizes=True,
+            problem_type="multi_label_classification" if cfg.multi_label else "single_label_classification")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    method = get_method(cfg.method)
+    model = method.prepare(model, cfg).to(device)
+
+    # Class weights counter imbalance (inverse frequency, mean 1).
+    if cfg.class_weights == "balanced":
+        counts = y_train.sum(0) if cfg.multi_label else np.bincount(y_train, minlength=len(labels))
+        if cfg.multi_label:
+            neg = len(y_train) - counts
+            weight = torch.tensor(np.clip(neg / np.maximum(counts, 1), 1.0, 10.0), dtype=torch.float32, device=device)
+            loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
+        else:
+            w = len(y_train) / (len(labels) * np.maximum(counts, 1))
+            loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(w / w.mean(), dtype=torch.float32, device=device))
+    else:
+        loss_fn = torch.nn.BCEWithLogitsLoss() if cfg.multi_label else torch.nn.CrossEntropyLoss()
+
+    enc_train = tokenizer(train_texts, truncation=True, max_length=cfg.max_length)["input_ids"]
+    n_batches = (len(enc_train) + cfg.batch_size - 1) // cfg.batch_size
+    steps_per_epoch = max(1, n_batches // cfg.grad_accum)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(method.parameter_groups(model, cfg), lr=cfg.learning_rate)
+    scheduler = linear_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    autocast, scaler = autocast_context(device, cfg.mixed_precision)
+    eval_every = cfg.eval_every or steps_per_epoch
+    pad_id = tokenizer.pad_token_id or 0
+    rng = np.random.default_rng(cfg.seed)
+
+    def dev_logits(texts_ids: list[list[int]]) -> np.ndarray:
+        model.eval()
+        out = np.zeros((len(texts_ids), len(labels)), dtype=np.float32)
+        order = np.argsort([-len(x) for x in texts_ids], kind="stable")
+        with torch.inference_mode(), autocast:
+            for s in range(0, len(order), 64):
+                idx = order[s : s + 64]
+                ids, mask = _pad([texts_ids[i] for i in idx], pad_id, device)
+                out[idx] = model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
+        model.train()
+        return out
+
+    enc_dev = tokenizer(dev_texts, truncation=True, max_length=cfg.max_length)["input_ids"]
+    best_f1, best_state, best_step, evals_without_gain = -1.0, None, 0, 0
+    history: list[dict[str, float]] = []
+    step, stop = 0, False
+    model.train()
+    bar = tqdm(total=total_steps, desc=f"fine-tune ({cfg.method})", unit="step", disable=not show_progress)
+    while not stop:
+        perm = rng.permutation(len(enc_train))
+        for b in range(n_batches):
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            ids, mask = _pad([enc_train[i] for i in idx], pad_id, device)
+            target = torch.from_numpy(y_train[idx]).to(device)
+            with autocast:
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            loss = loss_fn(logits.float(), target) / cfg.grad_accum
+            (scaler.scale(loss) if scaler else loss).backward()
+            if (b + 1) % cfg.grad_accum and b + 1 != n_batches:
+                continue
+            if scaler:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item() * cfg.grad_accum:.3f}", best_f1=f"{max(best_f1, 0):.3f}")
+            if step % eval_every == 0 or step == total_steps:
+                probs = _probs(dev_logits(enc_dev), cfg.multi_label)
+                f1 = _metrics(space, y_dev, probs)["macro_f1"]
+                history.append({"step": step, "dev_macro_f1": float(f1), "loss": float(loss.item() * cfg.grad_accum)})
+                if f1 > best_f1:
+                    best_f1, best_step, evals_without_gain = f1, step, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    evals_without_gain += 1
+                    if evals_without_gain >= cfg.patience:
+                        stop = True
+            if step >= total_steps or stop:
+                stop = True
+                break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    train_seconds = time.time() - t0
+
+    staged = StagedDir(out_dir)
+    try:
+        final = method.finalize(model, staged.tmp).eval()
+        final.save_pretrained(str(staged.tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(staged.tmp))
+        atomic_write_json(staged.tmp / "labels.json", space.to_json())
+        # Calibrate with the exact inference path (chunking, batching) of TextClassifier.
+        from ..inference.backends import TorchBackend
+        from ..inference.classifier import TextClassifier
+
+        clf = TextClassifier(str(staged.tmp), device=device, max_length=cfg.max_length)
+        clf._tokenizer = tokenizer
+        clf._max_len = cfg.max_length
+        clf._backend = TorchBackend(staged.tmp, head="logits", device=device, model=final)
+        clf.resolved_device = device
+        logits_dev, _ = clf.predict_logits(dev_texts)
+        temperature = fit_temperature(logits_dev, y_dev, cfg.multi_label)
+        clf.temperature = temperature
+        atomic_write_json(staged.tmp / "calibration.json", {"temperature": temperature, "fitted_on": "dev", "method": "temperature_scaling"})
+        dev_probs = clf.predict_proba(dev_texts)
+        metrics: dict[str, Any] = {
+            "dev": _metrics(space, y_dev, dev_probs),
+            "best_step": best_step, "steps": step, "train_seconds": round(train_seconds, 2), "history": history,
+            "temperature": temperature,
+        }
+        if not cfg.multi_label:
+            metrics["dev"]["ece_uncalibrated"] = expected_calibration_error(_probs(logits_dev, False), y_dev)
+        if y_test is not None:
+            metrics["test"] = _metrics(space, y_test, clf.predict_proba(list(test_texts)))
+        atomic_write_json(staged.tmp / "metrics.json", metrics)
+        atomic_write_json(staged.tmp / "training_config.json", cfg.to_json())
+        fp = fingerprint_texts(train_texts, ["|".join(l) if isinstance(l, list) else l for l in y_train_raw])
+        write_meta(staged.tmp, ArtifactMeta(kind="classifier", base_model=cfg.base, base_model_name=resolved.name,
+                                            data_fingerprint=fp, method=cfg.method,
+                                            extra={"n_train": len(train_texts), "n_dev": len(dev_texts), "labels": labels,
+                                                   "multi_label": cfg.multi_label}))
+        atomic_write_text(staged.tmp / "README.md", model_card("classifier", cfg.to_json(), metrics, resolved.name, labels, fp))
+        artifact = staged.commit()
+    except BaseException:
+        staged.abort()
+        raise
+    return TrainResult(artifact_dir=artifact, metrics=metrics, dev_probabilities=dev_probs)
+
+
+def _pad(seqs: list[list[int]], pad_id: int, device: str):
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[r, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _probs(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-logits))
+    z = logits - logits.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)

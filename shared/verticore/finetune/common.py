@@ -1,0 +1,80 @@
+"""Pieces shared by the classifier and embedder training loops."""
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    artifact_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    dev_probabilities: np.ndarray | None = None
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def autocast_context(device: str, mode: str):
+    """bf16 (or fp16) autocast on CUDA when ``mode`` is auto/bf16/fp16; nothing on CPU."""
+    import torch
+
+    if not device.startswith("cuda") or mode in {"no", "off", "fp32", "none"}:
+        return contextlib.nullcontext(), None
+    if mode == "fp16" or (mode == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+    return torch.autocast("cuda", dtype=torch.bfloat16), None
+
+
+class StagedDir:
+    """Write an artifact into a temp dir beside ``out`` and swap it in at the end.
+
+    A crash mid-training leaves any previous artifact at ``out`` intact.
+    """
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".staging", dir=self.out.parent))
+
+    def commit(self) -> Path:
+        old = None
+        if self.out.exists():
+            old = self.out.with_name(f".{self.out.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            self.out.rename(old)
+        self.tmp.rename(self.out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.out
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def linear_schedule(optimizer, warmup: int, total: int):
+    import torch
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
