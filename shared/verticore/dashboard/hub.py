@@ -1,0 +1,57 @@
+"""Verticore hub: the multipage Streamlit app that ``make demo`` starts.
+
+Run it with ``python -m verticore.demo`` (prepares demo state first) or directly::
+
+    streamlit run shared/verticore/dashboard/hub.py
+
+Pages: Home, Core: models, then every page the installed apps list in ``<app>.dashboard.PAGES``,
+one navigation section per app. A broken app module shows a warning instead of breaking the hub.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+try:  # running from a source checkout without `pip install -e .`
+    import verticore.dashboard  # noqa: F401
+except ModuleNotFoundError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from verticore.dashboard import CORE_PAGE, CORE_URL_PATH, HOME_PAGE, discover_pages, ensure_source_paths
+
+ensure_source_paths()
+st.set_page_config(page_title="Verticore", page_icon=":material/hub:", layout="wide")
+
+home_page = st.Page(HOME_PAGE, title="Home", icon=":material/home:", default=True)
+core_page = st.Page(CORE_PAGE, title="Core: models", icon=":material/memory:", url_path=CORE_URL_PATH)
+sections: dict[str, list] = {"Verticore": [home_page, core_page]}
+problems: list[str] = []
+seen_urls = {"", CORE_URL_PATH}
+
+for entry in discover_pages():
+    problems.extend(entry.warnings)
+    if entry.error and entry.broken:
+        problems.append(entry.error)
+    pages = []
+    for page in entry.pages:
+        url = page["url_path"]
+        if url in seen_urls:
+            problems.append(f"{entry.app.package}: page {page['title']!r} reuses url path {url!r}; skipped")
+            continue
+        try:
+            pages.append(st.Page(page["path"], title=page["title"], icon=page["icon"], url_path=url))
+        except Exception as exc:  # e.g. an invalid icon string
+            problems.append(f"{entry.app.package}: page {page['title']!r} is invalid ({str(exc).splitlines()[0][:160]})")
+            continue
+        seen_urls.add(url)
+    if pages:
+        sections[entry.app.title] = pages
+
+st.session_state["verticore_hub_problems"] = problems
+nav = st.navigation(sections, position="sidebar", expanded=True)
+with st.sidebar:
+    for problem in problems:
+        st.warning(problem, icon=":material/warning:")
+nav.run()
