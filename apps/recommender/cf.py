@@ -1,0 +1,144 @@
+"""Collaborative baselines: popularity and EASE (closed-form linear autoencoder, Steck 2019)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from verticore.errors import ArtifactError, DataError
+from verticore.io import atomic_write_bytes, atomic_write_json, read_json
+
+from .interactions import Interactions
+
+
+class Popularity:
+    """Scores items by how many users interacted with them (optionally time-decayed)."""
+
+    def __init__(self, half_life_days: float | None = None) -> None:
+        self.half_life_days = half_life_days
+        self.counts: dict[str, float] = {}
+
+    def fit(self, interactions: Interactions) -> "Popularity":
+        if len(interactions) == 0:
+            raise DataError("cannot fit popularity on zero interactions")
+        self.counts = interactions.counts(self.half_life_days)
+        self._ranked = sorted(self.counts, key=lambda i: -self.counts[i])
+        return self
+
+    def recommend(self, k: int = 10, exclude: Iterable[str] = (), candidates: Iterable[str] | None = None) -> list[tuple[str, float]]:
+        """Top-``k`` popular items not in ``exclude`` (and within ``candidates`` if given)."""
+        excl = set(exclude)
+        cand = set(candidates) if candidates is not None else None
+        out = []
+        for i in self._ranked:
+            if i in excl or (cand is not None and i not in cand):
+                continue
+            out.append((i, self.counts[i]))
+            if len(out) >= k:
+                break
+        return out
+
+
+class EASE:
+    """EASE^R item-item model: ``B = I - P / diag(P)`` with ``P = (X^T X + lambda I)^-1``.
+
+    Closed form, one matrix inverse over the items seen in training (fine at 10k items).
+    Items never seen in training are *cold*: EASE cannot score them (:meth:`knows`).
+    """
+
+    def __init__(self, l2: float = 200.0, implicit: bool = True) -> None:
+        self.l2 = float(l2)
+        self.implicit = implicit
+        self.items: list[str] = []
+        self.index: dict[str, int] = {}
+        self.B: np.ndarray | None = None
+
+    def fit(self, interactions: Interactions, show_progress: bool = False) -> "EASE":
+        """Fit on ``interactions`` (implicit: every interaction counts 1)."""
+        df = interactions.df
+        if df.empty:
+            raise DataError("cannot fit EASE on zero interactions")
+        self.items = sorted(set(df["item"]), key=_natural)
+        self.index = {it: j for j, it in enumerate(self.items)}
+        users = {u: r for r, u in enumerate(dict.fromkeys(df["user"]))}
+        X = np.zeros((len(users), len(self.items)), dtype=np.float32)
+        vals = np.ones(len(df), dtype=np.float32) if self.implicit else df["weight"].to_numpy(np.float32)
+        np.maximum.at(X, (df["user"].map(users).to_numpy(), df["item"].map(self.index).to_numpy()), vals)
+        G = (X.T @ X).astype(np.float64)
+        G[np.diag_indices_from(G)] += self.l2
+        P = np.linalg.inv(G)
+        B = -P / np.diag(P)[None, :]
+        B[np.diag_indices_from(B)] = 0.0
+        self.B = B.astype(np.float32)
+        return self
+
+    def knows(self, item: str) -> bool:
+        return item in self.index
+
+    def user_vector(self, history: Iterable[str]) -> np.ndarray:
+        x = np.zeros(len(self.items), dtype=np.float32)
+        for it in history:
+            j = self.index.get(str(it))
+            if j is not None:
+                x[j] = 1.0
+        return x
+
+    def scores(self, history: Iterable[str]) -> np.ndarray:
+        """Scores over :attr:`items` for a user with this history (unknown items are ignored)."""
+        if self.B is None:
+            raise ArtifactError("EASE model is not fitted")
+        return self.user_vector(history) @ self.B
+
+    def scores_for(self, history: Iterable[str], items: Sequence[str]) -> np.ndarray:
+        """Scores for ``items``; NaN where the item is cold (unknown to the model)."""
+        s = self.scores(history)
+        return np.array([s[self.index[i]] if i in self.index else np.nan for i in items], dtype=np.float64)
+
+    def recommend(self, history: Iterable[str], k: int = 10, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+        hist = list(history)
+        s = self.scores(hist).astype(np.float64)
+        for it in set(exclude) | set(hist):
+            j = self.index.get(str(it))
+            if j is not None:
+                s[j] = -np.inf
+        top = np.argsort(-s, kind="stable")[:k]
+        return [(self.items[j], float(s[j])) for j in top if np.isfinite(s[j])]
+
+    # -- persistence (safetensors + JSON, never pickle) -------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.numpy import save
+
+        if self.B is None:
+            raise ArtifactError("EASE model is not fitted; nothing to save")
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(d / "ease.safetensors", save({"B": self.B}))
+        atomic_write_json(d / "ease.json", {"format": "verticore-ease/1", "l2": self.l2, "implicit": self.implicit,
+                                            "items": self.items})
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "EASE":
+        from safetensors.numpy import load_file
+
+        d = Path(directory)
+        if not (d / "ease.json").exists() or not (d / "ease.safetensors").exists():
+            raise ArtifactError(f"no EASE model in {d}")
+        try:
+            meta = read_json(d / "ease.json", "EASE config")
+            B = load_file(str(d / "ease.safetensors"))["B"]
+        except Exception as exc:
+            raise ArtifactError(f"EASE model in {d} is corrupt: {str(exc).splitlines()[0]}") from None
+        m = cls(meta["l2"], meta.get("implicit", True))
+        m.items = list(meta["items"])
+        m.index = {it: j for j, it in enumerate(m.items)}
+        if B.shape != (len(m.items), len(m.items)):
+            raise ArtifactError(f"EASE model in {d} is inconsistent: {B.shape} matrix for {len(m.items)} items")
+        m.B = B
+        return m
+
+
+def _natural(x: Any) -> tuple:
+    s = str(x)
+    return (0, int(s), s) if s.isdigit() else (1, 0, s)

@@ -1,0 +1,359 @@
+"""The recommender: text-embedding retrieval over FAISS, CF blending, MMR re-ranking, explanations."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from verticore.errors import ArtifactError, DataError
+from verticore.io import atomic_write_json, read_json
+
+from .catalog import Catalog, Filters
+from .cf import EASE
+from .interactions import Interactions
+from .profiles import Interest, decay_weights, interleave, multi_interest, weighted_mean
+from .rerank import mmr, popularity_prior
+
+log = logging.getLogger(__name__)
+
+MODES = ("text", "hybrid", "cf")
+STATE_FORMAT = "verticore-recommender/1"
+
+
+@dataclass
+class Recommendation:
+    """One recommended item with its score and why it was recommended."""
+
+    item: str
+    score: float
+    title: str
+    because: list[str] = field(default_factory=list)
+    because_titles: list[str] = field(default_factory=list)
+    interest: int = 0
+    source: str = "text"
+
+    @property
+    def explanation(self) -> str:
+        """Human-readable reason: ``because you liked X and Y`` (or the query it matched)."""
+        if self.because_titles:
+            return "because you liked " + " and ".join(self.because_titles)
+        if self.source == "query":
+            return "matches your description"
+        return "popular with similar users" if self.source == "cf" else "similar to your taste"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["explanation"] = self.explanation
+        return d
+
+
+class Recommender:
+    """Recommendations from item texts (FAISS retrieval) and user behaviour.
+
+    Args:
+        catalog: the embedded, indexed items.
+        interactions: user histories (may be empty: cold-start users are served from text).
+        cf: an optional fitted :class:`~recommender.cf.EASE` model for the hybrid score.
+        mode: ``"text"``, ``"hybrid"`` (CF blended with text; text alone for cold items) or
+            ``"cf"``; ``None`` picks hybrid when ``cf`` is given, else text.
+        alpha: weight of the (z-scored) CF score in the hybrid blend.
+        half_life_days: time decay of history weights (``None`` = no decay).
+        n_interests: clusters per user profile (1 = one mean profile; >1 = multi-interest,
+            recommendations interleaved across interests).
+        candidate_factor: ANN candidates retrieved per requested recommendation before re-ranking.
+    """
+
+    def __init__(self, catalog: Catalog, interactions: Interactions | None = None, *, cf: EASE | None = None,
+                 mode: str | None = None, alpha: float = 0.5, half_life_days: float | None = None,
+                 n_interests: int = 1, candidate_factor: int = 10, explain_top: int = 2) -> None:
+        self.catalog = catalog
+        self.interactions = interactions if interactions is not None else Interactions.empty()
+        self.cf = cf
+        mode = mode or ("hybrid" if cf is not None else "text")
+        if mode not in MODES:
+            raise DataError(f"unknown mode {mode!r}; use one of {list(MODES)}")
+        if mode in ("hybrid", "cf") and cf is None:
+            raise DataError(f"mode {mode!r} needs a fitted CF model (fit EASE on the interactions first)")
+        self.mode = mode
+        self.alpha = float(alpha)
+        self.half_life_days = half_life_days
+        self.n_interests = max(1, int(n_interests))
+        self.candidate_factor = max(2, int(candidate_factor))
+        self.explain_top = explain_top
+        self._lock = threading.RLock()
+        self._pop_cache: dict[str, float] | None = None
+
+    # -- users --------------------------------------------------------------------------
+    def known_user(self, user: Any) -> bool:
+        return self.interactions.has_user(user)
+
+    def user_history(self, user: Any) -> list[dict[str, Any]]:
+        """The user's interactions with catalog items, oldest first (:class:`DataError` if unknown)."""
+        h = self.interactions.history(user)
+        return [{"item": r.item, "title": self.catalog.title(r.item), "weight": float(r.weight),
+                 "timestamp": float(r.timestamp)} for r in h.itertuples() if r.item in self.catalog]
+
+    def interests(self, user: Any, n_interests: int | None = None) -> list[Interest]:
+        """The user's profile: ``n_interests`` time-decayed weighted centroids of their items."""
+        items, weights = self._history_arrays(user)
+        vecs = self.catalog.vectors(items)
+        return multi_interest(vecs, weights, k=n_interests or self.n_interests)
+
+    def _history_arrays(self, user: Any) -> tuple[list[str], np.ndarray]:
+        h = self.interactions.history(user)
+        h = h[h["item"].map(lambda i: i in self.catalog)]
+        if h.empty:
+            raise DataError(f"user {str(user)!r} has no interactions with items still in the catalog")
+        w = decay_weights(h["timestamp"].to_numpy(), h["weight"].to_numpy(), self.half_life_days)
+        return h["item"].tolist(), w
+
+    def record(self, user: Any, item: Any, weight: float = 1.0, timestamp: float | None = None) -> None:
+        """Add an interaction (the item must be in the catalog)."""
+        with self._lock:
+            self.catalog.get(item)
+            self.interactions.add(user, item, weight, timestamp)
+            self._pop_cache = None
+
+    # -- items --------------------------------------------------------------------------
+    def upsert_items(self, records: Iterable[dict[str, Any]] | Any, show_progress: bool = False):
+        """Add/update catalog items; new items are recommendable immediately (text only)."""
+        with self._lock:
+            return self.catalog.upsert(records, show_progress=show_progress)
+
+    def remove_items(self, item_ids: Iterable[Any]) -> int:
+        """Remove items from the catalog and index (history rows stay but are ignored)."""
+        with self._lock:
+            return self.catalog.remove(item_ids)
+
+    # -- recommendation -----------------------------------------------------------------
+    def recommend(self, user: Any, k: int = 10, *, exclude_seen: bool = True, filters: Filters = None,
+                  diversity: float = 0.0, prior: float = 0.0, candidates: Iterable[Any] | None = None,
+                  n_interests: int | None = None, mode: str | None = None, explain: bool = True) -> list[Recommendation]:
+        """Top-``k`` items for a known user.
+
+        ANN retrieval per interest (plus CF candidates in hybrid mode), then re-ranking: the
+        hybrid blend, an optional popularity/recency ``prior`` (weight in [0, 1]) and MMR with
+        ``diversity`` in [0, 1]. ``filters`` restricts items by metadata (dict or predicate);
+        ``candidates`` restricts to an explicit id set. Raises :class:`DataError` for an unknown user.
+        """
+        with self._lock:
+            items, weights = self._history_arrays(user)
+            return self._recommend_from(items, weights, k=k, exclude=set(self.interactions.seen(user)) if exclude_seen else set(),
+                                        filters=filters, diversity=diversity, prior=prior, candidates=candidates,
+                                        n_interests=n_interests, mode=mode, explain=explain)
+
+    def recommend_for_items(self, items: Sequence[Any], k: int = 10, **kwargs: Any) -> list[Recommendation]:
+        """Cold-start user from a few picked items (which are excluded from the result)."""
+        keys = [str(i) for i in items]
+        if not keys:
+            raise DataError("pick at least one item")
+        for key in keys:
+            self.catalog.get(key)
+        with self._lock:
+            return self._recommend_from(keys, np.ones(len(keys)), k=k, exclude=set(keys), **kwargs)
+
+    def recommend_for_text(self, text: str, k: int = 10, *, filters: Filters = None, diversity: float = 0.0,
+                           prior: float = 0.0, candidates: Iterable[Any] | None = None,
+                           exclude: Iterable[Any] = ()) -> list[Recommendation]:
+        """Cold-start user from a free-text description of their taste."""
+        with self._lock:
+            q = self.catalog.embed_query(text)
+            return self._rank_single(q, [], np.zeros(0), k, set(map(str, exclude)), filters, diversity, prior,
+                                     candidates, mode="text", explain=False, source="query", interest=0)
+
+    def similar_items(self, item: Any, k: int = 10, *, filters: Filters = None, diversity: float = 0.0) -> list[Recommendation]:
+        """Items whose text is nearest to ``item`` (the item itself excluded)."""
+        with self._lock:
+            key = str(item)
+            v = self.catalog.vectors([key])[0]
+            recs = self._rank_single(v, [], np.zeros(0), k, {key}, filters, diversity, 0.0, None, mode="text",
+                                     explain=False, source="similar", interest=0)
+            return recs
+
+    def search(self, text: str, k: int = 10, *, filters: Filters = None) -> list[Recommendation]:
+        """Semantic search over item texts."""
+        with self._lock:
+            q = self.catalog.embed_query(text)
+            return self._rank_single(q, [], np.zeros(0), k, set(), filters, 0.0, 0.0, None, mode="text",
+                                     explain=False, source="query", interest=0)
+
+    # -- internals ----------------------------------------------------------------------
+    def _recommend_from(self, items: list[str], weights: np.ndarray, *, k: int, exclude: set[str],
+                        filters: Filters = None, diversity: float = 0.0, prior: float = 0.0,
+                        candidates: Iterable[Any] | None = None, n_interests: int | None = None,
+                        mode: str | None = None, explain: bool = True) -> list[Recommendation]:
+        mode = mode or self.mode
+        if mode not in MODES:
+            raise DataError(f"unknown mode {mode!r}; use one of {list(MODES)}")
+        if mode in ("hybrid", "cf") and self.cf is None:
+            raise DataError(f"mode {mode!r} needs a fitted CF model")
+        if k <= 0:
+            raise DataError("k must be at least 1")
+        if candidates is not None:
+            candidates = [str(c) for c in candidates]
+        vecs = self.catalog.vectors(items)
+        n_int = n_interests or self.n_interests
+        if n_int <= 1 or len(items) < 2:
+            profile = weighted_mean(vecs, weights)
+            return self._rank_single(profile, items, vecs, k, exclude, filters, diversity, prior, candidates,
+                                     mode=mode, explain=explain, cf_history=items, source=mode, interest=0)
+        interests = multi_interest(vecs, weights, k=n_int)
+        lists: list[list[Recommendation]] = []
+        for j, it in enumerate(interests):
+            lists.append(self._rank_single(it.centroid, items, vecs, k, exclude, filters, 0.0, prior, candidates,
+                                           mode=mode, explain=False, cf_history=items, source=mode, interest=j))
+        by_id: dict[str, Recommendation] = {}
+        for lst in lists:
+            for r in lst:
+                if r.item not in by_id or r.score > by_id[r.item].score:
+                    by_id[r.item] = r
+        order = interleave([[r.item for r in lst] for lst in lists], [it.weight for it in interests],
+                           k=k * (3 if diversity > 0 else 1))
+        recs = [by_id[i] for i in order]
+        if diversity > 0 and len(recs) > k:
+            pos_rel = np.linspace(1.0, 0.0, len(recs))  # interleaved rank is the relevance
+            sel = mmr(pos_rel, self.catalog.vectors([r.item for r in recs]), k, diversity)
+            recs = [recs[i] for i in sel]
+        recs = recs[:k]
+        if explain:
+            self._explain(recs, items, vecs)
+        return recs
+
+    def _rank_single(self, profile: np.ndarray, history: list[str], hist_vecs: np.ndarray, k: int, exclude: set[str],
+                     filters: Filters, diversity: float, prior: float, candidates: list[str] | None, *, mode: str,
+                     explain: bool, source: str, interest: int, cf_history: list[str] | None = None) -> list[Recommendation]:
+        if len(self.catalog) == 0:
+            raise DataError("the catalog is empty: add items before asking for recommendations")
+        allow = self.catalog.allowed(filters, candidates, exclude)
+        n_cand = max(k * self.candidate_factor, 50)
+        pool: dict[str, float] = {}
+        if mode != "cf":
+            want = n_cand if allow is not None else n_cand + len(exclude)
+            for key, score in self.catalog.search_vectors(profile[None, :], want, allow)[0]:
+                if key not in exclude:
+                    pool[key] = score
+        cf_scores: dict[str, float] = {}
+        if mode in ("hybrid", "cf") and cf_history:
+            s = self.cf.scores(cf_history)
+            allowed = set(allow) if allow is not None else None
+            order = np.argsort(-s, kind="stable")
+            taken = 0
+            for j in order:
+                it = self.cf.items[j]
+                if it in exclude or it not in self.catalog or (allowed is not None and it not in allowed):
+                    continue
+                cf_scores[it] = float(s[j])
+                taken += 1
+                if taken >= n_cand:
+                    break
+            missing = [i for i in cf_scores if i not in pool]
+            if missing and mode == "hybrid":
+                sims = self.catalog.vectors(missing) @ profile
+                pool.update({i: float(v) for i, v in zip(missing, sims)})
+            for i in pool:  # CF score for text candidates too (NaN when cold)
+                if i not in cf_scores and self.cf.knows(i):
+                    cf_scores[i] = float(s[self.cf.index[i]])
+        if mode == "cf":
+            pool = dict(cf_scores)
+        ids = list(pool)
+        if not ids:
+            return []
+        text_s = np.array([pool[i] for i in ids], dtype=np.float64)
+        if mode == "hybrid":
+            score = self._blend(ids, text_s, cf_scores)
+        else:
+            score = text_s
+        if prior > 0:
+            counts = self._popularity()
+            score = (1 - prior) * _z(score) + prior * 3.0 * popularity_prior(ids, counts)
+        if diversity > 0:
+            sel = mmr(score, self.catalog.vectors(ids), k, diversity)
+        else:
+            sel = list(np.argsort(-score, kind="stable")[:k])
+        recs = [Recommendation(item=ids[i], score=float(score[i]), title=self.catalog.title(ids[i]), interest=interest,
+                               source=("cf" if mode == "cf" else ("text" if mode == "hybrid" and not self.cf.knows(ids[i]) else source)))
+                for i in sel]
+        if explain and history:
+            self._explain(recs, history, hist_vecs)
+        return recs
+
+    def _blend(self, ids: list[str], text_s: np.ndarray, cf_scores: dict[str, float]) -> np.ndarray:
+        cf = np.array([cf_scores.get(i, np.nan) for i in ids], dtype=np.float64)
+        warm = ~np.isnan(cf)
+        zt = _z(text_s)
+        out = zt.copy()  # cold items: text alone
+        if warm.any():
+            zc = np.zeros_like(cf)
+            zc[warm] = _z(cf[warm])
+            out[warm] = self.alpha * zc[warm] + (1 - self.alpha) * zt[warm]
+        return out
+
+    def _popularity(self) -> dict[str, float]:
+        if self._pop_cache is None:
+            self._pop_cache = self.interactions.counts(half_life_days=self.half_life_days)
+        return self._pop_cache
+
+    def _explain(self, recs: list[Recommendation], history: list[str], hist_vecs: np.ndarray) -> None:
+        if not recs or not history:
+            return
+        rv = self.catalog.vectors([r.item for r in recs])
+        sims = rv @ np.asarray(hist_vecs, dtype=np.float32).T
+        for r, row in zip(recs, sims):
+            top = np.argsort(-row, kind="stable")
+            best = float(row[top[0]])
+            picked: list[str] = []
+            for j in top:  # the nearest history item, plus others nearly as near
+                if picked and float(row[j]) < max(0.3, best - 0.1):
+                    break
+                if history[j] not in picked:
+                    picked.append(history[j])
+                if len(picked) >= self.explain_top:
+                    break
+            r.because = picked
+            r.because_titles = [self.catalog.title(i) for i in picked]
+
+    # -- persistence --------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Persist catalog (+ FAISS index), interactions (CSV), CF model (safetensors) and settings."""
+        d = Path(directory)
+        with self._lock:
+            self.catalog.save(d / "catalog")
+            self.interactions.save(d / "interactions.csv")
+            if self.cf is not None:
+                self.cf.save(d / "cf")
+            atomic_write_json(d / "recommender.json", {
+                "format": STATE_FORMAT, "mode": self.mode, "alpha": self.alpha, "half_life_days": self.half_life_days,
+                "n_interests": self.n_interests, "candidate_factor": self.candidate_factor})
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, embedder: Any = None) -> "Recommender":
+        """Load what :meth:`save` wrote (raises :class:`ArtifactError` / ``IndexMismatchError``)."""
+        d = Path(directory)
+        if not (d / "recommender.json").exists():
+            raise ArtifactError(f"no recommender state in {d} (recommender.json missing); run `recommender build` first")
+        try:
+            cfg = read_json(d / "recommender.json", "recommender config")
+        except DataError as exc:
+            raise ArtifactError(str(exc)) from None
+        catalog = Catalog.load(d / "catalog", embedder=embedder)
+        inter = Interactions.from_file(d / "interactions.csv", allow_empty=True) \
+            if (d / "interactions.csv").exists() else Interactions.empty()
+        cf = EASE.load(d / "cf") if (d / "cf" / "ease.json").exists() else None
+        mode = cfg.get("mode", "text")
+        if mode != "text" and cf is None:
+            mode = "text"
+        return cls(catalog, inter, cf=cf, mode=mode, alpha=cfg.get("alpha", 0.5), half_life_days=cfg.get("half_life_days"),
+                   n_interests=cfg.get("n_interests", 1), candidate_factor=cfg.get("candidate_factor", 10))
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 2:
+        return np.zeros_like(x)
+    sd = float(x.std())
+    return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
