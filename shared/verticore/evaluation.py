@@ -1,0 +1,338 @@
+"""One evaluation protocol for every app and bench (Microsoft Recommenders style).
+
+Classification::
+
+    classification_metrics(y_true, y_pred, labels=None)
+        -> {"accuracy", "macro_f1", "weighted_f1", "per_class": {label: {precision, recall, f1, support}},
+            "confusion_matrix": [[...]], "labels": [...], "n"}
+    multilabel_metrics(y_true_sets, y_pred_sets, labels=None)
+        -> {"micro_f1", "macro_f1", "micro_precision", "micro_recall", "subset_accuracy", "hamming_loss", ...}
+
+Ranking (binary relevance; each user's list is cut at ``k`` after dropping repeated items)::
+
+    recall_at_k     |top-k ∩ relevant| / |relevant|
+    precision_at_k  |top-k ∩ relevant| / k          (k, not the list length: short lists are penalised)
+    hit_at_k        1 if any of the top-k is relevant
+    mrr             1 / rank of the first relevant item within the top k (0 if none)
+    ndcg_at_k       DCG / IDCG, gain 1 / log2(rank + 1), IDCG over min(k, |relevant|) ideal ranks
+    coverage        distinct items in all top-k lists / catalog size
+
+``ranking_metrics(recommended, relevant, k=10, catalog_size=None)`` averages the per-user metrics
+over users with at least one relevant item (a user with no recommendation list scores 0) and
+returns keys ``"recall@10"``, ``"precision@10"``, ``"mrr"``, ``"ndcg@10"``, ``"hit@10"``,
+``"coverage"`` (``None`` when ``catalog_size`` is not given) and ``"users"``.
+
+Anything with ``recommend_batch(users, k) -> {user: [items]}`` (the :class:`Recommender` protocol)
+can be evaluated with :func:`evaluate` or :class:`RankingEvaluator`, which add ``ms_per_user``.
+
+Zero divisions (a class never predicted, never present) count as 0, like scikit-learn's
+``zero_division=0``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Hashable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .errors import DataError
+
+# -- classification ---------------------------------------------------------------------------
+
+
+def _safe_div(a: float, b: float) -> float:
+    return float(a) / float(b) if b else 0.0
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if (p + r) else 0.0
+
+
+def _sorted_labels(values: Iterable[Any]) -> list[Any]:
+    uniq = list(dict.fromkeys(values))
+    try:
+        return sorted(uniq)
+    except TypeError:
+        return sorted(uniq, key=str)
+
+
+def classification_metrics(y_true: Sequence[Any], y_pred: Sequence[Any], labels: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Accuracy, macro/weighted F1, per-class precision/recall/F1/support and the confusion matrix.
+
+    ``labels`` fixes the order of classes (rows = true, columns = predicted in the confusion
+    matrix); by default it is the sorted union of ``y_true`` and ``y_pred``. With explicit
+    ``labels``, a value outside them raises :class:`~verticore.errors.DataError`.
+    Macro F1 averages over every label in ``labels`` (also those with no support), as
+    scikit-learn does.
+    """
+    y_true, y_pred = list(y_true), list(y_pred)
+    if len(y_true) != len(y_pred):
+        raise DataError(f"y_true has {len(y_true)} items but y_pred has {len(y_pred)}")
+    if not y_true:
+        raise DataError("no examples to evaluate (y_true is empty)")
+    if labels is None:
+        labels = _sorted_labels(y_true + y_pred)
+    else:
+        labels = list(labels)
+        if len(set(labels)) != len(labels):
+            raise DataError("labels contains duplicates")
+    pos = {lab: i for i, lab in enumerate(labels)}
+    for what, ys in (("y_true", y_true), ("y_pred", y_pred)):
+        for y in ys:
+            if y not in pos:
+                raise DataError(f"{what} contains label {y!r} that is not in labels {labels}")
+    n = len(labels)
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (np.array([pos[y] for y in y_true]), np.array([pos[y] for y in y_pred])), 1)
+    tp = np.diag(cm)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    per_class: dict[Any, dict[str, float]] = {}
+    f1s = []
+    for i, lab in enumerate(labels):
+        p = _safe_div(tp[i], predicted[i])
+        r = _safe_div(tp[i], support[i])
+        f = _f1(p, r)
+        f1s.append(f)
+        per_class[lab] = {"precision": p, "recall": r, "f1": f, "support": int(support[i])}
+    total = int(support.sum())
+    return {
+        "accuracy": _safe_div(tp.sum(), total),
+        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+        "weighted_f1": _safe_div(float(np.dot(f1s, support)), total),
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+        "labels": labels,
+        "n": total,
+    }
+
+
+def multilabel_metrics(y_true_sets: Sequence[Iterable[Any]], y_pred_sets: Sequence[Iterable[Any]],
+                       labels: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Multi-label metrics: micro/macro F1, micro precision/recall, subset accuracy, Hamming loss, per class.
+
+    Each row is a set (or list) of labels. ``labels`` defaults to the sorted union of all labels.
+    """
+    t = [set(s) for s in y_true_sets]
+    p = [set(s) for s in y_pred_sets]
+    if len(t) != len(p):
+        raise DataError(f"y_true_sets has {len(t)} rows but y_pred_sets has {len(p)}")
+    if not t:
+        raise DataError("no examples to evaluate (y_true_sets is empty)")
+    if labels is None:
+        labels = _sorted_labels(x for row in t + p for x in row)
+    else:
+        labels = list(labels)
+        known = set(labels)
+        for what, rows in (("y_true_sets", t), ("y_pred_sets", p)):
+            for row in rows:
+                extra = row - known
+                if extra:
+                    raise DataError(f"{what} contains label {sorted(extra, key=str)[0]!r} that is not in labels")
+    per_class: dict[Any, dict[str, float]] = {}
+    tp_all = fp_all = fn_all = 0
+    f1s = []
+    for lab in labels:
+        tp = sum(1 for a, b in zip(t, p) if lab in a and lab in b)
+        fp = sum(1 for a, b in zip(t, p) if lab not in a and lab in b)
+        fn = sum(1 for a, b in zip(t, p) if lab in a and lab not in b)
+        tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
+        prec, rec = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
+        f1s.append(_f1(prec, rec))
+        per_class[lab] = {"precision": prec, "recall": rec, "f1": f1s[-1], "support": tp + fn}
+    micro_p, micro_r = _safe_div(tp_all, tp_all + fp_all), _safe_div(tp_all, tp_all + fn_all)
+    return {
+        "micro_f1": _f1(micro_p, micro_r),
+        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+        "micro_precision": micro_p,
+        "micro_recall": micro_r,
+        "subset_accuracy": sum(1 for a, b in zip(t, p) if a == b) / len(t),
+        "hamming_loss": _safe_div(fp_all + fn_all, len(t) * len(labels)),
+        "per_class": per_class,
+        "labels": labels,
+        "n": len(t),
+    }
+
+
+# -- ranking ------------------------------------------------------------------------------------
+
+
+def _check_k(k: int) -> int:
+    try:
+        k = int(k)
+    except (TypeError, ValueError):
+        raise DataError(f"k must be a positive integer, got {k!r}") from None
+    if k <= 0:
+        raise DataError(f"k must be a positive integer, got {k}")
+    return k
+
+
+def _top_k(recommended: Iterable[Hashable] | None, k: int) -> list[Hashable]:
+    """The first ``k`` distinct items of a recommendation list."""
+    out: list[Hashable] = []
+    seen: set[Hashable] = set()
+    for item in recommended or ():
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+            if len(out) == k:
+                break
+    return out
+
+
+def recall_at_k(recommended: Sequence[Hashable], relevant: Iterable[Hashable], k: int = 10) -> float:
+    """Share of the relevant items found in the top ``k`` (0 when nothing is relevant)."""
+    rel = set(relevant)
+    top = _top_k(recommended, _check_k(k))
+    return _safe_div(sum(1 for x in top if x in rel), len(rel))
+
+
+def precision_at_k(recommended: Sequence[Hashable], relevant: Iterable[Hashable], k: int = 10) -> float:
+    """Relevant items in the top ``k`` divided by ``k``."""
+    k = _check_k(k)
+    rel = set(relevant)
+    return sum(1 for x in _top_k(recommended, k) if x in rel) / k
+
+
+def hit_at_k(recommended: Sequence[Hashable], relevant: Iterable[Hashable], k: int = 10) -> float:
+    """1.0 if any of the top ``k`` is relevant, else 0.0."""
+    rel = set(relevant)
+    return 1.0 if any(x in rel for x in _top_k(recommended, _check_k(k))) else 0.0
+
+
+def mrr(recommended: Sequence[Hashable], relevant: Iterable[Hashable], k: int | None = None) -> float:
+    """Reciprocal rank of the first relevant item (within the top ``k`` when given), else 0."""
+    rel = set(relevant)
+    top = _top_k(recommended, _check_k(k)) if k is not None else _top_k(recommended, 10**12)
+    for rank, x in enumerate(top, start=1):
+        if x in rel:
+            return 1.0 / rank
+    return 0.0
+
+
+def ndcg_at_k(recommended: Sequence[Hashable], relevant: Iterable[Hashable], k: int = 10) -> float:
+    """Binary-relevance NDCG@k with the log2 discount; the ideal DCG ranks ``min(k, |relevant|)`` hits first."""
+    k = _check_k(k)
+    rel = set(relevant)
+    if not rel:
+        return 0.0
+    dcg = sum(1.0 / math.log2(rank + 1) for rank, x in enumerate(_top_k(recommended, k), start=1) if x in rel)
+    idcg = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(k, len(rel)) + 1))
+    return dcg / idcg
+
+
+def coverage(recommended: Mapping[Any, Sequence[Hashable]], catalog_size: int, k: int = 10) -> float:
+    """Distinct items across all users' top-``k`` lists divided by ``catalog_size``."""
+    k = _check_k(k)
+    if not catalog_size or catalog_size <= 0:
+        raise DataError(f"catalog_size must be a positive integer, got {catalog_size!r}")
+    items: set[Hashable] = set()
+    for lst in recommended.values():
+        items.update(_top_k(lst, k))
+    return len(items) / int(catalog_size)
+
+
+def ranking_metrics(recommended: Mapping[Any, Sequence[Hashable]], relevant: Mapping[Any, Iterable[Hashable]],
+                    k: int = 10, catalog_size: int | None = None) -> dict[str, Any]:
+    """Average recall/precision/hit/NDCG@k and MRR over users with at least one relevant item.
+
+    Returns ``{"recall@k", "precision@k", "mrr", "ndcg@k", "hit@k", "coverage", "users", "k"}``
+    (with the number in place of ``k``). A user missing from ``recommended`` scores 0.
+    ``coverage`` is over every list in ``recommended`` and ``None`` without ``catalog_size``.
+    """
+    k = _check_k(k)
+    if not isinstance(recommended, Mapping) or not isinstance(relevant, Mapping):
+        raise DataError("recommended and relevant must be dicts keyed by user")
+    users = [u for u, items in relevant.items() if len(set(items)) > 0]
+    if not users:
+        raise DataError("no user has a relevant item; nothing to evaluate")
+    sums = {"recall": 0.0, "precision": 0.0, "mrr": 0.0, "ndcg": 0.0, "hit": 0.0}
+    for u in users:
+        rel = set(relevant[u])
+        top = _top_k(recommended.get(u), k)
+        hits = [x in rel for x in top]
+        n_hit = sum(hits)
+        sums["recall"] += n_hit / len(rel)
+        sums["precision"] += n_hit / k
+        sums["hit"] += 1.0 if n_hit else 0.0
+        first = next((i for i, h in enumerate(hits, start=1) if h), None)
+        sums["mrr"] += 1.0 / first if first else 0.0
+        dcg = sum(1.0 / math.log2(i + 1) for i, h in enumerate(hits, start=1) if h)
+        idcg = sum(1.0 / math.log2(i + 1) for i in range(1, min(k, len(rel)) + 1))
+        sums["ndcg"] += dcg / idcg
+    n = len(users)
+    return {
+        f"recall@{k}": sums["recall"] / n,
+        f"precision@{k}": sums["precision"] / n,
+        "mrr": sums["mrr"] / n,
+        f"ndcg@{k}": sums["ndcg"] / n,
+        f"hit@{k}": sums["hit"] / n,
+        "coverage": coverage(recommended, catalog_size, k) if catalog_size else None,
+        "users": n,
+        "k": k,
+    }
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    """Anything that recommends ``k`` items for each of a batch of users."""
+
+    def recommend_batch(self, users: Sequence[Any], k: int) -> Mapping[Any, Sequence[Hashable]]:
+        ...
+
+
+class RankingEvaluator:
+    """Evaluate any :class:`Recommender` against held-out relevant items.
+
+    Args:
+        relevant: ``{user: set(items)}`` (users without relevant items are skipped).
+        k: list length evaluated.
+        catalog_size: number of recommendable items, for ``coverage``.
+        batch_size: users per ``recommend_batch`` call.
+
+    :meth:`evaluate` returns :func:`ranking_metrics` plus ``ms_per_user`` (wall time of the
+    ``recommend_batch`` calls divided by the number of users).
+    """
+
+    def __init__(self, relevant: Mapping[Any, Iterable[Hashable]], k: int = 10, catalog_size: int | None = None,
+                 batch_size: int = 1024) -> None:
+        self.relevant = {u: set(v) for u, v in relevant.items()}
+        self.k = _check_k(k)
+        self.catalog_size = catalog_size
+        self.batch_size = max(1, int(batch_size))
+        self.users = [u for u, v in self.relevant.items() if v]
+        if not self.users:
+            raise DataError("no user has a relevant item; nothing to evaluate")
+
+    def evaluate(self, model: Recommender, show_progress: bool = False) -> dict[str, Any]:
+        if not callable(getattr(model, "recommend_batch", None)):
+            raise DataError(f"{type(model).__name__} has no recommend_batch(users, k) method")
+        batches = [self.users[i:i + self.batch_size] for i in range(0, len(self.users), self.batch_size)]
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="evaluate", unit="batch")
+        recommended: dict[Any, Sequence[Hashable]] = {}
+        elapsed = 0.0
+        for batch in batches:
+            t0 = time.perf_counter()
+            out = model.recommend_batch(list(batch), self.k)
+            elapsed += time.perf_counter() - t0
+            if not isinstance(out, Mapping):
+                raise DataError(f"{type(model).__name__}.recommend_batch must return a dict user -> items, "
+                                f"got {type(out).__name__}")
+            recommended.update(out)
+        metrics = ranking_metrics(recommended, self.relevant, self.k, self.catalog_size)
+        metrics["ms_per_user"] = 1000.0 * elapsed / len(self.users)
+        return metrics
+
+
+def evaluate(model: Recommender, relevant: Mapping[Any, Iterable[Hashable]], k: int = 10,
+             catalog_size: int | None = None, batch_size: int = 1024, show_progress: bool = False) -> dict[str, Any]:
+    """Shortcut for ``RankingEvaluator(relevant, k, catalog_size, batch_size).evaluate(model)``."""
+    return RankingEvaluator(relevant, k, catalog_size, batch_size).evaluate(model, show_progress)
+
+
+__all__ = ["classification_metrics", "multilabel_metrics", "recall_at_k", "precision_at_k", "hit_at_k", "mrr",
+           "ndcg_at_k", "coverage", "ranking_metrics", "Recommender", "RankingEvaluator", "evaluate"]
