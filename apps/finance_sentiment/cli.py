@@ -1,0 +1,358 @@
+"""``finance-sentiment``: train, score, ingest (file / folder / feeds / replay / HTTP), alerts, outbox, demo."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from functools import wraps
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from verticore.errors import VerticoreError
+
+from .paths import AppPaths
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Financial-news sentiment alerting monitor (Verticore app).")
+watchlist_app = typer.Typer(no_args_is_help=True, help="Show or edit the watchlist.")
+app.add_typer(watchlist_app, name="watchlist")
+log = logging.getLogger("finance_sentiment")
+
+HOME_OPT = typer.Option(None, "--home", help="monitor directory (default $VERTICORE_HOME/finance_sentiment)")
+
+
+def _paths(home: Optional[Path]) -> AppPaths:
+    return AppPaths(home) if home else AppPaths.default()
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user errors into ``error: <message>`` and exit code 2 (no stack trace)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VerticoreError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _monitor(home: Optional[Path], config: Optional[Path] = None, device: str = "auto"):
+    from .config import load_config
+    from .pipeline import Monitor
+
+    paths = _paths(home)
+    cfg = load_config(config) if config else None
+    return Monitor.open(paths, config=cfg, device=device)
+
+
+def _echo_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+@_friendly
+def train(data: Path = typer.Option(None, help="folder with train.csv/dev.csv[/test.csv] (text,label); "
+                                                "default: Financial PhraseBank 50Agree"),
+          out: Optional[Path] = typer.Option(None, help="artifact dir (default <home>/models/sentiment)"),
+          method: str = typer.Option("full", help="full or lora"), epochs: int = 3, batch_size: int = 32,
+          learning_rate: Optional[float] = None, max_steps: Optional[int] = None, home: Optional[Path] = HOME_OPT) -> None:
+    """Fine-tune the sentiment model (positive/neutral/negative) with the core and print test metrics."""
+    from .training import PHRASEBANK_DIR, train_sentiment
+
+    out = out or _paths(home).sentiment_model
+    res = train_sentiment(data or PHRASEBANK_DIR, out, method=method, epochs=epochs, batch_size=batch_size,
+                          learning_rate=learning_rate, max_steps=max_steps)
+    m = res.metrics
+    typer.echo(f"sentiment model written to {res.artifact_dir}")
+    for split in ("dev", "test"):
+        if isinstance(m.get(split), dict):
+            typer.echo(f"{split}: accuracy {m[split]['accuracy']:.4f}  macro-F1 {m[split]['macro_f1']:.4f}")
+
+
+@app.command("train-topics")
+@_friendly
+def train_topics_cmd(data: Optional[Path] = typer.Option(None, help="CSV with text,topic (default: bundled sample)"),
+                     out: Optional[Path] = None, epochs: int = 6, max_steps: Optional[int] = None,
+                     home: Optional[Path] = HOME_OPT) -> None:
+    """Fine-tune the topic classifier (zero-shot topics in the config keep working alongside it)."""
+    from .training import train_topics
+
+    out = out or _paths(home).topic_model
+    res = train_topics(out, data, epochs=epochs, max_steps=max_steps)
+    typer.echo(f"topic model written to {res.artifact_dir}")
+
+
+@app.command()
+@_friendly
+def score(text: str = typer.Argument(..., help="headline or article text"), as_json: bool = typer.Option(False, "--json"),
+          home: Optional[Path] = HOME_OPT, device: str = "auto") -> None:
+    """Score one text: sentiment (with per-sentence evidence), topics and watched companies."""
+    mon = _monitor(home, device=device)
+    try:
+        r = mon.score_text(text)
+    finally:
+        mon.close()
+    if as_json:
+        return _echo_json(r)
+    typer.echo(f"{r['label']} (score {r['score']:+.3f})  topics: {', '.join(r['topics'])}  entities: {', '.join(r['entities']) or '-'}")
+    for e in r["evidence"]:
+        typer.echo(f"  [{e['label']:>8} {e['score']:+.2f}] {e['text']}")
+
+
+def _report(res) -> None:
+    s = res.summary()
+    typer.echo(" ".join(f"{k}={v}" for k, v in s.items()))
+    for e in res.events:
+        if e.kind != "updated":
+            typer.echo(f"ALERT {e.kind}: {e.alert['summary']}")
+
+
+@app.command()
+@_friendly
+def ingest(path: Path = typer.Argument(..., help="JSONL or CSV file (or a folder of them)"), config: Optional[Path] = None,
+           home: Optional[Path] = HOME_OPT, batch_size: int = 64) -> None:
+    """Ingest new records from a file or folder once (already-read lines are skipped)."""
+    from .sources import FolderSource
+    from .webhooks import Deliverer
+
+    mon = _monitor(home, config)
+    try:
+        recs = FolderSource(path, mon.store).poll()
+        for i in range(0, len(recs), batch_size):
+            _report(mon.process(recs[i:i + batch_size], source=f"file:{path.name}"))
+        if mon.config.webhooks:
+            Deliverer(mon.store, mon.config.webhooks, allow_hosts=mon.config.allow_hosts).run_once()
+    finally:
+        mon.close()
+
+
+@app.command()
+@_friendly
+def watch(path: Path = typer.Argument(..., help="file or folder to watch"), interval: float = 5.0,
+          feeds: list[str] = typer.Option([], "--feed", help="RSS/Atom URL to poll as well (repeatable)"),
+          feed_interval: float = 300.0, config: Optional[Path] = None, home: Optional[Path] = HOME_OPT,
+          once: bool = typer.Option(False, help="one poll, then exit")) -> None:
+    """Run the monitor: watch a file/folder (and feeds), classify, detect, deliver alerts. Ctrl-C stops."""
+    from .sources import FolderSource, poll_feeds
+    from .webhooks import Deliverer
+
+    mon = _monitor(home, config)
+    deliverer = Deliverer(mon.store, mon.config.webhooks, allow_hosts=mon.config.allow_hosts)
+    deliverer.start()
+    src = FolderSource(path, mon.store) if path else None
+    last_feed = 0.0
+    try:
+        while True:
+            if src is not None:
+                recs = src.poll()
+                if recs:
+                    _report(mon.process(recs, source=f"file:{path.name}"))
+            if feeds and time.time() - last_feed >= feed_interval:
+                for url, recs in poll_feeds(feeds, timeout_s=mon.config.feed_timeout_s):
+                    if recs:
+                        _report(mon.process(recs, source=url))
+                last_feed = time.time()
+            mon.tick()
+            if once:
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        deliverer.stop()
+        deliverer.run_once()
+        mon.close()
+
+
+@app.command()
+@_friendly
+def feeds(urls: list[str] = typer.Argument(..., help="RSS/Atom URLs or files"), config: Optional[Path] = None,
+          home: Optional[Path] = HOME_OPT) -> None:
+    """Poll RSS/Atom feeds once (a broken or hanging feed is logged and skipped)."""
+    from .sources import poll_feeds
+
+    mon = _monitor(home, config)
+    try:
+        for url, recs in poll_feeds(urls, timeout_s=mon.config.feed_timeout_s):
+            if recs:
+                _report(mon.process(recs, source=url))
+    finally:
+        mon.close()
+
+
+@app.command()
+@_friendly
+def replay(path: Path = typer.Argument(..., help="JSONL/CSV with published_at"), speed: float = typer.Option(60.0, help="N x real time; 0 = as fast as possible"),
+           config: Optional[Path] = None, home: Optional[Path] = HOME_OPT) -> None:
+    """Replay a timestamped dataset through the monitor at N x speed."""
+    from .sources import ReplaySource
+    from .webhooks import Deliverer
+
+    mon = _monitor(home, config)
+    deliverer = Deliverer(mon.store, mon.config.webhooks, allow_hosts=mon.config.allow_hosts)
+    try:
+        for batch in ReplaySource.from_file(path, speed).batches():
+            _report(mon.process(batch, source="replay", now=batch[-1]["published_at"]))
+            deliverer.run_once()
+    finally:
+        mon.close()
+
+
+@app.command()
+@_friendly
+def serve(host: str = "127.0.0.1", port: int = 8600, config: Optional[Path] = None, home: Optional[Path] = HOME_OPT) -> None:
+    """HTTP ingestion (POST /news, POST /score, GET /alerts) with background webhook delivery."""
+    import uvicorn
+
+    from .server import create_app
+    from .webhooks import Deliverer
+
+    mon = _monitor(home, config)
+    deliverer = Deliverer(mon.store, mon.config.webhooks, allow_hosts=mon.config.allow_hosts)
+    deliverer.start()
+    try:
+        uvicorn.run(create_app(mon), host=host, port=port, log_level="info")
+    finally:
+        deliverer.stop()
+        mon.close()
+
+
+@app.command()
+@_friendly
+def deliver(config: Optional[Path] = None, home: Optional[Path] = HOME_OPT) -> None:
+    """Attempt every due webhook delivery once."""
+    from .config import MonitorConfig, load_config
+    from .store import SQLiteStore
+    from .webhooks import Deliverer
+
+    paths = _paths(home)
+    cfg = load_config(config or (paths.config if paths.config.exists() else None)) if (config or paths.config.exists()) else MonitorConfig()
+    store = SQLiteStore(paths.db)
+    r = Deliverer(store, cfg.webhooks, allow_hosts=cfg.allow_hosts).run_once()
+    typer.echo(f"delivered={r.delivered} retried={r.retried} dead={r.dead}")
+
+
+@app.command()
+@_friendly
+def alerts(state: Optional[str] = typer.Option(None, help="open or resolved"), limit: int = 50,
+           as_json: bool = typer.Option(False, "--json"), home: Optional[Path] = HOME_OPT) -> None:
+    """List alerts with their delivery state."""
+    from .store import SQLiteStore
+
+    rows = SQLiteStore(_paths(home).db).list_alerts(state=state, limit=limit)
+    if as_json:
+        return _echo_json(rows)
+    for a in rows:
+        typer.echo(f"#{a['id']} [{a['state']}] {a['severity']:>8} {a['summary']}  (delivered {a['delivered']}, "
+                   f"pending {a['pending']}, dead {a['dead']}, attempts {a['attempts']})")
+    if not rows:
+        typer.echo("no alerts")
+
+
+@app.command()
+@_friendly
+def outbox(state: Optional[str] = typer.Option(None, help="pending, sending, delivered or dead"), limit: int = 50,
+           home: Optional[Path] = HOME_OPT) -> None:
+    """List webhook deliveries."""
+    from .store import SQLiteStore
+
+    for r in SQLiteStore(_paths(home).db).list_outbox(state=state, limit=limit):
+        typer.echo(f"#{r['id']} {r['state']:>9} {r['event']:>8} -> {r['target']} attempts={r['attempts']} "
+                   f"last={r['last_status'] or ''} {r['last_error'] or ''}")
+
+
+@app.command()
+@_friendly
+def resend(outbox_id: int = typer.Argument(..., help="id of a dead-lettered delivery"), home: Optional[Path] = HOME_OPT) -> None:
+    """Move a dead-lettered delivery back to the queue (same idempotency key: no duplicate at the receiver)."""
+    from verticore.errors import DataError
+
+    from .store import SQLiteStore
+
+    if not SQLiteStore(_paths(home).db).resend(outbox_id, time.time()):
+        raise DataError(f"delivery #{outbox_id} is not dead-lettered (or does not exist)")
+    typer.echo(f"delivery #{outbox_id} re-queued")
+
+
+@watchlist_app.command("show")
+@_friendly
+def watchlist_show(home: Optional[Path] = HOME_OPT) -> None:
+    """Print the watchlist CSV."""
+    from .entities import Watchlist
+    from .paths import SAMPLES
+
+    p = _paths(home).watchlist
+    typer.echo(Watchlist.load(p if p.exists() else SAMPLES / "watchlist.csv").to_csv_text(), nl=False)
+
+
+@watchlist_app.command("add")
+@_friendly
+def watchlist_add(ticker: str, name: str, aliases: list[str] = typer.Option([], "--alias"), home: Optional[Path] = HOME_OPT) -> None:
+    """Add a company (the running monitor picks it up on restart)."""
+    from .entities import WatchEntry, Watchlist
+    from .paths import SAMPLES
+
+    p = _paths(home).watchlist
+    wl = Watchlist.load(p if p.exists() else SAMPLES / "watchlist.csv")
+    wl.add(WatchEntry(ticker, name, list(aliases)))
+    wl.save(p)
+    typer.echo(f"added {ticker.upper()} to {p}")
+
+
+@app.command()
+@_friendly
+def check_config(path: Path = typer.Argument(..., help="YAML or TOML config")) -> None:
+    """Validate a rules/webhooks config file."""
+    from .config import load_config
+
+    cfg = load_config(path)
+    typer.echo(f"ok: {len(cfg.rules)} rule(s), {len(cfg.webhooks)} webhook(s), {len(cfg.topics)} topic(s)")
+
+
+@app.command()
+@_friendly
+def demo(home: Optional[Path] = typer.Option(None, help="VERTICORE_HOME (default: the core's)")) -> None:
+    """Prepare the demo state (small models on bundled samples, a replayed stream with alerts)."""
+    from .demo import prepare_demo
+    from .paths import verticore_home
+
+    prepare_demo(home or verticore_home(), show_progress=True)
+
+
+@app.command()
+def receiver(port: int = 8700, secret: Optional[str] = None) -> None:
+    """Run a local webhook receiver that prints each alert event once (to try a configuration)."""
+    from .receiver import LocalReceiver
+
+    rx = LocalReceiver(port, secret=secret).start()
+    typer.echo(f"listening on {rx.url}; Ctrl-C stops")
+    seen = 0
+    try:
+        while True:
+            time.sleep(0.5)
+            items = list(rx.processed.items())
+            for key, payload in items[seen:]:
+                typer.echo(json.dumps(payload)[:500])
+            seen = len(items)
+    except KeyboardInterrupt:
+        rx.stop()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

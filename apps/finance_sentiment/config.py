@@ -1,0 +1,264 @@
+"""Monitor configuration: alert rules, webhook targets, topics, dedupe settings (YAML or TOML).
+
+Example (YAML)::
+
+    rules:
+      - name: negative-surge
+        series: entity            # entity | topic | all
+        direction: negative       # negative | positive
+        window_minutes: 60
+        min_count: 5              # minimum volume in the window (quiet tickers never page)
+        z_threshold: 3.0          # binomial z-score of the share vs the series' own EWMA baseline
+        min_share: 0.5            # and at least this share of negative items in the window
+        cooldown_minutes: 120     # no new episode for the same series during the cooldown
+        resolve_minutes: 60       # the episode resolves after this long below threshold
+        severity: high
+    webhooks:
+      - name: risk-chat
+        url: https://hooks.example.com/T000/B000
+        format: slack             # json | slack
+        secret_env: RISK_HOOK_SECRET
+    allow_hosts: [hooks.example.com, 127.0.0.1]
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from verticore.errors import DataError
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+
+DEFAULT_TOPICS: dict[str, str] = {
+    "earnings": "quarterly earnings results, profit, net sales, revenue, operating income, loss per share",
+    "m&a": "mergers and acquisitions, takeover bid, buyout, acquiring a company, divestment, deal to buy a stake",
+    "guidance": "company outlook and guidance, forecast raised or cut, expects sales to grow, profit warning",
+    "legal/regulatory": "lawsuit, regulator investigation, fine, court ruling, antitrust probe, compliance, sanctions",
+    "macro": "economy, central bank interest rates, inflation, GDP, unemployment, government policy, currency",
+    "markets": "stock market moves, shares rose or fell, index, trading, analyst rating, price target, bond yields",
+    "operations": "contracts, orders, new products, plants, layoffs, production, supply chain, partnerships",
+}
+
+
+@dataclass
+class Rule:
+    """One surge-detection rule (see the module docstring for the meaning of each field)."""
+
+    name: str
+    series: str = "entity"
+    direction: str = "negative"
+    window_minutes: float = 60.0
+    min_count: int = 5
+    z_threshold: float = 3.0
+    min_share: float = 0.5
+    cooldown_minutes: float = 120.0
+    resolve_minutes: float = 60.0
+    baseline_halflife_hours: float = 24.0
+    prior_share: float = 0.15
+    prior_weight: float = 20.0
+    severity: str = "high"
+    enabled: bool = True
+
+    def validate(self) -> "Rule":
+        where = f"rule {self.name!r}"
+        if not self.name or not str(self.name).strip():
+            raise DataError("every rule needs a non-empty name")
+        if self.series not in ("entity", "topic", "all"):
+            raise DataError(f"{where}: series must be entity, topic or all (got {self.series!r})")
+        if self.direction not in ("negative", "positive"):
+            raise DataError(f"{where}: direction must be negative or positive (got {self.direction!r})")
+        if self.severity not in SEVERITIES:
+            raise DataError(f"{where}: severity must be one of {', '.join(SEVERITIES)} (got {self.severity!r})")
+        for fname in ("window_minutes", "cooldown_minutes", "resolve_minutes", "baseline_halflife_hours", "prior_weight"):
+            v = getattr(self, fname)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (fname in ("window_minutes", "baseline_halflife_hours") and v <= 0):
+                raise DataError(f"{where}: {fname} must be a positive number (got {v!r})")
+        if not isinstance(self.min_count, int) or isinstance(self.min_count, bool) or self.min_count < 1:
+            raise DataError(f"{where}: min_count must be an integer >= 1 (got {self.min_count!r})")
+        if not 0 <= float(self.min_share) <= 1 or not 0 < float(self.prior_share) < 1:
+            raise DataError(f"{where}: min_share must be in [0, 1] and prior_share in (0, 1)")
+        if not isinstance(self.z_threshold, (int, float)) or isinstance(self.z_threshold, bool):
+            raise DataError(f"{where}: z_threshold must be a number (got {self.z_threshold!r})")
+        return self
+
+
+@dataclass
+class WebhookTarget:
+    """A webhook receiver. ``secret`` (or the env var named by ``secret_env``) signs each body with HMAC-SHA256."""
+
+    name: str
+    url: str
+    format: str = "json"
+    secret: str | None = None
+    secret_env: str | None = None
+    timeout_s: float = 5.0
+    max_attempts: int = 8
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 600.0
+    enabled: bool = True
+
+    def resolved_secret(self) -> str | None:
+        if self.secret:
+            return self.secret
+        if self.secret_env:
+            return os.environ.get(self.secret_env) or None
+        return None
+
+    def public_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["secret"] = "***" if self.secret else None
+        return d
+
+
+@dataclass
+class MonitorConfig:
+    """Everything the monitor needs besides models and the watchlist."""
+
+    rules: list[Rule] = field(default_factory=lambda: [Rule("negative-surge"), Rule("negative-topic-surge", series="topic", min_count=8, severity="medium")])
+    webhooks: list[WebhookTarget] = field(default_factory=list)
+    allow_hosts: list[str] = field(default_factory=list)
+    topics: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
+    zero_shot_threshold: float = 0.25
+    near_duplicate_threshold: float = 0.92
+    dedupe_window_hours: float = 48.0
+    max_body_chars: int = 100_000
+    max_sentences: int = 64
+    feed_timeout_s: float = 10.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["webhooks"] = [w.public_dict() for w in self.webhooks]
+        return d
+
+
+def validate_webhook_url(url: str, allow_hosts: list[str] | None = None) -> str:
+    """Accept only ``http(s)://host[:port]/...``; with an allow-list the host must be on it.
+
+    Raises :class:`DataError` naming the problem (scheme, missing host, host not allowed).
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise DataError("webhook URL is empty")
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise DataError(f"webhook URL {url!r} is malformed: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise DataError(f"webhook URL {url!r} must use http or https (got scheme {parts.scheme or 'none'!r})")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise DataError(f"webhook URL {url!r} has no host")
+    if parts.username or parts.password:
+        raise DataError(f"webhook URL {url!r} must not embed credentials; use a secret instead")
+    if allow_hosts:
+        allowed = {h.lower() for h in allow_hosts}
+        if host not in allowed and not any(a.startswith(".") and host.endswith(a) for a in allowed):
+            raise DataError(f"webhook host {host!r} is not in allow_hosts {sorted(allowed)}")
+    del port
+    return url
+
+
+def _build(cls, raw: Any, what: str):
+    if not isinstance(raw, dict):
+        raise DataError(f"each entry of {what} must be a mapping, got {type(raw).__name__}")
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise DataError(f"{what} entry {raw.get('name', '?')!r}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    try:
+        return cls(**raw)
+    except TypeError as exc:
+        raise DataError(f"{what} entry is invalid: {exc}") from None
+
+
+def config_from_dict(data: dict[str, Any] | None, *, origin: str = "config") -> MonitorConfig:
+    """Build and validate a :class:`MonitorConfig` from parsed YAML/TOML."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise DataError(f"{origin}: top level must be a mapping")
+    known = set(MonitorConfig.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise DataError(f"{origin}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    cfg = MonitorConfig()
+    try:
+        if "rules" in data:
+            if not isinstance(data["rules"], list):
+                raise DataError("'rules' must be a list")
+            cfg.rules = [_build(Rule, r, "rules").validate() for r in data["rules"]]
+            names = [r.name for r in cfg.rules]
+            if len(set(names)) != len(names):
+                raise DataError(f"rule names must be unique (got {names})")
+        if "allow_hosts" in data:
+            cfg.allow_hosts = [str(h) for h in (data["allow_hosts"] or [])]
+        if "webhooks" in data:
+            if not isinstance(data["webhooks"], list):
+                raise DataError("'webhooks' must be a list")
+            cfg.webhooks = [_build(WebhookTarget, w, "webhooks") for w in data["webhooks"]]
+            for w in cfg.webhooks:
+                validate_webhook_url(w.url, cfg.allow_hosts)
+                if w.format not in ("json", "slack"):
+                    raise DataError(f"webhook {w.name!r}: format must be json or slack (got {w.format!r})")
+                if w.max_attempts < 1 or w.timeout_s <= 0:
+                    raise DataError(f"webhook {w.name!r}: max_attempts must be >= 1 and timeout_s > 0")
+            names = [w.name for w in cfg.webhooks]
+            if len(set(names)) != len(names):
+                raise DataError(f"webhook names must be unique (got {names})")
+        if "topics" in data:
+            topics = data["topics"]
+            if not isinstance(topics, dict) or not all(isinstance(v, str) and v.strip() for v in topics.values()):
+                raise DataError("'topics' must map topic name -> non-empty description")
+            cfg.topics = {str(k): str(v) for k, v in topics.items()}
+        for key in ("zero_shot_threshold", "near_duplicate_threshold", "dedupe_window_hours", "feed_timeout_s"):
+            if key in data:
+                v = data[key]
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+                    raise DataError(f"{key} must be a positive number (got {v!r})")
+                setattr(cfg, key, float(v))
+        for key in ("max_body_chars", "max_sentences"):
+            if key in data:
+                v = data[key]
+                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                    raise DataError(f"{key} must be a positive integer (got {v!r})")
+                setattr(cfg, key, v)
+    except DataError as exc:
+        raise DataError(f"{origin}: {exc}") from None
+    return cfg
+
+
+def load_config(path: str | Path | None) -> MonitorConfig:
+    """Load a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config; ``None`` -> defaults.
+
+    A bad file raises :class:`DataError` with the file name and the first problem found.
+    """
+    if path is None:
+        return MonitorConfig()
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"config file not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"config file {path} is not UTF-8") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"config file {path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'YAML'}: {first}") from None
+    return config_from_dict(data, origin=str(path))
+
+
+def dump_config_yaml(cfg: MonitorConfig) -> str:
+    """YAML text for a config (round-trips through :func:`load_config`)."""
+    d = asdict(cfg)
+    return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)

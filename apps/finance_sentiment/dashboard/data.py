@@ -1,0 +1,53 @@
+"""Data access for the dashboard page (plain functions, testable without Streamlit)."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pandas as pd
+
+from ..store import SQLiteStore
+
+SENTIMENT_COLOURS = {"positive": "#d7f5dd", "neutral": "#eeeeee", "negative": "#fbd5d5"}
+
+
+def feed_frame(store: SQLiteStore, limit: int = 200, entity: str | None = None, topic: str | None = None) -> pd.DataFrame:
+    rows = store.recent_items(limit=limit, entity=entity or None, topic=topic or None)
+    return pd.DataFrame([{
+        "published": dt.datetime.fromtimestamp(r["published_at"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "sentiment": r["sentiment"], "score": round(r["sentiment_score"] or 0.0, 3), "title": r["title"],
+        "entities": ", ".join(r["entities"]), "topics": ", ".join(r["topics"]), "source": r["source"], "url": r["url"],
+        "sentences": len(r["evidence"]) or 1, "model": r["model_version"], "id": r["id"]} for r in rows])
+
+
+def trend_frame(store: SQLiteStore, kind: str, key: str, freq: str = "1h") -> pd.DataFrame:
+    """Per time bucket: volume, mean sentiment score, negative share (non-duplicate items)."""
+    rows = store.series_items(kind, key)
+    if not rows:
+        return pd.DataFrame(columns=["bucket", "volume", "mean_sentiment", "negative_share"])
+    df = pd.DataFrame(rows)
+    df["bucket"] = pd.to_datetime(df["published_at"], unit="s", utc=True).dt.floor(freq)
+    df["neg"] = (df["sentiment"] == "negative").astype(float)
+    g = df.groupby("bucket").agg(volume=("id", "count"), mean_sentiment=("sentiment_score", "mean"),
+                                 negative_share=("neg", "mean")).reset_index()
+    return g
+
+
+def alerts_frame(store: SQLiteStore, limit: int = 200) -> pd.DataFrame:
+    rows = store.list_alerts(limit=limit)
+    return pd.DataFrame([{
+        "id": a["id"], "state": a["state"], "severity": a["severity"], "series": f"{a['series_kind']}:{a['series_key']}",
+        "opened": dt.datetime.fromtimestamp(a["opened_at"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "summary": a["summary"], "delivered": a["delivered"], "pending": a["pending"], "dead": a["dead"],
+        "attempts": a["attempts"], "evidence": len(a["evidence"])} for a in rows])
+
+
+def outbox_frame(store: SQLiteStore, state: str | None = None) -> pd.DataFrame:
+    rows = store.list_outbox(state=state, limit=500)
+    return pd.DataFrame([{"id": r["id"], "alert": r["alert_id"], "event": r["event"], "target": r["target"], "state": r["state"],
+                          "attempts": r["attempts"], "last_status": r["last_status"], "last_error": r["last_error"] or ""}
+                         for r in rows])
+
+
+def alert_markers(store: SQLiteStore, kind: str, key: str) -> list[dict[str, Any]]:
+    return [a for a in store.list_alerts(limit=500) if a["series_kind"] == kind and a["series_key"] == key]

@@ -1,0 +1,223 @@
+"""Surge detection: rolling windows per entity / topic, each series against its own baseline.
+
+For every (rule, series) the detector keeps the items of the last ``window_minutes`` (event
+time) and an exponentially-weighted baseline of the series' share of negative (or positive)
+items, fed by items as they *leave* the window (so a burst never inflates its own baseline while
+it is being tested; afterwards it lifts the baseline only gradually, by the half-life). The baseline
+is shrunk towards ``prior_share`` with weight ``prior_weight`` pseudo-items, which is what makes
+a brand-new or quiet series behave sensibly.
+
+A window is *hot* when it holds at least ``min_count`` items, their share reaches ``min_share``
+and the one-sided binomial z-score ``(k - n p0) / sqrt(n p0 (1 - p0))`` reaches ``z_threshold``.
+The first hot window opens an episode (one alert); further hot windows update it; the episode
+resolves after ``resolve_minutes`` without a hot window, and a cooldown then suppresses a new
+episode for the same series.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .config import Rule
+from .items import ScoredItem
+
+MAX_EVIDENCE = 10
+
+
+@dataclass
+class Obs:
+    ts: float
+    rowid: int
+    hit: bool
+    score: float
+    sentiment: str
+    title: str
+    url: str
+    source: str
+    in_episode: bool = False
+
+    def to_json(self) -> list[Any]:
+        return [self.ts, self.rowid, int(self.hit), self.score, self.sentiment, self.title, self.url, self.source, int(self.in_episode)]
+
+    @classmethod
+    def from_json(cls, d: list[Any]) -> "Obs":
+        return cls(float(d[0]), int(d[1]), bool(d[2]), float(d[3]), str(d[4]), str(d[5]), str(d[6]), str(d[7]), bool(d[8]))
+
+    def evidence(self) -> dict[str, Any]:
+        return {"item": self.rowid, "title": self.title, "url": self.url, "source": self.source, "published_at": self.ts,
+                "sentiment": self.sentiment, "score": round(self.score, 4)}
+
+
+@dataclass
+class SeriesState:
+    window: deque = field(default_factory=deque)
+    base_hits: float = 0.0
+    base_n: float = 0.0
+    base_ts: float | None = None
+    last_ts: float = 0.0
+    episode: dict[str, Any] | None = None
+    cooldown_until: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"window": [o.to_json() for o in self.window], "base_hits": self.base_hits, "base_n": self.base_n,
+                "base_ts": self.base_ts, "last_ts": self.last_ts, "episode": self.episode, "cooldown_until": self.cooldown_until}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "SeriesState":
+        return cls(deque(Obs.from_json(o) for o in d["window"]), float(d["base_hits"]), float(d["base_n"]),
+                   d.get("base_ts"), float(d.get("last_ts", 0.0)), d.get("episode"), float(d.get("cooldown_until", 0.0)))
+
+
+@dataclass
+class AlertEvent:
+    """``kind`` is ``opened``, ``updated`` or ``resolved``; ``alert`` has the ``alerts`` table columns."""
+
+    kind: str
+    alert: dict[str, Any]
+
+
+@dataclass
+class WindowStats:
+    n: int
+    hits: int
+    share: float
+    baseline: float
+    z: float
+    hot: bool
+
+
+class SurgeDetector:
+    """Event-time surge detector over scored items (see module docstring). State is JSON-serialisable."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules = [r for r in rules if r.enabled]
+        self.states: dict[str, SeriesState] = {}
+
+    # -- state -----------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {"version": 1, "rules": [r.name for r in self.rules], "states": {k: s.to_json() for k, s in self.states.items()}}
+
+    def load_json(self, data: dict[str, Any] | None) -> None:
+        """Restore state saved by :meth:`to_json` (states of rules no longer configured are dropped)."""
+        if not data or data.get("version") != 1:
+            return
+        names = {r.name for r in self.rules}
+        self.states = {k: SeriesState.from_json(v) for k, v in data.get("states", {}).items() if k.split("|", 1)[0] in names}
+
+    @staticmethod
+    def series_of(rule: Rule, item: ScoredItem) -> list[tuple[str, str]]:
+        if rule.series == "entity":
+            return [("entity", e) for e in item.entities]
+        if rule.series == "topic":
+            return [("topic", t) for t in item.topics]
+        return [("all", "*")]
+
+    # -- core ------------------------------------------------------------------------
+    def observe(self, items: Iterable[ScoredItem]) -> list[AlertEvent]:
+        """Feed scored, non-duplicate items (any order; processed by ``published_at``)."""
+        events: list[AlertEvent] = []
+        for it in sorted((i for i in items if not i.is_duplicate and i.sentiment), key=lambda i: i.item.published_at):
+            ts = it.item.published_at
+            for rule in self.rules:
+                for kind, key in self.series_of(rule, it):
+                    skey = f"{rule.name}|{kind}|{key}"
+                    st = self.states.setdefault(skey, SeriesState())
+                    obs = Obs(ts, int(it.rowid or 0), it.sentiment == rule.direction, float(it.sentiment_score or 0.0),
+                              str(it.sentiment), it.item.title, it.item.url, it.item.source)
+                    self._evict(st, rule, max(ts, st.last_ts))
+                    st.window.append(obs)
+                    if len(st.window) > 1 and st.window[-2].ts > ts:  # late item: keep the window sorted
+                        st.window = deque(sorted(st.window, key=lambda o: o.ts))
+                    st.last_ts = max(st.last_ts, ts)
+                    ev = self._evaluate(st, rule, kind, key, st.last_ts)
+                    if ev:
+                        events.append(ev)
+        return events
+
+    def tick(self, now: float) -> list[AlertEvent]:
+        """Advance event time to ``now`` for every series with an open episode (resolves quiet ones)."""
+        events = []
+        for skey, st in self.states.items():
+            if st.episode is None or now <= st.last_ts:
+                continue
+            rule = next((r for r in self.rules if r.name == skey.split("|", 1)[0]), None)
+            if rule is None:
+                continue
+            _, kind, key = skey.split("|", 2)
+            self._evict(st, rule, now)
+            st.last_ts = now
+            ev = self._evaluate(st, rule, kind, key, now)
+            if ev:
+                events.append(ev)
+        return events
+
+    def stats(self, rule: Rule, st: SeriesState) -> WindowStats:
+        n = len(st.window)
+        k = sum(1 for o in st.window if o.hit)
+        p0 = (st.base_hits + rule.prior_share * rule.prior_weight) / (st.base_n + rule.prior_weight)
+        p = min(max(p0, 0.01), 0.99)
+        share = k / n if n else 0.0
+        z = (k - n * p) / math.sqrt(n * p * (1 - p)) if n else 0.0
+        hot = n >= rule.min_count and share >= rule.min_share and z >= rule.z_threshold
+        return WindowStats(n, k, share, p0, z, hot)
+
+    def _evict(self, st: SeriesState, rule: Rule, now: float) -> None:
+        horizon = now - rule.window_minutes * 60.0
+        half = rule.baseline_halflife_hours * 3600.0
+        while st.window and st.window[0].ts < horizon:
+            o = st.window.popleft()
+            if st.base_ts is not None and o.ts > st.base_ts:
+                f = 0.5 ** ((o.ts - st.base_ts) / half)
+                st.base_hits *= f
+                st.base_n *= f
+            st.base_hits += 1.0 if o.hit else 0.0
+            st.base_n += 1.0
+            st.base_ts = o.ts if st.base_ts is None else max(st.base_ts, o.ts)
+
+    def _evaluate(self, st: SeriesState, rule: Rule, kind: str, key: str, now: float) -> AlertEvent | None:
+        s = self.stats(rule, st)
+        ep = st.episode
+        if s.hot:
+            for o in st.window:
+                o.in_episode = True
+            if ep is None:
+                if now < st.cooldown_until:
+                    return None
+                ep = st.episode = {"alert_key": f"{rule.name}|{kind}|{key}|{int(now)}", "opened_at": now, "last_hot": now,
+                                   "evidence": {}, "peak_z": s.z}
+                self._add_evidence(ep, st)
+                return AlertEvent("opened", self._alert(rule, kind, key, ep, s, "open", now))
+            ep["last_hot"] = now
+            ep["peak_z"] = max(ep["peak_z"], s.z)
+            if self._add_evidence(ep, st):
+                return AlertEvent("updated", self._alert(rule, kind, key, ep, s, "open", now))
+            return None
+        if ep is not None and now - ep["last_hot"] >= rule.resolve_minutes * 60.0:
+            st.episode = None
+            st.cooldown_until = now + rule.cooldown_minutes * 60.0
+            return AlertEvent("resolved", self._alert(rule, kind, key, ep, s, "resolved", now))
+        return None
+
+    @staticmethod
+    def _add_evidence(ep: dict[str, Any], st: SeriesState) -> bool:
+        changed = False
+        for o in st.window:
+            if o.hit and str(o.rowid) not in ep["evidence"] and len(ep["evidence"]) < MAX_EVIDENCE:
+                ep["evidence"][str(o.rowid)] = o.evidence()
+                changed = True
+        return changed
+
+    @staticmethod
+    def _alert(rule: Rule, kind: str, key: str, ep: dict[str, Any], s: WindowStats, state: str, now: float) -> dict[str, Any]:
+        label = key if kind != "all" else "all news"
+        summary = (f"{rule.direction} news surge on {kind} {label}: {s.hits}/{s.n} items {rule.direction} "
+                   f"({s.share:.0%} vs baseline {s.baseline:.0%}, z={s.z:.1f})")
+        if state == "resolved":
+            summary = f"resolved: {rule.direction} news on {kind} {label} back to normal ({s.hits}/{s.n} in window)"
+        return {"alert_key": ep["alert_key"], "rule": rule.name, "series_kind": kind, "series_key": key,
+                "direction": rule.direction, "severity": rule.severity, "state": state, "opened_at": ep["opened_at"],
+                "updated_at": now, "resolved_at": now if state == "resolved" else None, "window_count": s.n,
+                "hit_count": s.hits, "share": round(s.share, 4), "baseline": round(s.baseline, 4), "z": round(max(s.z, ep["peak_z"]) if state == "open" else s.z, 3),
+                "evidence": list(ep["evidence"].values()), "summary": summary}

@@ -1,0 +1,183 @@
+"""Watchlist of companies and robust entity matching (cashtags, exchange-prefixed tickers, names, aliases)."""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from verticore.errors import DataError
+from verticore.io import atomic_write_text
+
+from .text import decode_bytes
+
+_CASHTAG = re.compile(r"(?<![A-Za-z0-9])\$([A-Za-z]{1,6}(?:[.\-][A-Za-z]{1,2})?)\b")
+_EXCHANGE = re.compile(r"\b(?:NASDAQ|NYSE|NYSEARCA|AMEX|LSE|LON|TSX|XETRA|ETR|EPA|OMXH|HEL|STO|FRA|TYO|HKEX)\s*:\s*"
+                       r"([A-Za-z]{1,6}(?:[.\-][A-Za-z]{1,2})?)\b", re.I)
+_BARE = re.compile(r"\b([A-Z]{2,6})\b")
+_WORD = re.compile(r"[a-z0-9]+")
+# legal-form suffixes dropped from names so "Acme Corp." matches "Acme"
+_SUFFIXES = {"inc", "incorporated", "corp", "corporation", "co", "company", "ltd", "limited", "plc", "ag", "sa",
+             "nv", "oyj", "oy", "ab", "asa", "se", "spa", "llc", "group", "holdings", "holding"}
+
+
+def _tokens(text: str) -> list[str]:
+    t = unicodedata.normalize("NFKD", text.casefold())
+    t = "".join(ch for ch in t if not unicodedata.combining(ch))
+    t = t.replace("&", " and ")
+    return _WORD.findall(t)
+
+
+def _name_tokens(name: str) -> tuple[str, ...]:
+    toks = _tokens(name)
+    while len(toks) > 1 and toks[-1] in _SUFFIXES:
+        toks.pop()
+    return tuple(toks)
+
+
+@dataclass
+class WatchEntry:
+    """One watched company: ``ticker`` is the canonical entity key."""
+
+    ticker: str
+    name: str
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EntityMatch:
+    ticker: str
+    surface: str
+    how: str  # "cashtag" | "exchange" | "ticker" | "name"
+
+
+class Watchlist:
+    """User-editable watchlist (CSV columns ``ticker,name,aliases``; aliases separated by ``|`` or ``;``).
+
+    Matching is case-, accent- and punctuation-insensitive for names/aliases ("Nokia's", "NOKIA
+    Oyj", "nokia" all hit), exact for cashtags (``$NOK``) and exchange tickers (``NYSE:NOK``).
+    Bare upper-case tickers (``NOK shares``) match only when ``bare_tickers`` is on and the
+    ticker has 3+ letters, to avoid words like "IT" or "A".
+    """
+
+    def __init__(self, entries: list[WatchEntry] | None = None, *, bare_tickers: bool = True) -> None:
+        self.entries: list[WatchEntry] = []
+        self.bare_tickers = bare_tickers
+        self._by_ticker: dict[str, WatchEntry] = {}
+        self._phrases: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+        for e in entries or []:
+            self.add(e)
+
+    # -- editing ---------------------------------------------------------------------
+    def add(self, entry: WatchEntry) -> None:
+        ticker = entry.ticker.strip().upper().lstrip("$")
+        if not ticker or not re.fullmatch(r"[A-Z0-9]{1,6}(?:[.\-][A-Z0-9]{1,2})?", ticker):
+            raise DataError(f"invalid ticker {entry.ticker!r}: use 1-6 letters/digits such as AAPL or BRK.B")
+        if ticker in self._by_ticker:
+            raise DataError(f"duplicate ticker {ticker} in watchlist")
+        name = entry.name.strip()
+        if not name:
+            raise DataError(f"ticker {ticker} has an empty name")
+        entry = WatchEntry(ticker, name, [a.strip() for a in entry.aliases if a.strip()])
+        self.entries.append(entry)
+        self._by_ticker[ticker] = entry
+        for phrase in [name, *entry.aliases]:
+            toks = _name_tokens(phrase)
+            if toks:
+                self._phrases.setdefault(toks[0], []).append((toks, ticker))
+        for first in self._phrases:
+            self._phrases[first].sort(key=lambda p: -len(p[0]))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, ticker: str) -> bool:
+        return ticker.upper() in self._by_ticker
+
+    def get(self, ticker: str) -> WatchEntry | None:
+        return self._by_ticker.get(ticker.upper())
+
+    @property
+    def tickers(self) -> list[str]:
+        return [e.ticker for e in self.entries]
+
+    # -- IO --------------------------------------------------------------------------
+    @classmethod
+    def from_csv_text(cls, text: str, *, origin: str = "watchlist", bare_tickers: bool = True) -> "Watchlist":
+        rows = list(csv.DictReader(io.StringIO(text)))
+        if not rows:
+            raise DataError(f"{origin} has no rows (expected columns ticker,name,aliases)")
+        cols = {c.strip().lower() for c in (rows[0].keys() if rows else []) if c}
+        for need in ("ticker", "name"):
+            if need not in cols:
+                raise DataError(f"{origin} has no column {need!r}; columns are {sorted(cols)}")
+        entries = []
+        for i, row in enumerate(rows, start=2):
+            row = {(k or "").strip().lower(): (v or "") for k, v in row.items()}
+            if not row.get("ticker", "").strip() and not row.get("name", "").strip():
+                continue
+            aliases = re.split(r"[|;]", row.get("aliases", "") or "")
+            entries.append(WatchEntry(row.get("ticker", ""), row.get("name", ""), aliases))
+        try:
+            return cls(entries, bare_tickers=bare_tickers)
+        except DataError as exc:
+            raise DataError(f"{origin}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path, *, bare_tickers: bool = True) -> "Watchlist":
+        """Read a watchlist CSV; raises :class:`DataError` with the reason on bad input."""
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"watchlist not found: {path}")
+        text, lossy = decode_bytes(path.read_bytes())
+        if lossy:
+            raise DataError(f"watchlist {path} is not UTF-8; re-save it as UTF-8")
+        return cls.from_csv_text(text, origin=str(path), bare_tickers=bare_tickers)
+
+    def to_csv_text(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["ticker", "name", "aliases"])
+        for e in self.entries:
+            w.writerow([e.ticker, e.name, "|".join(e.aliases)])
+        return buf.getvalue()
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, self.to_csv_text())
+
+    # -- matching --------------------------------------------------------------------
+    def match(self, text: str) -> list[EntityMatch]:
+        """All watched companies mentioned in ``text`` (one match per ticker, first occurrence)."""
+        found: dict[str, EntityMatch] = {}
+        for m in _CASHTAG.finditer(text):
+            t = m.group(1).upper()
+            if t in self._by_ticker:
+                found.setdefault(t, EntityMatch(t, m.group(0), "cashtag"))
+        for m in _EXCHANGE.finditer(text):
+            t = m.group(1).upper()
+            if t in self._by_ticker:
+                found.setdefault(t, EntityMatch(t, m.group(0), "exchange"))
+        if self.bare_tickers:
+            for m in _BARE.finditer(text):
+                t = m.group(1)
+                if len(t) >= 3 and t in self._by_ticker:
+                    found.setdefault(t, EntityMatch(t, m.group(0), "ticker"))
+        toks = _tokens(text)
+        i = 0
+        while i < len(toks):
+            hit = None
+            for phrase, ticker in self._phrases.get(toks[i], ()):
+                if tuple(toks[i:i + len(phrase)]) == phrase:
+                    hit = (phrase, ticker)
+                    break
+            if hit:
+                found.setdefault(hit[1], EntityMatch(hit[1], " ".join(hit[0]), "name"))
+                i += len(hit[0])
+            else:
+                i += 1
+        return list(found.values())
+
+    def tickers_in(self, text: str) -> list[str]:
+        return [m.ticker for m in self.match(text)]

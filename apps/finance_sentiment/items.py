@@ -1,0 +1,154 @@
+"""The news item record and its validation (bad input is rejected with a one-line reason)."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from verticore.errors import DataError
+
+from .text import clean_text
+
+log = logging.getLogger("finance_sentiment")
+
+MAX_TITLE_CHARS = 1_000
+MAX_BODY_CHARS = 100_000
+
+
+@dataclass
+class NewsItem:
+    """One piece of news as ingested (before scoring).
+
+    ``published_at`` and ``ingested_at`` are POSIX seconds (UTC). ``item_id`` is the source's
+    id (RSS guid, API id); when absent it is derived from source + url + title.
+    """
+
+    item_id: str
+    title: str
+    body: str = ""
+    url: str = ""
+    source: str = "unknown"
+    published_at: float = 0.0
+    ingested_at: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """Title and body as one text (what the models read)."""
+        if self.body and not self.body.startswith(self.title):
+            return f"{self.title}. {self.body}" if not self.title.endswith((".", "!", "?")) else f"{self.title} {self.body}"
+        return self.body or self.title
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None, now: float | None = None,
+                  max_body_chars: int = MAX_BODY_CHARS) -> "NewsItem":
+        """Validate and normalise a raw record (JSON object, CSV row, feed entry).
+
+        Accepted keys: ``id``/``item_id``/``guid``, ``title``/``headline``, ``body``/``text``/``summary``/
+        ``content``, ``url``/``link``, ``source``, ``published_at``/``published``/``timestamp``/``time``
+        (epoch seconds, epoch ms, or ISO-8601). Raises :class:`DataError` for an empty title or an
+        unparseable timestamp. Enormous bodies are truncated to ``max_body_chars`` with a log line.
+        """
+        if not isinstance(data, Mapping):
+            raise DataError(f"news item must be an object, got {type(data).__name__}")
+        now = time.time() if now is None else now
+        title = clean_text(_first(data, "title", "headline"), MAX_TITLE_CHARS)
+        raw_body = _first(data, "body", "text", "summary", "content", "description")
+        body = clean_text(raw_body)
+        if not title:
+            raise DataError("news item has an empty title")
+        if len(body) > max_body_chars:
+            log.warning("item %r: body of %d chars truncated to %d", title[:60], len(body), max_body_chars)
+            body = body[:max_body_chars]
+        url = clean_text(_first(data, "url", "link"), 2_000)
+        src = clean_text(source or _first(data, "source") or "unknown", 200)
+        ts_raw = _first(data, "published_at", "published", "timestamp", "time", "date")
+        published = parse_timestamp(ts_raw) if ts_raw not in (None, "") else now
+        item_id = clean_text(_first(data, "item_id", "id", "guid"), 500)
+        if not item_id:
+            item_id = "h:" + hashlib.sha1(f"{src}\x1f{url}\x1f{title}".encode("utf-8")).hexdigest()[:20]
+        meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+        return cls(item_id=item_id, title=title, body=body if body != title else "", url=url, source=src,
+                   published_at=float(published), ingested_at=float(now), meta=dict(meta))
+
+
+def _first(data: Mapping[str, Any], *keys: str) -> Any:
+    for k in keys:
+        v = data.get(k)
+        if v is not None and not (isinstance(v, float) and v != v) and v != "":
+            return v
+    return None
+
+
+def parse_timestamp(value: Any) -> float:
+    """Epoch seconds from epoch s/ms numbers, ISO-8601 strings or RFC-822 dates; :class:`DataError` otherwise."""
+    if isinstance(value, _dt.datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+        return dt.timestamp()
+    if isinstance(value, time.struct_time):
+        import calendar
+
+        return float(calendar.timegm(value))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        v = float(value)
+        return v / 1000.0 if v > 1e11 else v
+    s = str(value).strip()
+    try:
+        v = float(s)
+        return v / 1000.0 if v > 1e11 else v
+    except ValueError:
+        pass
+    try:
+        dt = _dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=_dt.timezone.utc)
+        return dt.timestamp()
+    except ValueError:
+        pass
+    try:
+        from email.utils import parsedate_to_datetime
+
+        return parsedate_to_datetime(s).timestamp()
+    except (TypeError, ValueError, IndexError):
+        raise DataError(f"unparseable timestamp {s[:40]!r}; use ISO-8601 or epoch seconds") from None
+
+
+@dataclass
+class SentenceEvidence:
+    """One sentence of an article and its sentiment (kept so users can see why an item scored as it did)."""
+
+    text: str
+    label: str
+    score: float  # P(positive) - P(negative), in [-1, 1]
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "label": self.label, "score": round(self.score, 4), "confidence": round(self.confidence, 4)}
+
+
+@dataclass
+class ScoredItem:
+    """A news item after dedupe, classification and entity matching (what the store keeps)."""
+
+    item: NewsItem
+    title_hash: str
+    duplicate_of: int | None = None
+    sentiment: str | None = None
+    sentiment_score: float | None = None  # P(positive) - P(negative)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    topics: list[str] = field(default_factory=list)
+    entities: list[str] = field(default_factory=list)
+    evidence: list[SentenceEvidence] = field(default_factory=list)
+    model_version: str | None = None
+    topic_model_version: str | None = None
+    rowid: int | None = None
+
+    @property
+    def is_duplicate(self) -> bool:
+        return self.duplicate_of is not None

@@ -1,0 +1,239 @@
+"""Models of the monitor: article-level sentiment with per-sentence evidence, and topics
+(a trained classifier and/or zero-shot assignment by embedding similarity to topic descriptions)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from verticore.errors import ArtifactError
+
+from .items import SentenceEvidence
+from .text import split_sentences
+
+log = logging.getLogger("finance_sentiment")
+
+SENTIMENTS = ("negative", "neutral", "positive")
+_ALIASES = {"negative": "negative", "neg": "negative", "bearish": "negative", "label_0": None,
+            "neutral": "neutral", "neu": "neutral", "positive": "positive", "pos": "positive", "bullish": "positive"}
+
+
+class ProbaClassifier(Protocol):
+    """What the monitor needs from a classifier (``verticore.TextClassifier`` satisfies it)."""
+
+    labels: list[str]
+
+    def predict_proba(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray: ...
+
+
+def artifact_version(path: str | Path, kind: str) -> str:
+    """A readable model version for stored items: ``kind/<dir name>@<created_at>``."""
+    from verticore.artifact import read_meta
+
+    path = Path(path)
+    meta = read_meta(path)
+    stamp = meta.get("created_at") or ""
+    fp = (meta.get("data_fingerprint") or "")[:8]
+    return f"{kind}/{path.name}@{stamp}" + (f"#{fp}" if fp else "")
+
+
+@dataclass
+class ArticleSentiment:
+    """Sentiment of one item. ``score`` = P(positive) - P(negative) in [-1, 1]."""
+
+    label: str
+    score: float
+    probabilities: dict[str, float]
+    evidence: list[SentenceEvidence] = field(default_factory=list)
+    sentences: int = 1
+
+
+class SentimentModel:
+    """Positive / neutral / negative for news items of any length.
+
+    A short item (one sentence) is classified as is. A longer one is split into sentences
+    (``max_sentences`` at most; enormous articles are capped with a log line); each sentence is
+    classified (sentences longer than the model window are chunked by the core classifier) and
+    the article's probabilities are the mean of its sentences' probabilities, with the title
+    counted ``title_weight`` times. Every sentence's label and score is kept as evidence.
+    """
+
+    def __init__(self, classifier: ProbaClassifier, *, version: str = "unknown", max_sentences: int = 64,
+                 title_weight: float = 2.0) -> None:
+        self.classifier = classifier
+        self.version = version
+        self.max_sentences = int(max_sentences)
+        self.title_weight = float(title_weight)
+        mapping = {}
+        for i, lab in enumerate(classifier.labels):
+            canon = _ALIASES.get(str(lab).strip().lower())
+            if canon is None:
+                raise ArtifactError(f"sentiment model label {lab!r} is not positive/neutral/negative; "
+                                    f"labels are {list(classifier.labels)}")
+            mapping[canon] = i
+        missing = [s for s in SENTIMENTS if s not in mapping]
+        if missing:
+            raise ArtifactError(f"sentiment model has no {missing[0]!r} label; labels are {list(classifier.labels)}")
+        self._index = [mapping[s] for s in SENTIMENTS]
+
+    @classmethod
+    def load(cls, artifact_dir: str | Path, *, device: str = "auto", batch_size: int = 64, max_sentences: int = 64,
+             backend: str = "torch") -> "SentimentModel":
+        """Load a classifier artifact written by ``finance-sentiment train`` / ``verticore.finetune``."""
+        from verticore import TextClassifier
+
+        clf = TextClassifier(str(artifact_dir), device=device, batch_size=batch_size, max_length=128, backend=backend)
+        return cls(clf, version=artifact_version(artifact_dir, "sentiment"), max_sentences=max_sentences)
+
+    def _proba(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 3), dtype=np.float32)
+        p = np.asarray(self.classifier.predict_proba(list(texts)), dtype=np.float32)
+        return p[:, self._index]
+
+    def score(self, titles: Sequence[str], bodies: Sequence[str] | None = None) -> list[ArticleSentiment]:
+        """Score items given their titles (and optional bodies); one :class:`ArticleSentiment` each."""
+        bodies = list(bodies) if bodies is not None else [""] * len(titles)
+        units: list[str] = []
+        owners: list[tuple[int, float]] = []
+        n_sent: list[int] = []
+        for i, (title, body) in enumerate(zip(titles, bodies)):
+            sents = [title] if title else []
+            if body:
+                body_sents = split_sentences(body)
+                limit = max(self.max_sentences - len(sents), 0)
+                if len(body_sents) > limit:
+                    log.warning("item %r: %d sentences, scoring the first %d", title[:60], len(body_sents), limit)
+                    body_sents = body_sents[:limit]
+                sents += [s for s in body_sents if s != title]
+            if not sents:
+                sents = [body[:2000] or "(empty)"]
+            n_sent.append(len(sents))
+            for j, s in enumerate(sents):
+                units.append(s)
+                owners.append((i, self.title_weight if (j == 0 and title and len(sents) > 1) else 1.0))
+        probs = self._proba(units)
+        out: list[ArticleSentiment] = []
+        pos = 0
+        for i, n in enumerate(n_sent):
+            block = probs[pos:pos + n]
+            w = np.asarray([owners[pos + j][1] for j in range(n)], dtype=np.float32)
+            agg = (block * w[:, None]).sum(axis=0) / w.sum()
+            evidence = []
+            if n > 1:
+                for j in range(n):
+                    pj = block[j]
+                    k = int(np.argmax(pj))
+                    evidence.append(SentenceEvidence(units[pos + j], SENTIMENTS[k], float(pj[2] - pj[0]), float(pj[k])))
+            k = int(np.argmax(agg))
+            out.append(ArticleSentiment(SENTIMENTS[k], float(agg[2] - agg[0]),
+                                        {s: float(v) for s, v in zip(SENTIMENTS, agg)}, evidence, n))
+            pos += n
+        return out
+
+
+class TopicModel:
+    """Topic assignment: a trained (multi- or single-label) classifier for the topics it knows, plus
+    zero-shot assignment by embedding similarity for every configured topic it does not know.
+
+    Zero-shot: each topic description is split on commas into phrases; a text's similarity to a
+    topic is its best cosine similarity to any of the phrases (and the topic name). Topics at or
+    above ``threshold`` and within ``margin`` of the best are assigned (``max_topics`` at most);
+    a text with none gets ``other``.
+    """
+
+    def __init__(self, embedder: Any, topics: dict[str, str], *, classifier: ProbaClassifier | None = None,
+                 threshold: float = 0.25, margin: float = 0.05, max_topics: int = 2, classifier_threshold: float = 0.5,
+                 version: str | None = None) -> None:
+        if not topics and classifier is None:
+            raise ArtifactError("no topics configured and no topic classifier given")
+        self.embedder = embedder
+        self.topics = dict(topics)
+        self.classifier = classifier
+        self.threshold = float(threshold)
+        self.margin = float(margin)
+        self.max_topics = int(max_topics)
+        self.classifier_threshold = float(classifier_threshold)
+        known = set(classifier.labels) if classifier is not None else set()
+        self.zero_shot_topics = [t for t in self.topics if t not in known and t != "other"]
+        self.version = version or ("zero-shot" if classifier is None else "classifier")
+        self._proto: np.ndarray | None = None
+        self._proto_owner: np.ndarray | None = None
+
+    @classmethod
+    def load(cls, embedder: Any, topics: dict[str, str], artifact_dir: str | Path | None = None, **kwargs: Any) -> "TopicModel":
+        """Zero-shot only, or with the trained classifier at ``artifact_dir`` when it exists."""
+        clf = None
+        version = "zero-shot"
+        if artifact_dir is not None and (Path(artifact_dir) / "labels.json").exists():
+            from verticore import TextClassifier
+
+            clf = TextClassifier(str(artifact_dir), device=getattr(embedder, "device", "auto"), max_length=128)
+            version = artifact_version(artifact_dir, "topics") + "+zero-shot"
+        return cls(embedder, topics, classifier=clf, version=version, **kwargs)
+
+    def add_topic(self, name: str, description: str) -> None:
+        """Add (or redefine) a zero-shot topic: no training needed."""
+        self.topics[name] = description
+        if name not in self.zero_shot_topics and (self.classifier is None or name not in self.classifier.labels):
+            self.zero_shot_topics.append(name)
+        self._proto = None
+
+    def _prototypes(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._proto is None:
+            phrases, owner = [], []
+            for ti, t in enumerate(self.zero_shot_topics):
+                parts = [t.replace("&", " and ").replace("/", " or ")] + [p.strip() for p in self.topics[t].split(",") if p.strip()]
+                phrases += parts
+                owner += [ti] * len(parts)
+            if phrases:
+                self._proto = np.asarray(self.embedder.encode(phrases), dtype=np.float32)
+            else:
+                self._proto = np.zeros((0, 1), dtype=np.float32)
+            self._proto_owner = np.asarray(owner, dtype=np.int64)
+        return self._proto, self._proto_owner  # type: ignore[return-value]
+
+    def zero_shot_scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """``(n, len(zero_shot_topics))`` best-phrase cosine similarity."""
+        proto, owner = self._prototypes()
+        if len(self.zero_shot_topics) == 0 or len(embeddings) == 0:
+            return np.zeros((len(embeddings), len(self.zero_shot_topics)), dtype=np.float32)
+        sims = np.asarray(embeddings, dtype=np.float32) @ proto.T
+        out = np.full((len(embeddings), len(self.zero_shot_topics)), -1.0, dtype=np.float32)
+        for ti in range(len(self.zero_shot_topics)):
+            out[:, ti] = sims[:, owner == ti].max(axis=1)
+        return out
+
+    def assign(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> list[list[str]]:
+        """Topics per text (never empty: ``["other"]`` when nothing fits)."""
+        texts = list(texts)
+        if not texts:
+            return []
+        result: list[list[str]] = [[] for _ in texts]
+        if self.classifier is not None:
+            probs = np.asarray(self.classifier.predict_proba(texts))
+            labels = list(self.classifier.labels)
+            for i, p in enumerate(probs):
+                order = np.argsort(-p)
+                chosen = [labels[j] for j in order[: self.max_topics] if p[j] >= self.classifier_threshold]
+                if not chosen and not getattr(self.classifier, "multi_label", False):
+                    chosen = [labels[int(order[0])]]
+                result[i] = [c for c in chosen if c != "other"]
+        if self.zero_shot_topics:
+            if embeddings is None:
+                embeddings = np.asarray(self.embedder.encode(texts), dtype=np.float32)
+            scores = self.zero_shot_scores(embeddings)
+            for i, row in enumerate(scores):
+                best = float(row.max())
+                if best < self.threshold:
+                    continue
+                order = np.argsort(-row)
+                picks = [self.zero_shot_topics[j] for j in order[: self.max_topics]
+                         if row[j] >= self.threshold and row[j] >= best - self.margin]
+                for t in picks:
+                    if t not in result[i] and len(result[i]) < self.max_topics:
+                        result[i].append(t)
+        return [r or ["other"] for r in result]

@@ -1,0 +1,409 @@
+"""Persistence: a storage interface and its SQLite implementation (one file, WAL, numbered migrations).
+
+Tables: ``items`` (every ingested item with source, timestamps, text, scores, model versions and
+per-sentence evidence), ``item_series`` (item -> entity/topic, for trend queries), ``alerts``
+(one row per episode), ``outbox`` (webhook deliveries: the durable queue), ``delivery_attempts``,
+``rejected`` (bad input with the reason), ``kv`` (detector state, file offsets).
+
+The :class:`NewsStore` ABC is what the rest of the app uses, so a Postgres store can follow.
+"""
+from __future__ import annotations
+
+import abc
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from verticore.storage import connect
+
+from .items import ScoredItem
+
+MIGRATIONS: list[str] = [
+    # v1: items, alerts, outbox
+    """
+    CREATE TABLE items (
+        id INTEGER PRIMARY KEY,
+        item_id TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL,
+        url TEXT NOT NULL DEFAULT '',
+        title TEXT NOT NULL,
+        body TEXT NOT NULL DEFAULT '',
+        published_at REAL NOT NULL,
+        ingested_at REAL NOT NULL,
+        title_hash TEXT NOT NULL,
+        duplicate_of INTEGER REFERENCES items(id),
+        sentiment TEXT,
+        sentiment_score REAL,
+        p_positive REAL,
+        p_neutral REAL,
+        p_negative REAL,
+        topics TEXT NOT NULL DEFAULT '[]',
+        entities TEXT NOT NULL DEFAULT '[]',
+        evidence TEXT NOT NULL DEFAULT '[]',
+        model_version TEXT,
+        meta TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX items_published ON items(published_at);
+    CREATE INDEX items_title_hash ON items(title_hash, published_at);
+    CREATE TABLE item_series (
+        item_rowid INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        PRIMARY KEY (item_rowid, kind, key)
+    );
+    CREATE INDEX item_series_key ON item_series(kind, key);
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        alert_key TEXT NOT NULL UNIQUE,
+        rule TEXT NOT NULL,
+        series_kind TEXT NOT NULL,
+        series_key TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'resolved')),
+        opened_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        resolved_at REAL,
+        window_count INTEGER NOT NULL,
+        hit_count INTEGER NOT NULL,
+        share REAL NOT NULL,
+        baseline REAL NOT NULL,
+        z REAL NOT NULL,
+        evidence TEXT NOT NULL DEFAULT '[]',
+        summary TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX alerts_series ON alerts(series_kind, series_key, opened_at);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        alert_id INTEGER NOT NULL REFERENCES alerts(id),
+        event TEXT NOT NULL,
+        target TEXT NOT NULL,
+        url TEXT NOT NULL,
+        format TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'delivered', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        lease_until REAL,
+        last_status INTEGER,
+        last_error TEXT,
+        created_at REAL NOT NULL,
+        delivered_at REAL
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+    CREATE TABLE delivery_attempts (
+        id INTEGER PRIMARY KEY,
+        outbox_id INTEGER NOT NULL REFERENCES outbox(id),
+        at REAL NOT NULL,
+        duration_s REAL NOT NULL,
+        status_code INTEGER,
+        error TEXT,
+        ok INTEGER NOT NULL
+    );
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
+    """,
+    # v2: topic-model version per item, rejected-input log
+    """
+    ALTER TABLE items ADD COLUMN topic_model_version TEXT;
+    CREATE TABLE rejected (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        source TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        raw TEXT NOT NULL DEFAULT ''
+    );
+    """,
+]
+
+
+class NewsStore(abc.ABC):
+    """Storage interface of the monitor (SQLite today; the methods map one-to-one onto SQL)."""
+
+    @abc.abstractmethod
+    def transaction(self): ...
+    @abc.abstractmethod
+    def existing_item_ids(self, item_ids: Sequence[str]) -> set[str]: ...
+    @abc.abstractmethod
+    def find_title_hashes(self, hashes: Sequence[str], since: float) -> dict[str, int]: ...
+    @abc.abstractmethod
+    def insert_items(self, items: Sequence[ScoredItem]) -> list[int]: ...
+    @abc.abstractmethod
+    def recent_items(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]: ...
+    @abc.abstractmethod
+    def record_rejected(self, source: str, reason: str, raw: str = "") -> None: ...
+    @abc.abstractmethod
+    def upsert_alert(self, alert: dict[str, Any]) -> int: ...
+    @abc.abstractmethod
+    def list_alerts(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]: ...
+    @abc.abstractmethod
+    def enqueue(self, alert_id: int, event: str, target: str, url: str, fmt: str, payload: dict[str, Any],
+                idempotency_key: str, now: float) -> bool: ...
+    @abc.abstractmethod
+    def claim_due(self, now: float, limit: int = 20, lease_s: float = 60.0) -> list[dict[str, Any]]: ...
+    @abc.abstractmethod
+    def finish_attempt(self, outbox_id: int, *, ok: bool, now: float, duration_s: float, status: int | None,
+                       error: str | None, next_attempt_at: float | None, dead: bool) -> None: ...
+    @abc.abstractmethod
+    def list_outbox(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]: ...
+    @abc.abstractmethod
+    def resend(self, outbox_id: int, now: float) -> bool: ...
+    @abc.abstractmethod
+    def series_items(self, kind: str, key: str, since: float | None = None) -> list[dict[str, Any]]: ...
+    @abc.abstractmethod
+    def series_keys(self, kind: str) -> list[tuple[str, int]]: ...
+    @abc.abstractmethod
+    def count_items(self, duplicates: bool | None = None) -> int: ...
+    @abc.abstractmethod
+    def list_rejected(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    @abc.abstractmethod
+    def attempts_for(self, outbox_id: int) -> list[dict[str, Any]]: ...
+    @abc.abstractmethod
+    def close(self) -> None: ...
+    @abc.abstractmethod
+    def kv_get(self, key: str) -> Any: ...
+    @abc.abstractmethod
+    def kv_set(self, key: str, value: Any) -> None: ...
+
+
+class SQLiteStore(NewsStore):
+    """SQLite implementation. Thread-safe (one connection guarded by a lock); WAL lets other
+    processes (the dashboard) read while the monitor writes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.conn: sqlite3.Connection = connect(self.path, MIGRATIONS, check_same_thread=False)
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error); nested calls join the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.conn
+                finally:
+                    self._depth -= 1
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._depth = 0
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    # -- items -----------------------------------------------------------------------
+    def existing_item_ids(self, item_ids: Sequence[str]) -> set[str]:
+        out: set[str] = set()
+        ids = list(item_ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = self._query(f"SELECT item_id FROM items WHERE item_id IN ({','.join('?' * len(chunk))})", chunk)
+            out.update(r["item_id"] for r in rows)
+        return out
+
+    def find_title_hashes(self, hashes: Sequence[str], since: float) -> dict[str, int]:
+        out: dict[str, int] = {}
+        hs = list(dict.fromkeys(hashes))
+        for i in range(0, len(hs), 500):
+            chunk = hs[i:i + 500]
+            rows = self._query(
+                f"SELECT title_hash, MIN(COALESCE(duplicate_of, id)) AS id FROM items WHERE title_hash IN "
+                f"({','.join('?' * len(chunk))}) AND published_at >= ? GROUP BY title_hash", [*chunk, since])
+            out.update({r["title_hash"]: int(r["id"]) for r in rows})
+        return out
+
+    def insert_items(self, items: Sequence[ScoredItem]) -> list[int]:
+        rowids: list[int] = []
+        with self.transaction() as conn:
+            for s in items:
+                it = s.item
+                p = s.probabilities
+                cur = conn.execute(
+                    "INSERT INTO items (item_id, source, url, title, body, published_at, ingested_at, title_hash, duplicate_of,"
+                    " sentiment, sentiment_score, p_positive, p_neutral, p_negative, topics, entities, evidence, model_version,"
+                    " topic_model_version, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (it.item_id, it.source, it.url, it.title, it.body, it.published_at, it.ingested_at, s.title_hash,
+                     s.duplicate_of, s.sentiment, s.sentiment_score, p.get("positive"), p.get("neutral"), p.get("negative"),
+                     json.dumps(s.topics), json.dumps(s.entities), json.dumps([e.to_dict() for e in s.evidence]),
+                     s.model_version, s.topic_model_version, json.dumps(it.meta, default=str)))
+                rowid = int(cur.lastrowid)
+                s.rowid = rowid
+                rowids.append(rowid)
+                if not s.is_duplicate:
+                    series = [("entity", e) for e in s.entities] + [("topic", t) for t in s.topics] + [("all", "*")]
+                    conn.executemany("INSERT OR IGNORE INTO item_series (item_rowid, kind, key) VALUES (?,?,?)",
+                                     [(rowid, k, v) for k, v in series])
+        return rowids
+
+    def recent_items(self, limit: int = 100, *, entity: str | None = None, topic: str | None = None,
+                     since: float | None = None, include_duplicates: bool = False, sentiment: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; JSON columns decoded."""
+        where, params = [], []
+        join = ""
+        if entity or topic:
+            join = "JOIN item_series s ON s.item_rowid = i.id"
+            where.append("s.kind = ? AND s.key = ?")
+            params += ["entity", entity] if entity else ["topic", topic]
+        if since is not None:
+            where.append("i.published_at >= ?")
+            params.append(since)
+        if not include_duplicates:
+            where.append("i.duplicate_of IS NULL")
+        if sentiment:
+            where.append("i.sentiment = ?")
+            params.append(sentiment)
+        sql = f"SELECT i.* FROM items i {join} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY i.published_at DESC, i.id DESC LIMIT ?"
+        rows = self._query(sql, [*params, int(limit)])
+        for r in rows:
+            for k in ("topics", "entities", "evidence", "meta"):
+                r[k] = json.loads(r[k]) if r.get(k) else ([] if k != "meta" else {})
+        return rows
+
+    def series_items(self, kind: str, key: str, since: float | None = None) -> list[dict[str, Any]]:
+        """(published_at, sentiment, sentiment_score) of the non-duplicate items of one series, oldest first."""
+        params: list[Any] = [kind, key]
+        extra = ""
+        if since is not None:
+            extra = "AND i.published_at >= ?"
+            params.append(since)
+        return self._query(
+            "SELECT i.id, i.published_at, i.sentiment, i.sentiment_score, i.title FROM items i JOIN item_series s ON s.item_rowid = i.id"
+            f" WHERE s.kind = ? AND s.key = ? AND i.duplicate_of IS NULL {extra} ORDER BY i.published_at", params)
+
+    def series_keys(self, kind: str) -> list[tuple[str, int]]:
+        rows = self._query("SELECT key, COUNT(*) AS n FROM item_series WHERE kind = ? GROUP BY key ORDER BY n DESC", [kind])
+        return [(r["key"], int(r["n"])) for r in rows]
+
+    def count_items(self, duplicates: bool | None = None) -> int:
+        cond = "" if duplicates is None else ("WHERE duplicate_of IS NOT NULL" if duplicates else "WHERE duplicate_of IS NULL")
+        return int(self._query(f"SELECT COUNT(*) AS n FROM items {cond}")[0]["n"])
+
+    def record_rejected(self, source: str, reason: str, raw: str = "") -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO rejected (at, source, reason, raw) VALUES (?,?,?,?)",
+                         (time.time(), source[:200], reason[:500], raw[:2000]))
+
+    def list_rejected(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._query("SELECT * FROM rejected ORDER BY id DESC LIMIT ?", [int(limit)])
+
+    # -- alerts ----------------------------------------------------------------------
+    def upsert_alert(self, alert: dict[str, Any]) -> int:
+        """Insert or update an alert by ``alert_key``; returns its id."""
+        cols = ["alert_key", "rule", "series_kind", "series_key", "direction", "severity", "state", "opened_at",
+                "updated_at", "resolved_at", "window_count", "hit_count", "share", "baseline", "z", "evidence", "summary"]
+        vals = [json.dumps(alert[c]) if c == "evidence" else alert.get(c) for c in cols]
+        updates = ", ".join(f"{c}=excluded.{c}" for c in cols[5:])
+        with self.transaction() as conn:
+            conn.execute(f"INSERT INTO alerts ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                         f"ON CONFLICT(alert_key) DO UPDATE SET {updates}", vals)
+            return int(conn.execute("SELECT id FROM alerts WHERE alert_key = ?", (alert["alert_key"],)).fetchone()[0])
+
+    def list_alerts(self, state: str | None = None, limit: int = 200, *, series_key: str | None = None) -> list[dict[str, Any]]:
+        where, params = [], []
+        if state:
+            where.append("a.state = ?")
+            params.append(state)
+        if series_key:
+            where.append("a.series_key = ?")
+            params.append(series_key)
+        rows = self._query(
+            "SELECT a.*, (SELECT COUNT(*) FROM outbox o WHERE o.alert_id = a.id AND o.state = 'delivered') AS delivered,"
+            " (SELECT COUNT(*) FROM outbox o WHERE o.alert_id = a.id AND o.state = 'dead') AS dead,"
+            " (SELECT COUNT(*) FROM outbox o WHERE o.alert_id = a.id AND o.state IN ('pending', 'sending')) AS pending,"
+            " (SELECT COALESCE(SUM(attempts), 0) FROM outbox o WHERE o.alert_id = a.id) AS attempts"
+            f" FROM alerts a {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY a.opened_at DESC LIMIT ?",
+            [*params, int(limit)])
+        for r in rows:
+            r["evidence"] = json.loads(r["evidence"] or "[]")
+        return rows
+
+    # -- outbox ----------------------------------------------------------------------
+    def enqueue(self, alert_id: int, event: str, target: str, url: str, fmt: str, payload: dict[str, Any],
+                idempotency_key: str, now: float) -> bool:
+        """Queue a delivery; a second enqueue with the same idempotency key is ignored (returns False)."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO outbox (alert_id, event, target, url, format, payload, idempotency_key, state,"
+                " attempts, next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?, 'pending', 0, ?, ?)",
+                (alert_id, event, target, url, fmt, json.dumps(payload, default=str), idempotency_key, now, now))
+            return cur.rowcount == 1
+
+    def claim_due(self, now: float, limit: int = 20, lease_s: float = 60.0) -> list[dict[str, Any]]:
+        """Atomically lease up to ``limit`` due deliveries (pending, or 'sending' whose lease expired
+        because a worker died mid-send)."""
+        with self.transaction() as conn:
+            rows = [dict(r) for r in conn.execute(
+                "SELECT * FROM outbox WHERE (state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until < ?)"
+                " ORDER BY next_attempt_at, id LIMIT ?", (now, now, int(limit))).fetchall()]
+            for r in rows:
+                conn.execute("UPDATE outbox SET state = 'sending', lease_until = ? WHERE id = ?", (now + lease_s, r["id"]))
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
+    def finish_attempt(self, outbox_id: int, *, ok: bool, now: float, duration_s: float, status: int | None,
+                       error: str | None, next_attempt_at: float | None, dead: bool) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO delivery_attempts (outbox_id, at, duration_s, status_code, error, ok) VALUES (?,?,?,?,?,?)",
+                         (outbox_id, now, duration_s, status, error, int(ok)))
+            if ok:
+                conn.execute("UPDATE outbox SET state='delivered', attempts=attempts+1, delivered_at=?, last_status=?, last_error=NULL,"
+                             " lease_until=NULL WHERE id=?", (now, status, outbox_id))
+            else:
+                conn.execute("UPDATE outbox SET state=?, attempts=attempts+1, next_attempt_at=?, last_status=?, last_error=?,"
+                             " lease_until=NULL WHERE id=?",
+                             ("dead" if dead else "pending", next_attempt_at if next_attempt_at is not None else now, status,
+                              (error or "")[:500], outbox_id))
+
+    def list_outbox(self, state: str | None = None, limit: int = 200, *, alert_id: int | None = None) -> list[dict[str, Any]]:
+        where, params = [], []
+        if state:
+            where.append("state = ?")
+            params.append(state)
+        if alert_id is not None:
+            where.append("alert_id = ?")
+            params.append(alert_id)
+        rows = self._query(f"SELECT * FROM outbox {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY id DESC LIMIT ?",
+                           [*params, int(limit)])
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
+    def attempts_for(self, outbox_id: int) -> list[dict[str, Any]]:
+        return self._query("SELECT * FROM delivery_attempts WHERE outbox_id = ? ORDER BY id", [outbox_id])
+
+    def resend(self, outbox_id: int, now: float) -> bool:
+        """Move a dead-lettered delivery back to pending (same idempotency key, attempts reset)."""
+        with self.transaction() as conn:
+            cur = conn.execute("UPDATE outbox SET state='pending', attempts=0, next_attempt_at=?, lease_until=NULL"
+                               " WHERE id=? AND state='dead'", (now, outbox_id))
+            return cur.rowcount == 1
+
+    # -- kv --------------------------------------------------------------------------
+    def kv_get(self, key: str) -> Any:
+        rows = self._query("SELECT value FROM kv WHERE key = ?", [key])
+        return json.loads(rows[0]["value"]) if rows else None
+
+    def kv_set(self, key: str, value: Any) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO kv (key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET"
+                         " value=excluded.value, updated_at=excluded.updated_at", (key, json.dumps(value), time.time()))

@@ -1,0 +1,231 @@
+"""Alert delivery: payloads (generic JSON, Slack-compatible), HMAC signing, and the outbox worker.
+
+Guarantees:
+
+* **Nothing lost.** Alerts are written to the ``outbox`` table in the same transaction as the
+  alert row. A delivery is leased (``state='sending'``) while in flight; a worker that dies
+  mid-send leaves an expired lease that the next worker picks up.
+* **No duplicates at the receiver.** Every delivery carries an ``Idempotency-Key`` header (and
+  ``idempotency_key`` in the JSON body) that stays the same across retries and re-sends, so a
+  receiver that records keys processes each alert event once even when a retry follows a
+  timed-out-but-processed request.
+* **Bounded retries.** Timeouts, connection errors, 408/429 and 5xx are retried with exponential
+  backoff and full jitter (``Retry-After`` honoured); other 4xx and exhausting ``max_attempts``
+  move the delivery to ``dead`` (visible in the dashboard, re-sendable).
+
+Signature: ``X-Verticore-Signature: sha256=<hex>`` = HMAC-SHA256(secret, f"{timestamp}.{body}")
+with ``X-Verticore-Timestamp: <timestamp>``; receivers should reject stale timestamps.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import httpx
+
+from .config import WebhookTarget, validate_webhook_url
+from .store import NewsStore
+
+log = logging.getLogger("finance_sentiment.webhooks")
+
+SIGNATURE_HEADER = "X-Verticore-Signature"
+TIMESTAMP_HEADER = "X-Verticore-Timestamp"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_SEV_EMOJI = {"info": ":information_source:", "low": ":large_blue_circle:", "medium": ":large_orange_circle:",
+              "high": ":red_circle:", "critical": ":rotating_light:"}
+
+
+def idempotency_key(alert_key: str, event: str, target: str) -> str:
+    """Stable key of one (alert episode, event, receiver): identical across retries and restarts."""
+    return hashlib.sha256(f"{alert_key}\x1f{event}\x1f{target}".encode("utf-8")).hexdigest()[:32]
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>`` HMAC of ``timestamp.body``."""
+    mac = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_signature(secret: str, timestamp: str, body: bytes, header: str, *, max_age_s: float | None = 300.0,
+                     now: float | None = None) -> bool:
+    """Receiver-side check (constant-time), with an optional freshness window."""
+    if max_age_s is not None:
+        try:
+            if abs((now or time.time()) - float(timestamp)) > max_age_s:
+                return False
+        except ValueError:
+            return False
+    return hmac.compare_digest(sign(secret, timestamp, body), header or "")
+
+
+def build_payload(alert: dict[str, Any], event: str, fmt: str, key: str, dashboard_url: str | None = None) -> dict[str, Any]:
+    """The JSON body for one alert event in ``json`` (generic) or ``slack`` format."""
+    evidence = [{k: e.get(k) for k in ("title", "url", "source", "published_at", "sentiment", "score")} for e in alert.get("evidence", [])]
+    if fmt == "slack":
+        sev = alert["severity"]
+        head = f"{_SEV_EMOJI.get(sev, '')} *[{sev.upper()}] {alert['summary']}*".strip()
+        lines = []
+        for e in evidence[:5]:
+            title = (e.get("title") or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            link = f"<{e['url']}|{title}>" if e.get("url") else title
+            lines.append(f"• {link} ({e.get('sentiment')}, {e.get('score'):+.2f})")
+        blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": head}}]
+        if lines and event != "resolved":
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
+        ctx = f"rule `{alert['rule']}` · {alert['series_kind']} `{alert['series_key']}` · {event}"
+        if dashboard_url:
+            ctx += f" · <{dashboard_url}|dashboard>"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": ctx}]})
+        return {"text": f"[{sev.upper()}] {alert['summary']}", "blocks": blocks, "idempotency_key": key}
+    return {"idempotency_key": key, "event": f"alert.{event}", "alert": {
+        "key": alert["alert_key"], "rule": alert["rule"], "series": {"kind": alert["series_kind"], "key": alert["series_key"]},
+        "direction": alert["direction"], "severity": alert["severity"], "state": alert["state"],
+        "opened_at": alert["opened_at"], "resolved_at": alert.get("resolved_at"), "summary": alert["summary"],
+        "stats": {"window_count": alert["window_count"], "hit_count": alert["hit_count"], "share": alert["share"],
+                  "baseline": alert["baseline"], "z": alert["z"]},
+        "evidence": evidence}}
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff: uniform(0, min(max, base * 2**(attempt-1))), at least 10% of the cap."""
+    cap = min(max_s, base_s * (2 ** max(attempt - 1, 0)))
+    r = (rng or random).random()
+    return max(cap * 0.1, cap * r)
+
+
+@dataclass
+class DeliveryReport:
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+
+    def __iadd__(self, other: "DeliveryReport") -> "DeliveryReport":
+        self.delivered += other.delivered
+        self.retried += other.retried
+        self.dead += other.dead
+        return self
+
+
+class Deliverer:
+    """Drains the outbox: POSTs due deliveries, records every attempt, schedules retries, dead-letters.
+
+    ``targets`` supplies secrets, timeouts and retry policy by target name; a row whose target is
+    no longer configured is still delivered to its recorded URL with default policy (nothing is lost).
+    """
+
+    def __init__(self, store: NewsStore, targets: Sequence[WebhookTarget], *, client: httpx.Client | None = None,
+                 allow_hosts: Sequence[str] | None = None, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None, lease_s: float = 60.0) -> None:
+        self.store = store
+        self.targets = {t.name: t for t in targets}
+        self.allow_hosts = list(allow_hosts or [])
+        self.client = client or httpx.Client(follow_redirects=False)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.lease_s = lease_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self, limit: int = 50) -> DeliveryReport:
+        """Attempt every delivery that is due now; returns counts."""
+        report = DeliveryReport()
+        for row in self.store.claim_due(self.clock(), limit=limit, lease_s=self.lease_s):
+            report += self._deliver(row)
+        return report
+
+    def drain(self, max_rounds: int = 100, sleep: Callable[[float], None] = time.sleep, max_wait_s: float = 1.0) -> DeliveryReport:
+        """Keep delivering until nothing is pending (or ``max_rounds``); sleeps until the next due retry."""
+        total = DeliveryReport()
+        for _ in range(max_rounds):
+            total += self.run_once()
+            pending = self.store.list_outbox("pending", limit=1000) + self.store.list_outbox("sending", limit=1000)
+            if not pending:
+                break
+            # pending rows are due at next_attempt_at; rows leased by a dead worker when their lease ends
+            wait = min((r["lease_until"] or r["next_attempt_at"]) if r["state"] == "sending" else r["next_attempt_at"]
+                       for r in pending) - self.clock()
+            sleep(min(max(wait, 0.01), max_wait_s))
+        return total
+
+    def _deliver(self, row: dict[str, Any]) -> DeliveryReport:
+        target = self.targets.get(row["target"]) or WebhookTarget(row["target"], row["url"])
+        attempt = int(row["attempts"]) + 1
+        body = json.dumps(row["payload"], separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        ts = str(int(self.clock()))
+        headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: row["idempotency_key"], TIMESTAMP_HEADER: ts,
+                   "User-Agent": "verticore-finance-sentiment/0.1", "X-Verticore-Attempt": str(attempt)}
+        secret = target.resolved_secret()
+        if secret:
+            headers[SIGNATURE_HEADER] = sign(secret, ts, body)
+        status: int | None = None
+        error: str | None = None
+        retry_after: float | None = None
+        t0 = time.perf_counter()
+        try:
+            validate_webhook_url(row["url"], self.allow_hosts or None)
+            resp = self.client.post(row["url"], content=body, headers=headers, timeout=target.timeout_s)
+            status = resp.status_code
+            if 200 <= status < 300:
+                ok, retryable = True, False
+            else:
+                ok = False
+                retryable = status in (408, 425, 429) or status >= 500
+                error = f"HTTP {status}: {resp.text[:200]}"
+                ra = resp.headers.get("Retry-After")
+                if ra and ra.strip().isdigit():
+                    retry_after = float(ra.strip())
+        except httpx.TimeoutException:
+            ok, retryable, error = False, True, f"timeout after {target.timeout_s:g}s"
+        except httpx.HTTPError as exc:
+            ok, retryable, error = False, True, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # DataError from URL validation and anything unexpected: not retryable
+            ok, retryable, error = False, False, f"{type(exc).__name__}: {exc}"
+        duration = time.perf_counter() - t0
+        now = self.clock()
+        if ok:
+            self.store.finish_attempt(row["id"], ok=True, now=now, duration_s=duration, status=status, error=None,
+                                      next_attempt_at=None, dead=False)
+            log.info("delivered %s to %s (attempt %d)", row["event"], row["target"], attempt)
+            return DeliveryReport(delivered=1)
+        dead = not retryable or attempt >= target.max_attempts
+        delay = backoff_delay(attempt, target.backoff_base_s, target.backoff_max_s, self.rng)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, target.backoff_max_s))
+        self.store.finish_attempt(row["id"], ok=False, now=now, duration_s=duration, status=status, error=error,
+                                  next_attempt_at=None if dead else now + delay, dead=dead)
+        if dead:
+            log.error("dead-lettered %s to %s after %d attempt(s): %s", row["event"], row["target"], attempt, error)
+            return DeliveryReport(dead=1)
+        log.warning("delivery to %s failed (attempt %d/%d): %s; retrying in %.1fs", row["target"], attempt,
+                    target.max_attempts, error, delay)
+        return DeliveryReport(retried=1)
+
+    # -- background ------------------------------------------------------------------
+    def start(self, interval_s: float = 1.0) -> None:
+        """Deliver in a daemon thread every ``interval_s`` until :meth:`stop`."""
+        if self._thread and self._thread.is_alive():
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.run_once()
+                except Exception as exc:  # keep the worker alive; the row stays leased and is retried
+                    log.error("delivery worker error: %s", exc)
+                self._stop.wait(interval_s)
+
+        self._thread = threading.Thread(target=loop, name="webhook-deliverer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
