@@ -18,80 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-# -- shared helpers (kept in each finance bench so the bench folder holds only the named benches) --
-import json
-import os
 import sys
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-for p in (ROOT / "shared", ROOT / "apps", BENCH):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-try:  # the shared bench helpers, when present
-    from common import DATA, print_table, write_result  # type: ignore  # noqa: F401
-except ImportError:
-    DATA = ROOT.parent / "shared" / "data"
-
-    def print_table(headers, rows) -> None:
-        widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-        print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths)))
-        print("  ".join("-" * w for w in widths))
-        for r in rows:
-            print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
-
-    def write_result(name: str, obj) -> Path:
-        from verticore.io import atomic_write_json
-
-        out = BENCH / "results" / f"{name}.json"
-        atomic_write_json(out, obj)
-        print(f"wrote {out}")
-        return out
-
-PHRASEBANK = DATA / "financial_phrasebank" / "splits" / "50Agree"
-ARTIFACTS = BENCH / "artifacts"
-# the core bench's full fine-tune (bench/finetune_phrasebank.py) first, else this app's own PhraseBank model
-CANDIDATES = [BENCH / "results" / "artifacts" / "phrasebank_full", ARTIFACTS / "phrasebank_full",
-              ARTIFACTS / "finance_sentiment_phrasebank"]
-
-
-def _dev_f1(path: Path) -> float:
-    try:
-        return float(json.loads((path / "metrics.json").read_text())["dev"]["macro_f1"])
-    except (OSError, KeyError, ValueError, TypeError):
-        return -1.0
-
-
-def sentiment_artifact(explicit: str | None, quick: bool) -> Path:
-    """The PhraseBank sentiment artifact: ``--model``, else the existing candidate with the best dev
-    macro-F1 (smoke-run artifacts lose), else train one (``finance_sentiment.training.train_sentiment``;
-    ``--quick`` trains only a few steps)."""
-    if explicit:
-        return Path(explicit)
-    found = [c for c in CANDIDATES if (c / "labels.json").exists() and (c / "model.safetensors").exists()]
-    if found:
-        best = max(found, key=_dev_f1)
-        print(f"sentiment model: {best} (dev macro-F1 {_dev_f1(best):.3f})")
-        return best
-    from finance_sentiment.training import train_sentiment
-
-    out = ARTIFACTS / ("finance_sentiment_quick" if quick else "finance_sentiment_phrasebank")
-    if (out / "labels.json").exists():
-        return out
-    print(f"no sentiment artifact found; training one into {out} ({'quick' if quick else '2 epochs'})")
-    train_sentiment(PHRASEBANK, out, epochs=2, learning_rate=8e-5, max_steps=10 if quick else None,
-                    limit=300 if quick else None)
-    return out
-
-
-def read_split(name: str):
-    from verticore.io import read_table
-
-    return read_table(PHRASEBANK / f"{name}.csv", ["text", "label"])
-# -- end of shared helpers --
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _finance_common import (ARTIFACTS, DATA, PHRASEBANK, ROOT, print_table, read_split,  # noqa: E402,F401
+                             sentiment_artifact, write_result)
 
 
 def build_items(limit: int | None, seed: int = 0) -> list[dict]:

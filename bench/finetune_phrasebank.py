@@ -49,7 +49,7 @@ def finetune(tr, dv, te, method: str, out: Path, args) -> dict:
     from verticore.finetune import ClassifierTrainingConfig, train_classifier
 
     cfg = ClassifierTrainingConfig(method=method, epochs=args.epochs, batch_size=32, learning_rate=args.lr,
-                                   lora_learning_rate=args.lora_lr, max_length=96, eval_every=args.eval_every,
+                                   lora_learning_rate=args.lora_lr, max_length=args.max_length, eval_every=args.eval_every,
                                    patience=args.patience, max_steps=args.max_steps, seed=42)
     r = train_classifier(tr.text.tolist(), tr.label.tolist(), dv.text.tolist(), dv.label.tolist(), out, cfg,
                          test_texts=te.text.tolist(), test_labels=te.label.tolist())
@@ -64,12 +64,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA / "financial_phrasebank")
     ap.add_argument("--methods", default="baseline,full,lora")
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=8e-5)
     ap.add_argument("--lora-lr", type=float, default=8e-4)
     ap.add_argument("--eval-every", type=int, default=60)
     ap.add_argument("--patience", type=int, default=4)
     ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--limit", type=int, default=None, help="use only the first N rows of each split (smoke runs)")
     ap.add_argument("--no-allagree", action="store_true", help="skip the AllAgree evaluation")
     args = ap.parse_args()

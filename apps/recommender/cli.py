@@ -196,14 +196,9 @@ def _filters(specs: list[str]) -> dict[str, str] | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one ``error:`` line and exit code 2."""
-    try:
-        app(args=argv, standalone_mode=True)
-    except VerticoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    from verticore.cli import run_app
+
+    run_app(app, argv)
 
 
 if __name__ == "__main__":

@@ -233,16 +233,22 @@ def info(model: str = typer.Option("default")) -> None:
                            "backends": available_backends()}, indent=2))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the CLI, turning user errors into one line and exit code 2."""
+def run_app(typer_app: typer.Typer, argv: list[str] | None = None) -> None:
+    """Run any Verticore typer app (the core's or an app's): user errors become one
+    ``error: ...`` line on stderr and exit code 2; Ctrl-C exits 130."""
     try:
-        app(args=argv, standalone_mode=True)
+        typer_app(args=argv, standalone_mode=True)
     except VerticoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``verticore`` command."""
+    run_app(app, argv)
 
 
 if __name__ == "__main__":
