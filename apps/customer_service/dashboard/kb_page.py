@@ -1,0 +1,77 @@
+"""Knowledge base: upload, list, delete and re-index documents, with progress; try a search."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import get_bot, require_bot_dir, show_error  # noqa: E402
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from verticore.errors import VerticoreError  # noqa: E402
+
+st.title("Knowledge base")
+st.caption("Markdown, text, HTML, CSV/JSONL FAQ (question, answer) and PDF. Re-uploading a changed file replaces its "
+           "passages; only changed passages are re-embedded.")
+directory = require_bot_dir()
+try:
+    bot = get_bot(str(directory))
+except VerticoreError as exc:
+    show_error(exc)
+    st.stop()
+kb = bot.kb
+
+docs = kb.documents()
+c1, c2, c3 = st.columns(3)
+c1.metric("Documents", len(docs))
+c2.metric("Passages", kb.chunk_count())
+c3.metric("Embedder", kb.embedder.model if len(kb.embedder.model) < 24 else "…" + kb.embedder.model[-22:])
+
+st.subheader("Upload")
+files = st.file_uploader("Add or update documents", accept_multiple_files=True,
+                         type=["md", "markdown", "txt", "html", "htm", "csv", "jsonl", "pdf"])
+if files and st.button("Ingest", type="primary", icon=":material/upload:"):
+    bar = st.progress(0.0, text="Ingesting…")
+    for i, f in enumerate(files):
+        try:
+            rep = kb.ingest_bytes(f.getvalue(), f.name)
+            st.success(f"{rep.status}: {rep.doc_id} ({rep.chunks} passages, {rep.embedded} embedded, {rep.removed} removed)")
+        except VerticoreError as exc:
+            st.error(f"{f.name}: {exc}")
+        bar.progress((i + 1) / len(files), text=f"{i + 1}/{len(files)} {f.name}")
+    docs = kb.documents()
+
+st.subheader("Documents")
+if docs:
+    st.dataframe(pd.DataFrame(docs)[["doc_id", "title", "kind", "n_chunks", "updated_at", "ingested_at"]],
+                 hide_index=True, width="stretch")
+    col_a, col_b = st.columns([3, 1])
+    target = col_a.selectbox("Document", [d["doc_id"] for d in docs], label_visibility="collapsed")
+    if col_b.button("Delete", icon=":material/delete:"):
+        try:
+            n = kb.delete(target)
+            st.success(f"deleted {target} ({n} passages)")
+            st.rerun()
+        except VerticoreError as exc:
+            show_error(exc)
+else:
+    st.info("The knowledge base is empty: upload help articles above.")
+
+if st.button("Re-index everything", icon=":material/sync:"):
+    bar = st.progress(0.0, text="Re-embedding…")
+    n = kb.reindex(show_progress=False, on_progress=lambda done, total: bar.progress(done / max(total, 1), text=f"{done}/{total} passages"))
+    st.success(f"re-indexed {n} passages")
+
+st.subheader("Try retrieval")
+q = st.text_input("Query", value="How long does delivery take?")
+mode = st.radio("Mode", ["hybrid", "bm25", "dense"], horizontal=True)
+if q.strip():
+    hits = kb.search(q, k=5, mode=mode)
+    if not hits:
+        st.caption("no results")
+    for i, h in enumerate(hits, 1):
+        score = f"cosine {h.dense_score:.2f}" if h.dense_score is not None else f"bm25 {h.bm25_score or 0:.2f}"
+        with st.expander(f"{i}. {h.title}{' › ' + h.section if h.section and h.section != h.title else ''} ({h.source}) · {score}"):
+            st.write(h.text)

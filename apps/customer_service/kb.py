@@ -1,0 +1,487 @@
+"""The knowledge base: documents -> chunks in SQLite, a dense core ``VectorIndex`` and BM25.
+
+Layout of a knowledge-base directory::
+
+    kb.json         embedder spec + fingerprint, chunking settings
+    kb.sqlite       documents and chunks (text, title, section, source, updated-at, metadata)
+    dense/          the core VectorIndex (FAISS format), keyed by chunk id
+
+Chunk ids are ``<doc_id>#<hash of the embedded text>``, so re-ingesting a changed document
+embeds only the chunks whose text changed, removes the ones that disappeared and never
+duplicates. BM25 is rebuilt in memory from SQLite (milliseconds for thousands of chunks).
+Retrieval fuses BM25 and dense rankings with reciprocal-rank fusion (RRF).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from verticore.errors import ArtifactError, DataError, IndexMismatchError
+from verticore.io import atomic_write_json, read_json
+from verticore.storage import connect
+
+from .loaders import SUPPORTED_SUFFIXES, ParsedDocument, parse_bytes, parse_file
+
+KB_MIGRATIONS = [
+    """
+    CREATE TABLE documents (
+        doc_id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        title TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        ingested_at TEXT NOT NULL,
+        n_chunks INTEGER NOT NULL,
+        meta TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE chunks (
+        chunk_id TEXT PRIMARY KEY,
+        doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+        ord INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        embed_text TEXT NOT NULL,
+        title TEXT NOT NULL,
+        section TEXT NOT NULL,
+        answer TEXT,
+        meta TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX chunks_doc ON chunks(doc_id, ord);
+    """,
+]
+
+_STOP = frozenset("""a an and are as at be but by for from has have how i if in into is it its me my of on or our
+so that the their them then there these they this to was we were what when where which who why will with you your
+can do does did am im i'm i've please would could should""".split())
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _stem(w: str) -> str:
+    for suf, rep in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+        if len(w) > len(suf) + 2 and w.endswith(suf) and not w.endswith("ss"):
+            return w[: -len(suf)] + rep
+    return w
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case, drop stop words, strip common English suffixes (BM25 tokens)."""
+    return [_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP]
+
+
+@dataclass
+class RetrievedChunk:
+    """One retrieval result with its provenance and scores.
+
+    ``score`` is the fused (RRF) score used for ranking; ``dense_score`` is the cosine
+    similarity between query and passage, used as the evidence score (None in BM25-only mode).
+    """
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    title: str
+    section: str
+    source: str
+    updated_at: str
+    score: float
+    dense_score: float | None = None
+    bm25_score: float | None = None
+    dense_rank: int | None = None
+    bm25_rank: int | None = None
+    answer: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rrf_fuse(rankings: Sequence[Sequence[str]], k: int = 60, weights: Sequence[float] | None = None) -> list[tuple[str, float]]:
+    """Reciprocal-rank fusion: ``score(d) = sum_i w_i / (k + rank_i(d))`` with 1-based ranks."""
+    weights = list(weights) if weights is not None else [1.0] * len(rankings)
+    scores: dict[str, float] = {}
+    for ranking, w in zip(rankings, weights):
+        for rank, key in enumerate(ranking, start=1):
+            scores[key] = scores.get(key, 0.0) + w / (k + rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+@dataclass
+class IngestReport:
+    """What one ingestion did to the knowledge base."""
+
+    doc_id: str
+    status: str  # added | updated | unchanged
+    chunks: int
+    embedded: int
+    removed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class KnowledgeBase:
+    """A persistent, incrementally updated hybrid (BM25 + dense) knowledge base.
+
+    Args:
+        directory: where the KB lives (created if missing).
+        embedder: a core :class:`~verticore.inference.Embedder`, a model spec, or ``None`` to use
+            the spec recorded in ``kb.json`` (``"default"`` for a new KB).
+        chunk_size / chunk_overlap: character sizes for the text splitter.
+        strict: if the dense index was built by another embedder, raise
+            :class:`~verticore.errors.IndexMismatchError` (True) instead of re-indexing (False).
+
+    Raises :class:`IndexMismatchError` with a one-line fix when ``kb.json`` names another
+    embedder than the one given.
+    """
+
+    def __init__(self, directory: str | Path, embedder: Any = None, chunk_size: int = 800, chunk_overlap: int = 120,
+                 strict: bool = True) -> None:
+        from verticore import Embedder
+
+        self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise DataError(f"knowledge base path {self.directory} is a file; pass a directory")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.directory / "kb.json"
+        cfg = read_json(cfg_path, "knowledge-base config") if cfg_path.exists() else {}
+        if embedder is None:
+            embedder = cfg.get("embedder", "default")
+        self.embedder = embedder if isinstance(embedder, Embedder) else Embedder(str(embedder))
+        self.chunk_size = int(cfg.get("chunk_size", chunk_size))
+        self.chunk_overlap = int(cfg.get("chunk_overlap", chunk_overlap))
+        recorded = cfg.get("embedder_fingerprint")
+        if recorded and recorded != self.embedder.fingerprint:
+            msg = (f"knowledge base {self.directory} was indexed with embedder {cfg.get('embedder')!r} "
+                   f"({recorded}), not {self.embedder.model!r} ({self.embedder.fingerprint}); "
+                   "open it with that embedder or run `customer-service kb reindex` to re-embed it")
+            if strict:
+                raise IndexMismatchError(msg)
+        self.conn = connect(self.directory / "kb.sqlite", KB_MIGRATIONS)
+        self._lock = threading.RLock()
+        self._bm25 = None
+        self._bm25_ids: list[str] = []
+        self._index = None
+        self._save_config()
+        if recorded and recorded != self.embedder.fingerprint:
+            self.reindex()
+
+    # -- config / index -----------------------------------------------------------------
+    def _save_config(self) -> None:
+        atomic_write_json(self.directory / "kb.json", {
+            "format": "customer-service-kb/1", "embedder": self.embedder.model,
+            "embedder_fingerprint": self.embedder.fingerprint, "dimension": self.embedder.dimension,
+            "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap})
+
+    @property
+    def index(self):
+        """The dense :class:`~verticore.index.VectorIndex` (loaded or created lazily, repaired if stale)."""
+        if self._index is None:
+            from verticore import VectorIndex
+
+            dense = self.directory / "dense"
+            if dense.exists() and any(dense.iterdir()):
+                try:
+                    self._index = VectorIndex.load(dense, expected_fingerprint=self.embedder.fingerprint)
+                except IndexMismatchError as exc:
+                    raise IndexMismatchError(f"{exc}; run `customer-service kb reindex --kb {self.directory}`") from None
+            else:
+                self._index = VectorIndex(self.embedder.dimension, metric="ip", model_fingerprint=self.embedder.fingerprint)
+            self._repair_index()
+        return self._index
+
+    def _repair_index(self) -> None:
+        """Bring the dense index in line with SQLite (after a crash between the two writes)."""
+        idx = self._index
+        want = {r[0]: r[1] for r in self.conn.execute("SELECT chunk_id, embed_text FROM chunks")}
+        have = set(idx.keys())
+        extra = [k for k in have if k not in want]
+        missing = [k for k in want if k not in have]
+        if extra:
+            idx.delete(extra)
+        if missing:
+            idx.add(missing, self.embedder.encode([want[k] for k in missing], show_progress=len(missing) > 256))
+        if extra or missing:
+            idx.save(self.directory / "dense")
+
+    # -- documents ----------------------------------------------------------------------
+    def ingest(self, path: str | Path, doc_id: str | None = None, show_progress: bool = False) -> IngestReport:
+        """Ingest one file (Markdown, text, HTML, CSV/JSONL FAQ, PDF); re-ingesting replaces its chunks."""
+        doc = parse_file(path, doc_id=doc_id, chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
+        return self.add_document(doc, show_progress=show_progress)
+
+    def ingest_bytes(self, raw: bytes, name: str, doc_id: str | None = None, show_progress: bool = False) -> IngestReport:
+        """Ingest an uploaded file's bytes (the dashboard's upload path)."""
+        doc = parse_bytes(raw, name, doc_id=doc_id, chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
+        return self.add_document(doc, show_progress=show_progress)
+
+    def ingest_dir(self, directory: str | Path, show_progress: bool = True,
+                   on_progress: Callable[[int, int, str], None] | None = None) -> list[IngestReport]:
+        """Ingest every supported file under ``directory`` (recursively); ids are relative paths."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise DataError(f"not a directory: {directory}")
+        files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+        if not files:
+            raise DataError(f"no supported documents in {directory} (looked for {sorted(SUPPORTED_SUFFIXES)})")
+        reports = []
+        for i, f in enumerate(tqdm(files, desc="ingest", unit="doc", disable=not show_progress)):
+            reports.append(self.ingest(f, doc_id=f.relative_to(directory).as_posix()))
+            if on_progress:
+                on_progress(i + 1, len(files), f.name)
+        return reports
+
+    def add_document(self, doc: ParsedDocument, show_progress: bool = False) -> IngestReport:
+        """Insert or replace ``doc``: only new chunk texts are embedded; stale chunks are removed."""
+        with self._lock:
+            row = self.conn.execute("SELECT sha256, n_chunks FROM documents WHERE doc_id=?", (doc.doc_id,)).fetchone()
+            if row is not None and row["sha256"] == doc.sha256:
+                return IngestReport(doc.doc_id, "unchanged", int(row["n_chunks"]), 0, 0)
+            old_ids = {r[0] for r in self.conn.execute("SELECT chunk_id FROM chunks WHERE doc_id=?", (doc.doc_id,))}
+            ids: list[str] = []
+            seen: set[str] = set()
+            for c in doc.chunks:
+                base = f"{doc.doc_id}#{hashlib.sha1((c.embed_text + chr(0) + c.text).encode('utf-8')).hexdigest()[:12]}"
+                cid, n = base, 1
+                while cid in seen:
+                    n += 1
+                    cid = f"{base}.{n}"
+                seen.add(cid)
+                ids.append(cid)
+            index = self.index
+            new = [(cid, c) for cid, c in zip(ids, doc.chunks) if cid not in old_ids or cid not in index]
+            vectors = (self.embedder.encode([c.embed_text for _, c in new], show_progress=show_progress)
+                       if new else np.zeros((0, self.embedder.dimension), np.float32))
+            removed = sorted(old_ids - set(ids))
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("DELETE FROM chunks WHERE doc_id=?", (doc.doc_id,))
+                self.conn.execute(
+                    "INSERT INTO documents(doc_id, source, title, kind, sha256, updated_at, ingested_at, n_chunks, meta) "
+                    "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(doc_id) DO UPDATE SET source=excluded.source, "
+                    "title=excluded.title, kind=excluded.kind, sha256=excluded.sha256, updated_at=excluded.updated_at, "
+                    "ingested_at=excluded.ingested_at, n_chunks=excluded.n_chunks, meta=excluded.meta",
+                    (doc.doc_id, doc.source, doc.title, doc.kind, doc.sha256, doc.updated_at, _now(), len(ids),
+                     json.dumps(doc.meta, ensure_ascii=False)))
+                self.conn.executemany(
+                    "INSERT INTO chunks(chunk_id, doc_id, ord, text, embed_text, title, section, answer, meta) VALUES (?,?,?,?,?,?,?,?,?)",
+                    [(cid, doc.doc_id, i, c.text, c.embed_text, c.title, c.section, c.answer, json.dumps(c.meta, ensure_ascii=False))
+                     for i, (cid, c) in enumerate(zip(ids, doc.chunks))])
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            if removed:
+                index.delete([k for k in removed if k in index])
+            if new:
+                index.upsert([cid for cid, _ in new], vectors)
+            index.save(self.directory / "dense")
+            self._bm25 = None
+            status = "added" if row is None else "updated"
+            return IngestReport(doc.doc_id, status, len(ids), len(new), len(removed))
+
+    def delete(self, doc_id: str) -> int:
+        """Remove a document and its chunks; returns the number of chunks removed."""
+        with self._lock:
+            ids = [r[0] for r in self.conn.execute("SELECT chunk_id FROM chunks WHERE doc_id=?", (doc_id,))]
+            exists = self.conn.execute("SELECT 1 FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+            if not exists:
+                raise DataError(f"no document {doc_id!r} in the knowledge base; see `customer-service kb list`")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+                self.conn.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            index = self.index
+            present = [k for k in ids if k in index]
+            if present:
+                index.delete(present)
+            index.save(self.directory / "dense")
+            self._bm25 = None
+            return len(ids)
+
+    def reindex(self, show_progress: bool = True, on_progress: Callable[[int, int], None] | None = None,
+                batch: int = 256) -> int:
+        """Re-embed every chunk with the current embedder into a fresh index; returns the chunk count."""
+        from verticore import VectorIndex
+
+        with self._lock:
+            rows = [(r[0], r[1]) for r in self.conn.execute("SELECT chunk_id, embed_text FROM chunks ORDER BY doc_id, ord")]
+            index = VectorIndex(self.embedder.dimension, metric="ip", model_fingerprint=self.embedder.fingerprint)
+            for s in tqdm(range(0, len(rows), batch), desc="re-index", unit="batch", disable=not show_progress):
+                part = rows[s : s + batch]
+                index.add([r[0] for r in part], self.embedder.encode([r[1] for r in part]))
+                if on_progress:
+                    on_progress(min(s + batch, len(rows)), len(rows))
+            index.save(self.directory / "dense")
+            self._index = index
+            self._save_config()
+            self._bm25 = None
+            return len(rows)
+
+    def documents(self) -> list[dict[str, Any]]:
+        """All documents: doc_id, source, title, kind, updated_at, ingested_at, n_chunks."""
+        return [dict(r) for r in self.conn.execute(
+            "SELECT doc_id, source, title, kind, updated_at, ingested_at, n_chunks FROM documents ORDER BY doc_id")]
+
+    def chunk_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+    def __len__(self) -> int:
+        return self.chunk_count()
+
+    def get_chunks(self, chunk_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Chunk rows (with their document's source and updated-at) by id."""
+        ids = list(dict.fromkeys(chunk_ids))
+        out: dict[str, dict[str, Any]] = {}
+        for s in range(0, len(ids), 500):
+            part = ids[s : s + 500]
+            q = ("SELECT c.chunk_id, c.doc_id, c.text, c.title, c.section, c.answer, c.meta, d.source, d.updated_at, d.kind "
+                 f"FROM chunks c JOIN documents d USING(doc_id) WHERE c.chunk_id IN ({','.join('?' * len(part))})")
+            for r in self.conn.execute(q, part):
+                d = dict(r)
+                d["meta"] = json.loads(d["meta"] or "{}")
+                out[d["chunk_id"]] = d
+        return out
+
+    # -- retrieval ----------------------------------------------------------------------
+    def _bm25_state(self):
+        with self._lock:
+            if self._bm25 is None:
+                import bm25s
+
+                rows = list(self.conn.execute("SELECT chunk_id, text, title, section FROM chunks ORDER BY rowid"))
+                self._bm25_ids = [r[0] for r in rows]
+                retriever = bm25s.BM25()
+                if rows:
+                    corpus = [tokenize(f"{r[2] if r[2] not in r[1] else ''} {r[1]}") or ["_"] for r in rows]
+                    retriever.index(corpus, show_progress=False)
+                self._bm25 = retriever
+            return self._bm25, self._bm25_ids
+
+    def _allowed(self, filters: dict[str, Any] | None) -> set[str] | None:
+        """Chunk ids matching metadata filters ({field: value or [values]}); None = no filter."""
+        if not filters:
+            return None
+        cols = {"doc_id": "c.doc_id", "source": "d.source", "title": "c.title", "section": "c.section",
+                "kind": "d.kind", "doc_title": "d.title"}
+        where, params, meta_filters = [], [], {}
+        for key, value in filters.items():
+            values = list(value) if isinstance(value, (list, tuple, set)) else [value]
+            if key in cols:
+                where.append(f"{cols[key]} IN ({','.join('?' * len(values))})")
+                params.extend(str(v) for v in values)
+            elif key in {"updated_after", "updated_before"}:
+                where.append(f"d.updated_at {'>=' if key == 'updated_after' else '<='} ?")
+                params.append(str(value))
+            else:
+                meta_filters[key] = {str(v) for v in values}
+        q = "SELECT c.chunk_id, c.meta FROM chunks c JOIN documents d USING(doc_id)" + (f" WHERE {' AND '.join(where)}" if where else "")
+        allowed = set()
+        for cid, meta in self.conn.execute(q, params):
+            if meta_filters:
+                m = json.loads(meta or "{}")
+                if not all(str(m.get(k)) in vs for k, vs in meta_filters.items()):
+                    continue
+            allowed.add(cid)
+        return allowed
+
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", filters: dict[str, Any] | None = None,
+               candidates: int = 50, rrf_k: int = 60, query_vector: np.ndarray | None = None) -> list[RetrievedChunk]:
+        """Retrieve the top ``k`` chunks for ``query``.
+
+        ``mode``: ``bm25``, ``dense`` or ``hybrid`` (RRF over both top-``candidates`` lists).
+        ``filters``: metadata filters, e.g. ``{"source": "returns.md"}``, ``{"category": ["ORDER"]}``,
+        ``{"updated_after": "2024-01-01"}``. An empty knowledge base returns ``[]``.
+        """
+        return self.search_many([query], k=k, mode=mode, filters=filters, candidates=candidates, rrf_k=rrf_k,
+                                query_vectors=None if query_vector is None else query_vector[None, :])[0]
+
+    def search_many(self, queries: Sequence[str], k: int = 5, mode: str = "hybrid", filters: dict[str, Any] | None = None,
+                    candidates: int = 50, rrf_k: int = 60, query_vectors: np.ndarray | None = None,
+                    show_progress: bool = False) -> list[list[RetrievedChunk]]:
+        """Batch version of :meth:`search` (queries embedded in one pass)."""
+        if mode not in {"bm25", "dense", "hybrid"}:
+            raise DataError(f"unknown retrieval mode {mode!r}; use bm25, dense or hybrid")
+        queries = [str(q) for q in queries]
+        if not queries:
+            return []
+        n_chunks = self.chunk_count()
+        if n_chunks == 0:
+            return [[] for _ in queries]
+        allowed = self._allowed(filters)
+        if allowed is not None and not allowed:
+            return [[] for _ in queries]
+        depth = max(k, candidates if mode == "hybrid" else k)
+        dense_lists: list[list[tuple[str, float]]] = [[] for _ in queries]
+        qv = None
+        if mode in {"dense", "hybrid"}:
+            qv = query_vectors if query_vectors is not None else self.embedder.encode(queries, show_progress=show_progress)
+            hits = self.index.search(np.asarray(qv, dtype=np.float32), k=min(depth, n_chunks), allow=allowed)
+            dense_lists = [[(h.key, float(h.score)) for h in hs] for hs in hits]
+        bm25_lists: list[list[tuple[str, float]]] = [[] for _ in queries]
+        if mode in {"bm25", "hybrid"}:
+            retriever, ids = self._bm25_state()
+            mask = None
+            if allowed is not None:
+                mask = np.fromiter((cid in allowed for cid in ids), dtype=bool, count=len(ids))
+            for qi, q in enumerate(queries):
+                toks = tokenize(q)
+                if not toks or not ids:
+                    continue
+                scores = np.asarray(retriever.get_scores(toks), dtype=np.float32)
+                if mask is not None:
+                    scores = np.where(mask, scores, -np.inf)
+                top = min(depth, len(ids))
+                part = np.argpartition(-scores, top - 1)[:top]
+                part = part[np.argsort(-scores[part], kind="stable")]
+                bm25_lists[qi] = [(ids[i], float(scores[i])) for i in part if scores[i] > 0]
+        results: list[list[RetrievedChunk]] = []
+        for qi in range(len(queries)):
+            d_rank = {key: r for r, (key, _) in enumerate(dense_lists[qi], start=1)}
+            d_score = dict(dense_lists[qi])
+            b_rank = {key: r for r, (key, _) in enumerate(bm25_lists[qi], start=1)}
+            b_score = dict(bm25_lists[qi])
+            if mode == "dense":
+                ranked = [(key, s) for key, s in dense_lists[qi]]
+            elif mode == "bm25":
+                ranked = [(key, s) for key, s in bm25_lists[qi]]
+            else:
+                ranked = rrf_fuse([[key for key, _ in dense_lists[qi]], [key for key, _ in bm25_lists[qi]]], k=rrf_k)
+            ranked = ranked[:k]
+            if qv is not None:
+                missing = [key for key, _ in ranked if key not in d_score]
+                if missing:
+                    vecs = self.index.reconstruct(missing)
+                    d_score.update({key: float(v @ qv[qi]) for key, v in zip(missing, vecs)})
+            rows = self.get_chunks(key for key, _ in ranked)
+            out = []
+            for key, s in ranked:
+                r = rows.get(key)
+                if r is None:
+                    continue
+                out.append(RetrievedChunk(chunk_id=key, doc_id=r["doc_id"], text=r["text"], title=r["title"],
+                                          section=r["section"], source=r["source"], updated_at=r["updated_at"],
+                                          score=float(s), dense_score=d_score.get(key), bm25_score=b_score.get(key),
+                                          dense_rank=d_rank.get(key), bm25_rank=b_rank.get(key), answer=r["answer"],
+                                          meta=r["meta"]))
+            results.append(out)
+        return results
+
+    def close(self) -> None:
+        self.conn.close()

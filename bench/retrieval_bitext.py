@@ -1,0 +1,139 @@
+"""Retrieval bench on Bitext customer support: BM25 vs dense vs hybrid (RRF) vs hybrid + fine-tuned embedder.
+
+The knowledge base is ``kb.csv`` ingested as an FAQ through the app's KnowledgeBase (BM25 over
+question + answer, dense over the question), the questions are ``queries.csv``. A hit is a
+retrieved KB entry whose intent equals the query's intent. Writes
+bench/results/retrieval_bitext.json: {"bm25"|"dense"|"hybrid"|"hybrid_finetuned": {"hit1", "hit5", "mrr10"}}.
+
+Usage: python bench/retrieval_bitext.py [--quick] [--limit N] [--skip-finetune]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT / "shared", ROOT / "apps", ROOT):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+DATA = ROOT.parent / "shared" / "data" / "bitext_customer_support" / "splits"
+
+
+def write_result(name: str, payload: dict) -> Path:
+    try:
+        from bench.common import write_result as shared_write  # type: ignore
+
+        return shared_write(name, payload)
+    except Exception:
+        from verticore.io import atomic_write_json
+
+        out = ROOT / "bench" / "results" / f"{name}.json"
+        atomic_write_json(out, payload)
+        return out
+
+
+def score(results, intents) -> dict:
+    """hit@1, hit@5 and MRR@10 where relevant = any KB entry of the query's intent."""
+    from verticore.evaluation import ranking_metrics
+
+    rec = {i: [r.chunk_id for r in rs] for i, rs in enumerate(results)}
+    rel = {i: {r.chunk_id for r in rs if r.meta.get("intent") == intents[i]} for i, rs in enumerate(results)}
+    m1 = ranking_metrics(rec, rel, k=1)
+    m5 = ranking_metrics(rec, rel, k=5)
+    m10 = ranking_metrics(rec, rel, k=10)
+    return {"hit1": round(float(m1["hit@1"]), 4), "hit5": round(float(m5["hit@5"]), 4), "mrr10": round(float(m10["mrr"]), 4)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small KB/query subsets and a few fine-tuning steps")
+    ap.add_argument("--limit", type=int, default=None, help="evaluate on the first N queries")
+    ap.add_argument("--skip-finetune", action="store_true")
+    ap.add_argument("--ft-epochs", type=int, default=1)
+    ap.add_argument("--ft-max-length", type=int, default=64)
+    ap.add_argument("--ft-max-steps", type=int, default=None, help="cap the embedder fine-tune (CPU budget; recorded in the JSON)")
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--name", default="retrieval_bitext")
+    args = ap.parse_args(argv)
+
+    import pandas as pd
+
+    from customer_service.kb import KnowledgeBase
+    from verticore import Embedder
+    from verticore.io import read_table
+
+    kb_df = read_table(DATA / "kb.csv", ["question", "answer", "intent"])
+    q_df = read_table(DATA / "queries.csv", ["question", "intent"])
+    if args.quick:
+        kb_df = kb_df.groupby("intent", group_keys=False).head(20)
+        q_df = q_df.groupby("intent", group_keys=False).head(6)
+    if args.limit:
+        q_df = q_df.head(args.limit)
+    work = Path(args.work or tempfile.mkdtemp(prefix="bitext_"))
+    work.mkdir(parents=True, exist_ok=True)
+    faq = work / "bitext_kb.csv"
+    kb_df[["question", "answer", "intent", "category"]].to_csv(faq, index=False)
+    queries, intents = q_df["question"].astype(str).tolist(), q_df["intent"].astype(str).tolist()
+    result: dict = {"dataset": "Bitext customer support splits (kb.csv as knowledge base, queries.csv as questions)",
+                    "n_kb": len(kb_df), "n_queries": len(queries), "quick": args.quick,
+                    "relevance": "hit = a retrieved KB entry with the query's intent"}
+    timings = {}
+
+    def run(kb: KnowledgeBase, modes, prefix=""):
+        t0 = time.time()
+        qv = kb.embedder.encode(queries, show_progress=True)
+        timings[prefix + "encode_queries_s"] = round(time.time() - t0, 1)
+        out = {}
+        for mode in modes:
+            t0 = time.time()
+            res = kb.search_many(queries, k=10, mode=mode, query_vectors=qv)
+            out[mode] = score(res, intents)
+            timings[prefix + mode + "_s"] = round(time.time() - t0, 2)
+        return out
+
+    t0 = time.time()
+    kb = KnowledgeBase(work / "kb_default", embedder=Embedder("default"))
+    kb.ingest(faq, show_progress=True)
+    timings["ingest_default_s"] = round(time.time() - t0, 1)
+    base = run(kb, ["bm25", "dense", "hybrid"])
+    result.update(base)
+
+    if not args.skip_finetune:
+        from verticore.finetune import EmbedderTrainingConfig, train_embedder
+
+        t0 = time.time()
+        pairs = list(zip(kb_df["question"].astype(str), kb_df["answer"].astype(str)))
+        cfg = EmbedderTrainingConfig(base="default", epochs=args.ft_epochs, batch_size=32, learning_rate=2e-5,
+                                     max_length=args.ft_max_length, max_steps=4 if args.quick else args.ft_max_steps, seed=42)
+        ft = train_embedder(pairs, work / "embedder_ft", config=cfg, show_progress=True)
+        timings["finetune_s"] = round(time.time() - t0, 1)
+        t0 = time.time()
+        kb_ft = KnowledgeBase(work / "kb_ft", embedder=Embedder(str(ft.artifact_dir)))
+        kb_ft.ingest(faq, show_progress=True)
+        timings["ingest_finetuned_s"] = round(time.time() - t0, 1)
+        ft_res = run(kb_ft, ["dense", "hybrid"], prefix="ft_")
+        result["hybrid_finetuned"] = ft_res["hybrid"]
+        result["dense_finetuned"] = ft_res["dense"]
+        result["finetune"] = {"pairs": len(pairs), "epochs": args.ft_epochs, "max_length": args.ft_max_length,
+                              "max_steps": cfg.max_steps,
+                              "loss": "MultipleNegativesRanking (in-batch negatives), kb question -> answer"}
+    configs = [k for k in ("bm25", "dense", "hybrid", "dense_finetuned", "hybrid_finetuned") if k in result]
+    result["best"] = max(configs, key=lambda k: (result[k]["hit1"], result[k]["mrr10"]))
+    result["timings"] = timings
+    path = write_result(args.name, result)
+    print(f"\n{'config':<18} {'hit@1':>7} {'hit@5':>7} {'MRR@10':>7}")
+    for k in configs:
+        print(f"{k:<18} {result[k]['hit1']:>7.4f} {result[k]['hit5']:>7.4f} {result[k]['mrr10']:>7.4f}")
+    print(f"best: {result['best']}; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
