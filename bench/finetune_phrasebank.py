@@ -9,12 +9,13 @@ Writes ``bench/results/finetune_phrasebank.json``::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ARTIFACTS, DATA, print_table, write_result  # noqa: E402
+from common import ARTIFACTS, DATA, RESULTS, print_table, write_result  # noqa: E402
 
 
 def load(split_dir: Path, name: str, limit: int | None):
@@ -64,7 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA / "financial_phrasebank")
     ap.add_argument("--methods", default="baseline,full,lora")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--lr", type=float, default=8e-5)
     ap.add_argument("--lora-lr", type=float, default=8e-4)
     ap.add_argument("--eval-every", type=int, default=60)
@@ -77,13 +78,16 @@ def main() -> None:
     split = args.data / "splits" / "50Agree"
     tr, dv, te = (load(split, n, args.limit) for n in ("train", "dev", "test"))
     print(f"Financial PhraseBank 50Agree: train {len(tr)}, dev {len(dv)}, test {len(te)}")
-    results: dict = {}
+    # Re-running some methods keeps the others' figures from the previous run.
+    previous = RESULTS / "finetune_phrasebank.json"
+    results: dict = json.loads(previous.read_text()) if previous.exists() and not args.limit else {}
     methods = args.methods.split(",")
     if "baseline" in methods:
         results["baseline"] = baseline(tr, dv, te)
     for method in ("full", "lora"):
         if method in methods:
             results[method] = finetune(tr, dv, te, method, ARTIFACTS / f"phrasebank_{method}", args)
+            results[method].update({"epochs": args.epochs, "learning_rate": args.lora_lr if method == "lora" else args.lr})
     if "full" in results and not args.no_allagree:
         # The 50Agree model scored on the AllAgree test split (sentences all annotators agreed on).
         from verticore import TextClassifier

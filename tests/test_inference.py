@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from verticore import ArtifactError, DataError, Embedder, TextClassifier
+from verticore import ArtifactError, DataError, Embedder, TextClassifier, VerticoreError
 
 
 def test_embedder_matches_sentence_transformers(default_embedder):
@@ -66,5 +66,5 @@ def test_corrupt_artifact_is_clear(tiny_classifier, tmp_path):
     (bad / "labels.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="corrupt"):
         TextClassifier(bad)
-    with pytest.raises(ArtifactError, match="not found"):
+    with pytest.raises(VerticoreError, match="not found"):
         TextClassifier(tmp_path / "missing")
