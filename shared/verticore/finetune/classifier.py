@@ -15,7 +15,7 @@ from ..io import atomic_write_json, atomic_write_text, clean_texts, fingerprint_
 from ..models import resolve_device, resolve_model
 from .calibration import expected_calibration_error, fit_temperature
 from .card import model_card
-from .common import StagedDir, TrainResult, autocast_context, linear_schedule, seed_everything
+from .common import StagedDir, TrainResult, autocast_context, linear_schedule, optimizer_step, seed_everything
 from .config import ClassifierTrainingConfig
 from .methods import get_method
 
@@ -179,16 +179,7 @@ def train_classifier(
             (scaler.scale(loss) if scaler else loss).backward()
             if (b + 1) % cfg.grad_accum and b + 1 != n_batches:
                 continue
-            if scaler:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, optimizer, scheduler, scaler)
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item() * cfg.grad_accum:.3f}", best_f1=f"{max(best_f1, 0):.3f}")

@@ -69,6 +69,22 @@ class StagedDir:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm: float = 1.0) -> None:
+    """Clip gradients, step optimiser and schedule (through the fp16 GradScaler when there is one)."""
+    import torch
+
+    if scaler:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def linear_schedule(optimizer, warmup: int, total: int):
     import torch
 

@@ -17,7 +17,7 @@ from ..errors import DataError
 from ..io import atomic_write_json, atomic_write_text, clean_texts, fingerprint_texts
 from ..models import resolve_device, resolve_model
 from .card import model_card
-from .common import StagedDir, TrainResult, autocast_context, linear_schedule, seed_everything
+from .common import StagedDir, TrainResult, autocast_context, linear_schedule, optimizer_step, seed_everything
 from .config import EmbedderTrainingConfig
 
 
@@ -113,16 +113,7 @@ def train_embedder(
             with autocast:
                 loss = loss_fn(feats, None)
             (scaler.scale(loss) if scaler else loss).backward()
-            if scaler:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, optimizer, scheduler, scaler)
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
