@@ -18,28 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT / "shared", ROOT / "apps", ROOT):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA as _DATA, write_result  # noqa: E402  (also puts shared/ and apps/ on sys.path)
 
 import numpy as np  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "bitext_customer_support" / "splits"
 
-
-def write_result(name: str, payload: dict) -> Path:
-    try:
-        from bench.common import write_result as shared_write  # type: ignore
-
-        return shared_write(name, payload)
-    except Exception:
-        from verticore.io import atomic_write_json
-
-        out = ROOT / "bench" / "results" / f"{name}.json"
-        atomic_write_json(out, payload)
-        return out
+DATA = _DATA / "bitext_customer_support" / "splits"
 
 
 def pct(xs, q):
