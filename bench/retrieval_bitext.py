@@ -1,8 +1,10 @@
-"""Retrieval bench on Bitext customer support: BM25 vs dense vs hybrid (RRF) vs hybrid + fine-tuned embedder.
+"""Retrieval bench on Bitext customer support: BM25 vs dense vs hybrid vs hybrid + fine-tuned embedder.
 
 The knowledge base is ``kb.csv`` ingested as an FAQ through the app's KnowledgeBase (BM25 over
 question + answer, dense over the question), the questions are ``queries.csv``. A hit is a
-retrieved KB entry whose intent equals the query's intent. Writes
+retrieved KB entry whose intent equals the query's intent. The hybrid's fusion (weighted RRF or
+convex score combination, and the dense weight) is calibrated per embedder on 1,000 kb questions
+used as leave-one-out dev queries; the test queries are never used for tuning. Writes
 bench/results/retrieval_bitext.json: {"bm25"|"dense"|"hybrid"|"hybrid_finetuned": {"hit1", "hit5", "mrr10"}}.
 
 Usage: python bench/retrieval_bitext.py [--quick] [--limit N] [--skip-finetune]
@@ -41,7 +43,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-finetune", action="store_true")
     ap.add_argument("--ft-epochs", type=int, default=1)
     ap.add_argument("--ft-max-length", type=int, default=64)
+    ap.add_argument("--ft-lr", type=float, default=2e-5)
     ap.add_argument("--ft-max-steps", type=int, default=None, help="cap the embedder fine-tune (CPU budget; recorded in the JSON)")
+    ap.add_argument("--dev-queries", type=int, default=1000, help="kb questions used (leave-one-out) to calibrate fusion")
     ap.add_argument("--work", default=None)
     ap.add_argument("--name", default="retrieval_bitext")
     args = ap.parse_args(argv)
@@ -69,6 +73,21 @@ def main(argv=None) -> int:
                     "relevance": "hit = a retrieved KB entry with the query's intent"}
     timings = {}
 
+    # Fusion is tuned on the knowledge base itself, never on the test queries: a sample of kb
+    # questions are dev queries (their own entry left out), relevant = same intent.
+    dev = kb_df.sample(n=min(args.dev_queries, len(kb_df)), random_state=42)
+    dev_q, dev_intents = dev["question"].astype(str).tolist(), dev["intent"].astype(str).tolist()
+
+    def calibrate(kb: KnowledgeBase, prefix=""):
+        own = {}
+        for cid, emb in kb.conn.execute("SELECT chunk_id, embed_text FROM chunks"):
+            own.setdefault(emb, cid)
+        t0 = time.time()
+        cal = kb.calibrate_fusion(dev_q, lambda i, c: c.meta.get("intent") == dev_intents[i],
+                                  exclude=[own.get(q.strip()) for q in dev_q])
+        timings[prefix + "calibrate_s"] = round(time.time() - t0, 1)
+        return cal["chosen"]
+
     def run(kb: KnowledgeBase, modes, prefix=""):
         t0 = time.time()
         qv = kb.embedder.encode(queries, show_progress=True)
@@ -85,6 +104,7 @@ def main(argv=None) -> int:
     kb = KnowledgeBase(work / "kb_default", embedder=Embedder("default"))
     kb.ingest(faq, show_progress=True)
     timings["ingest_default_s"] = round(time.time() - t0, 1)
+    result["fusion"] = {"default": calibrate(kb)}
     base = run(kb, ["bm25", "dense", "hybrid"])
     result.update(base)
 
@@ -93,7 +113,7 @@ def main(argv=None) -> int:
 
         t0 = time.time()
         pairs = list(zip(kb_df["question"].astype(str), kb_df["answer"].astype(str)))
-        cfg = EmbedderTrainingConfig(base="default", epochs=args.ft_epochs, batch_size=32, learning_rate=2e-5,
+        cfg = EmbedderTrainingConfig(base="default", epochs=args.ft_epochs, batch_size=32, learning_rate=args.ft_lr,
                                      max_length=args.ft_max_length, max_steps=4 if args.quick else args.ft_max_steps, seed=42)
         ft = train_embedder(pairs, work / "embedder_ft", config=cfg, show_progress=True)
         timings["finetune_s"] = round(time.time() - t0, 1)
@@ -101,10 +121,11 @@ def main(argv=None) -> int:
         kb_ft = KnowledgeBase(work / "kb_ft", embedder=Embedder(str(ft.artifact_dir)))
         kb_ft.ingest(faq, show_progress=True)
         timings["ingest_finetuned_s"] = round(time.time() - t0, 1)
+        result["fusion"]["finetuned"] = calibrate(kb_ft, prefix="ft_")
         ft_res = run(kb_ft, ["dense", "hybrid"], prefix="ft_")
         result["hybrid_finetuned"] = ft_res["hybrid"]
         result["dense_finetuned"] = ft_res["dense"]
-        result["finetune"] = {"pairs": len(pairs), "epochs": args.ft_epochs, "max_length": args.ft_max_length,
+        result["finetune"] = {"pairs": len(pairs), "epochs": args.ft_epochs, "max_length": args.ft_max_length, "lr": args.ft_lr,
                               "max_steps": cfg.max_steps,
                               "loss": "MultipleNegativesRanking (in-batch negatives), kb question -> answer"}
     configs = [k for k in ("bm25", "dense", "hybrid", "dense_finetuned", "hybrid_finetuned") if k in result]

@@ -115,3 +115,48 @@ def test_empty_kb_and_index_from_another_embedder(tmp_path, default_embedder):
     # non-strict opening re-embeds the knowledge base with the new embedder
     kb2 = KnowledgeBase(tmp_path / "empty", embedder=str(other), strict=False)
     assert kb2.search("free returns", k=1)[0].doc_id == "returns.txt"
+
+
+def test_fusion_calibration_is_persisted_and_leave_one_out(tmp_path, default_embedder):
+    rows = [("How do I reset my password?", "Use the reset link on the sign-in page.", "account"),
+            ("I forgot my password", "Click 'forgot password' and follow the e-mail.", "account"),
+            ("Can I change my e-mail address?", "Yes, under Settings > Profile.", "account"),
+            ("Where is my parcel?", "Track it with the link in your shipping e-mail.", "shipping"),
+            ("How long does delivery take?", "Standard delivery takes 3-5 working days.", "shipping"),
+            ("Do you ship abroad?", "We ship to 30 countries in Europe.", "shipping"),
+            ("How do I return an item?", "Start a return from your order page within 30 days.", "returns"),
+            ("When do I get my refund?", "Refunds reach your card 5 days after we receive the item.", "returns"),
+            ("Can I return a sale item?", "Sale items can be returned like any other item.", "returns")]
+    faq = tmp_path / "faq.csv"
+    import pandas as pd
+
+    pd.DataFrame(rows, columns=["question", "answer", "intent"]).to_csv(faq, index=False)
+    kb = KnowledgeBase(tmp_path / "kb", embedder=default_embedder)
+    kb.ingest(faq)
+    own = {emb: cid for cid, emb in kb.conn.execute("SELECT chunk_id, embed_text FROM chunks")}
+    questions = [q for q, _, _ in rows]
+    intents = [i for _, _, i in rows]
+    # leave-one-out: a query never retrieves the entry it was taken from
+    hits = kb.search_many(questions, k=3, mode="hybrid", exclude=[own[q] for q in questions])
+    assert all(own[q] not in {h.chunk_id for h in hs} for q, hs in zip(questions, hits))
+    cal = kb.calibrate_fusion(questions, lambda i, c: c.meta["intent"] == intents[i], exclude=[own[q] for q in questions],
+                              weights=[0.0, 0.3, 0.7, 1.0])
+    table, chosen = cal["table"], cal["chosen"]
+    assert len(table) == 8 and {r["method"] for r in table} == {"rrf", "convex"}
+    assert chosen["dev_hit1"] == round(max(r["hit1"] for r in table), 4)
+    # w=1 is dense alone: its dev hit@1 equals a plain dense search's
+    dense = kb.search_many(questions, k=1, mode="dense", exclude=[own[q] for q in questions])
+    dense_hit1 = sum(h[0].meta["intent"] == y for h, y in zip(dense, intents)) / len(rows)
+    assert [r["hit1"] for r in table if r["method"] == "convex" and r["dense_weight"] == 1.0][0] == pytest.approx(dense_hit1)
+    kb.close()
+    stored = json.loads((tmp_path / "kb" / "kb.json").read_text())["fusion"]
+    assert stored["method"] == chosen["method"] and stored["dense_weight"] == chosen["dense_weight"]
+    reopened = KnowledgeBase(tmp_path / "kb", embedder=default_embedder)
+    q = "my package has not arrived"
+    assert [h.chunk_id for h in reopened.search(q, k=3)] == [
+        h.chunk_id for h in reopened.search_many([q], k=3, fusion=chosen["method"], dense_weight=chosen["dense_weight"])[0]]
+    with pytest.raises(DataError, match="dense_weight"):
+        reopened.search_many([q], dense_weight=1.5)
+    with pytest.raises(DataError, match="fusion"):
+        reopened.search_many([q], fusion="magic")
+    reopened.close()

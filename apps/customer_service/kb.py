@@ -9,7 +9,8 @@ Layout of a knowledge-base directory::
 Chunk ids are ``<doc_id>#<hash of the embedded text>``, so re-ingesting a changed document
 embeds only the chunks whose text changed, removes the ones that disappeared and never
 duplicates. BM25 is rebuilt in memory from SQLite (milliseconds for thousands of chunks).
-Retrieval fuses BM25 and dense rankings with reciprocal-rank fusion (RRF).
+Retrieval fuses BM25 and dense rankings with reciprocal-rank fusion (RRF) or a calibrated
+convex combination of normalised scores (:meth:`KnowledgeBase.calibrate_fusion`).
 """
 from __future__ import annotations
 
@@ -104,6 +105,11 @@ class RetrievedChunk:
         return asdict(self)
 
 
+#: Hybrid fusion methods; ``dense_weight`` w weighs dense against BM25 (RRF weights 2w and 2(1-w)).
+FUSIONS = ("rrf", "convex")
+DEFAULT_FUSION: dict[str, Any] = {"method": "rrf", "dense_weight": 0.5, "rrf_k": 60}
+
+
 def rrf_fuse(rankings: Sequence[Sequence[str]], k: int = 60, weights: Sequence[float] | None = None) -> list[tuple[str, float]]:
     """Reciprocal-rank fusion: ``score(d) = sum_i w_i / (k + rank_i(d))`` with 1-based ranks."""
     weights = list(weights) if weights is not None else [1.0] * len(rankings)
@@ -174,6 +180,7 @@ class KnowledgeBase:
         self._bm25 = None
         self._bm25_ids: list[str] = []
         self._index = None
+        self.fusion: dict[str, Any] = {**DEFAULT_FUSION, **(cfg.get("fusion") or {})}
         self._save_config()
         if recorded and recorded != self.embedder.fingerprint:
             self.reindex()
@@ -183,7 +190,7 @@ class KnowledgeBase:
         atomic_write_json(self.directory / "kb.json", {
             "format": "customer-service-kb/1", "embedder": self.embedder.model,
             "embedder_fingerprint": self.embedder.fingerprint, "dimension": self.embedder.dimension,
-            "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap})
+            "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap, "fusion": self.fusion})
 
     @property
     def index(self):
@@ -402,10 +409,11 @@ class KnowledgeBase:
         return allowed
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid", filters: dict[str, Any] | None = None,
-               candidates: int = 50, rrf_k: int = 60, query_vector: np.ndarray | None = None) -> list[RetrievedChunk]:
+               candidates: int = 50, rrf_k: int | None = None, query_vector: np.ndarray | None = None) -> list[RetrievedChunk]:
         """Retrieve the top ``k`` chunks for ``query``.
 
-        ``mode``: ``bm25``, ``dense`` or ``hybrid`` (RRF over both top-``candidates`` lists).
+        ``mode``: ``bm25``, ``dense`` or ``hybrid`` (both top-``candidates`` lists fused as set in
+        ``kb.json``: weighted RRF by default, or the setting :meth:`calibrate_fusion` picked).
         ``filters``: metadata filters, e.g. ``{"source": "returns.md"}``, ``{"category": ["ORDER"]}``,
         ``{"updated_after": "2024-01-01"}``. An empty knowledge base returns ``[]``.
         """
@@ -413,30 +421,82 @@ class KnowledgeBase:
                                 query_vectors=None if query_vector is None else query_vector[None, :])[0]
 
     def search_many(self, queries: Sequence[str], k: int = 5, mode: str = "hybrid", filters: dict[str, Any] | None = None,
-                    candidates: int = 50, rrf_k: int = 60, query_vectors: np.ndarray | None = None,
-                    show_progress: bool = False) -> list[list[RetrievedChunk]]:
-        """Batch version of :meth:`search` (queries embedded in one pass)."""
+                    candidates: int = 50, rrf_k: int | None = None, query_vectors: np.ndarray | None = None,
+                    show_progress: bool = False, fusion: str | None = None, dense_weight: float | None = None,
+                    exclude: Sequence[str | None] | None = None) -> list[list[RetrievedChunk]]:
+        """Batch version of :meth:`search` (queries embedded in one pass).
+
+        Hybrid fusion (defaults from ``kb.json``, see :meth:`calibrate_fusion`):
+        ``rrf`` = weighted reciprocal-rank fusion; ``convex`` = ``w * dense + (1 - w) * bm25`` with
+        both scores min-max normalised over the union of candidates (Weaviate's relative-score
+        fusion). ``exclude`` drops one chunk id per query (leave-one-out calibration).
+        """
         if mode not in {"bm25", "dense", "hybrid"}:
             raise DataError(f"unknown retrieval mode {mode!r}; use bm25, dense or hybrid")
+        fusion = fusion or self.fusion["method"]
+        if fusion not in FUSIONS:
+            raise DataError(f"unknown fusion {fusion!r}; use one of {list(FUSIONS)}")
+        w = float(self.fusion["dense_weight"] if dense_weight is None else dense_weight)
+        if not 0.0 <= w <= 1.0:
+            raise DataError(f"dense_weight must be in [0, 1], got {w}")
+        rrf_k = int(self.fusion.get("rrf_k", 60) if rrf_k is None else rrf_k)
         queries = [str(q) for q in queries]
         if not queries:
             return []
+        cand = self._candidates(queries, k, mode, filters, candidates, query_vectors, show_progress, exclude)
+        if cand is None:
+            return [[] for _ in queries]
+        dense_lists, bm25_lists, d_score, b_score, qv = cand
+        results: list[list[RetrievedChunk]] = []
+        for qi in range(len(queries)):
+            ranked = self._fuse(mode, fusion, w, rrf_k, dense_lists[qi], bm25_lists[qi], d_score[qi], b_score[qi])[:k]
+            d_rank = {key: r for r, (key, _) in enumerate(dense_lists[qi], start=1)}
+            b_rank = {key: r for r, (key, _) in enumerate(bm25_lists[qi], start=1)}
+            if qv is not None:
+                missing = [key for key, _ in ranked if key not in d_score[qi]]
+                if missing:
+                    vecs = self.index.reconstruct(missing)
+                    d_score[qi].update({key: float(v @ qv[qi]) for key, v in zip(missing, vecs)})
+            rows = self.get_chunks(key for key, _ in ranked)
+            out = []
+            for key, s in ranked:
+                r = rows.get(key)
+                if r is None:
+                    continue
+                out.append(RetrievedChunk(chunk_id=key, doc_id=r["doc_id"], text=r["text"], title=r["title"],
+                                          section=r["section"], source=r["source"], updated_at=r["updated_at"],
+                                          score=float(s), dense_score=d_score[qi].get(key), bm25_score=b_score[qi].get(key),
+                                          dense_rank=d_rank.get(key), bm25_rank=b_rank.get(key), answer=r["answer"],
+                                          meta=r["meta"]))
+            results.append(out)
+        return results
+
+    def _candidates(self, queries, k, mode, filters, candidates, query_vectors, show_progress, exclude):
+        """Dense and BM25 candidate lists per query, plus each candidate's score from the other
+        retriever where it is cheap to get (BM25 scores every chunk anyway)."""
         n_chunks = self.chunk_count()
         if n_chunks == 0:
-            return [[] for _ in queries]
+            return None
         allowed = self._allowed(filters)
         if allowed is not None and not allowed:
-            return [[] for _ in queries]
-        depth = max(k, candidates if mode == "hybrid" else k)
-        dense_lists: list[list[tuple[str, float]]] = [[] for _ in queries]
+            return None
+        extra = 1 if exclude is not None else 0
+        depth = max(k, candidates if mode == "hybrid" else k) + extra
+        n = len(queries)
+        skip = list(exclude) if exclude is not None else [None] * n
+        dense_lists: list[list[tuple[str, float]]] = [[] for _ in range(n)]
         qv = None
         if mode in {"dense", "hybrid"}:
             qv = query_vectors if query_vectors is not None else self.embedder.encode(queries, show_progress=show_progress)
             hits = self.index.search(np.asarray(qv, dtype=np.float32), k=min(depth, n_chunks), allow=allowed)
-            dense_lists = [[(h.key, float(h.score)) for h in hs] for hs in hits]
-        bm25_lists: list[list[tuple[str, float]]] = [[] for _ in queries]
+            dense_lists = [[(h.key, float(h.score)) for h in hs if h.key != skip[qi]][: depth - extra]
+                           for qi, hs in enumerate(hits)]
+        d_score = [dict(lst) for lst in dense_lists]
+        bm25_lists: list[list[tuple[str, float]]] = [[] for _ in range(n)]
+        b_score: list[dict[str, float]] = [{} for _ in range(n)]
         if mode in {"bm25", "hybrid"}:
             retriever, ids = self._bm25_state()
+            pos = {cid: i for i, cid in enumerate(ids)} if mode == "hybrid" else {}
             mask = None
             if allowed is not None:
                 mask = np.fromiter((cid in allowed for cid in ids), dtype=bool, count=len(ids))
@@ -450,38 +510,85 @@ class KnowledgeBase:
                 top = min(depth, len(ids))
                 part = np.argpartition(-scores, top - 1)[:top]
                 part = part[np.argsort(-scores[part], kind="stable")]
-                bm25_lists[qi] = [(ids[i], float(scores[i])) for i in part if scores[i] > 0]
-        results: list[list[RetrievedChunk]] = []
-        for qi in range(len(queries)):
-            d_rank = {key: r for r, (key, _) in enumerate(dense_lists[qi], start=1)}
-            d_score = dict(dense_lists[qi])
-            b_rank = {key: r for r, (key, _) in enumerate(bm25_lists[qi], start=1)}
-            b_score = dict(bm25_lists[qi])
-            if mode == "dense":
-                ranked = [(key, s) for key, s in dense_lists[qi]]
-            elif mode == "bm25":
-                ranked = [(key, s) for key, s in bm25_lists[qi]]
-            else:
-                ranked = rrf_fuse([[key for key, _ in dense_lists[qi]], [key for key, _ in bm25_lists[qi]]], k=rrf_k)
-            ranked = ranked[:k]
-            if qv is not None:
-                missing = [key for key, _ in ranked if key not in d_score]
+                bm25_lists[qi] = [(ids[i], float(scores[i])) for i in part if scores[i] > 0 and ids[i] != skip[qi]][: depth - extra]
+                b_score[qi] = dict(bm25_lists[qi])
+                for key, _ in dense_lists[qi]:  # exact BM25 of dense-only candidates (0 = no term overlap)
+                    if key not in b_score[qi] and key in pos:
+                        b_score[qi][key] = max(0.0, float(scores[pos[key]]))
+        if mode == "hybrid" and qv is not None:
+            for qi in range(n):
+                missing = [key for key, _ in bm25_lists[qi] if key not in d_score[qi]]
                 if missing:
                     vecs = self.index.reconstruct(missing)
-                    d_score.update({key: float(v @ qv[qi]) for key, v in zip(missing, vecs)})
-            rows = self.get_chunks(key for key, _ in ranked)
-            out = []
-            for key, s in ranked:
-                r = rows.get(key)
-                if r is None:
-                    continue
-                out.append(RetrievedChunk(chunk_id=key, doc_id=r["doc_id"], text=r["text"], title=r["title"],
-                                          section=r["section"], source=r["source"], updated_at=r["updated_at"],
-                                          score=float(s), dense_score=d_score.get(key), bm25_score=b_score.get(key),
-                                          dense_rank=d_rank.get(key), bm25_rank=b_rank.get(key), answer=r["answer"],
-                                          meta=r["meta"]))
-            results.append(out)
-        return results
+                    d_score[qi].update({key: float(v @ qv[qi]) for key, v in zip(missing, vecs)})
+        return dense_lists, bm25_lists, d_score, b_score, qv
+
+    @staticmethod
+    def _fuse(mode, fusion, w, rrf_k, dense_list, bm25_list, d_score, b_score) -> list[tuple[str, float]]:
+        if mode == "dense":
+            return list(dense_list)
+        if mode == "bm25":
+            return list(bm25_list)
+        if fusion == "rrf":
+            return rrf_fuse([[key for key, _ in dense_list], [key for key, _ in bm25_list]], k=rrf_k,
+                            weights=[2.0 * w, 2.0 * (1.0 - w)])
+        keys = list(dict.fromkeys([key for key, _ in dense_list] + [key for key, _ in bm25_list]))
+        if not keys:
+            return []
+
+        def norm(scores: dict[str, float]) -> dict[str, float]:
+            vals = [scores.get(key, 0.0) for key in keys]
+            lo, hi = min(vals), max(vals)
+            span = hi - lo
+            return {key: (v - lo) / span if span > 0 else 0.0 for key, v in zip(keys, vals)}
+
+        dn, bn = norm(d_score), norm(b_score)
+        return sorted(((key, w * dn[key] + (1.0 - w) * bn[key]) for key in keys), key=lambda kv: (-kv[1], kv[0]))
+
+    def calibrate_fusion(self, queries: Sequence[str], relevant: Callable[[int, RetrievedChunk], bool],
+                         exclude: Sequence[str | None] | None = None, k: int = 10,
+                         weights: Sequence[float] = tuple(np.round(np.arange(0.0, 1.0001, 0.05), 2)),
+                         save: bool = True, show_progress: bool = False) -> dict[str, Any]:
+        """Pick the hybrid fusion (method and dense weight) on labelled dev queries.
+
+        ``relevant(i, chunk)`` says whether ``chunk`` answers query ``i``; ``exclude`` optionally
+        names one chunk per query to leave out (e.g. the FAQ entry the query was taken from, so
+        the knowledge base's own questions can serve as dev queries). The setting with the best
+        hit@1 (ties: MRR@k) is stored in ``kb.json`` and used by every later hybrid search.
+        """
+        queries = [str(q) for q in queries]
+        if not queries:
+            raise DataError("calibrate_fusion needs at least one dev query")
+        cand = self._candidates(queries, k, "hybrid", None, 50, None, show_progress, exclude)
+        if cand is None:
+            raise DataError("the knowledge base is empty: nothing to calibrate")
+        dense_lists, bm25_lists, d_score, b_score, _ = cand
+        keys = {key for qi in range(len(queries)) for key, _ in dense_lists[qi] + bm25_lists[qi]}
+        rows = self.get_chunks(keys)
+        chunk_of = {key: RetrievedChunk(chunk_id=key, doc_id=r["doc_id"], text=r["text"], title=r["title"],
+                                        section=r["section"], source=r["source"], updated_at=r["updated_at"], score=0.0,
+                                        answer=r["answer"], meta=r["meta"]) for key, r in rows.items()}
+        rel = {(qi, key): bool(relevant(qi, chunk_of[key])) for qi in range(len(queries))
+               for key, _ in dense_lists[qi] + bm25_lists[qi] if key in chunk_of}
+        table = []
+        for method in FUSIONS:
+            for w in weights:
+                hit1 = mrr = 0.0
+                for qi in range(len(queries)):
+                    ranked = self._fuse("hybrid", method, float(w), int(self.fusion.get("rrf_k", 60)), dense_lists[qi],
+                                        bm25_lists[qi], d_score[qi], b_score[qi])[:k]
+                    flags = [rel.get((qi, key), False) for key, _ in ranked]
+                    hit1 += float(bool(flags) and flags[0])
+                    first = next((r for r, f in enumerate(flags, start=1) if f), None)
+                    mrr += 1.0 / first if first else 0.0
+                table.append({"method": method, "dense_weight": float(w), "hit1": hit1 / len(queries), "mrr": mrr / len(queries)})
+        best = max(table, key=lambda r: (r["hit1"], r["mrr"], -abs(r["dense_weight"] - 0.5)))
+        chosen = {"method": best["method"], "dense_weight": best["dense_weight"], "rrf_k": int(self.fusion.get("rrf_k", 60)),
+                  "calibrated_on": len(queries), "dev_hit1": round(best["hit1"], 4), "dev_mrr": round(best["mrr"], 4)}
+        if save:
+            self.fusion = chosen
+            self._save_config()
+        return {"chosen": chosen, "table": table}
 
     def close(self) -> None:
         self.conn.close()

@@ -123,6 +123,12 @@ def train_classifier(
             problem_type="multi_label_classification" if cfg.multi_label else "single_label_classification")
     finally:
         hf_logging.set_verbosity(verbosity)
+    from ..inference.heads import apply_pooling, default_pooling, supports_mean_pooling
+
+    pooling = cfg.pooling
+    if pooling == "auto":
+        pooling = "mean" if default_pooling(resolved.path) == "mean" and supports_mean_pooling(model) else "native"
+    apply_pooling(model, pooling)
     method = get_method(cfg.method)
     model = method.prepare(model, cfg).to(device)
 
@@ -236,7 +242,7 @@ def train_classifier(
         fp = fingerprint_texts(train_texts, ["|".join(l) if isinstance(l, list) else l for l in y_train_raw])
         write_meta(staged.tmp, ArtifactMeta(kind="classifier", base_model=cfg.base, base_model_name=resolved.name,
                                             data_fingerprint=fp, method=cfg.method,
-                                            extra={"n_train": len(train_texts), "n_dev": len(dev_texts), "labels": labels,
+                                            extra={"pooling": pooling, "n_train": len(train_texts), "n_dev": len(dev_texts), "labels": labels,
                                                    "multi_label": cfg.multi_label}))
         atomic_write_text(staged.tmp / "README.md", model_card("classifier", cfg.to_json(), metrics, resolved.name, labels, fp))
         artifact = staged.commit()

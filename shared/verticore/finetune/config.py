@@ -17,10 +17,14 @@ class ClassifierTrainingConfig:
         eval_every: evaluate on dev every N optimiser steps (``None`` = once per epoch).
         max_steps: stop after this many optimiser steps (tests, smoke runs).
         mixed_precision: ``auto`` = bf16/fp16 autocast on CUDA, off on CPU.
+        pooling: what the head reads: ``mean`` (masked mean of the last hidden states, how
+            sentence-transformers checkpoints were trained), ``native`` (the architecture's own,
+            e.g. BERT's [CLS] pooler) or ``auto`` (mean for sentence-transformers bases).
     """
 
     base: str = "default"
     method: str = "full"
+    pooling: str = "auto"
     epochs: int = 3
     batch_size: int = 32
     learning_rate: float = 5e-5

@@ -90,13 +90,18 @@ def load_torch_model(model_dir: Path, head: str, dtype=None, attn_implementation
         kwargs = {"dtype": dtype} if dtype is not None else {}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
-        return cls.from_pretrained(str(model_dir), **kwargs)
+        model = cls.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"could not load model weights from {model_dir}: {msg[:200]}") from None
     except Exception as exc:  # safetensors raises its own error types on corrupt files
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"model files in {model_dir} are corrupt: {msg[:200]}") from None
+    if head != "pool":
+        from .heads import CONFIG_KEY, apply_pooling
+
+        apply_pooling(model, getattr(model.config, CONFIG_KEY, None) or "native")
+    return model
 
 
 @register_backend("torch")
