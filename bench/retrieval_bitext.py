@@ -43,7 +43,10 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-finetune", action="store_true")
     ap.add_argument("--ft-epochs", type=int, default=1)
     ap.add_argument("--ft-max-length", type=int, default=64)
-    ap.add_argument("--ft-lr", type=float, default=2e-5)
+    ap.add_argument("--ft-lr", type=float, default=5e-5)
+    ap.add_argument("--ft-batch-size", type=int, default=24)
+    ap.add_argument("--no-ft-grouped", dest="ft_grouped", action="store_false",
+                    help="plain random batches (same-intent pairs can be in-batch negatives)")
     ap.add_argument("--ft-max-steps", type=int, default=None, help="cap the embedder fine-tune (CPU budget; recorded in the JSON)")
     ap.add_argument("--dev-queries", type=int, default=1000, help="kb questions used (leave-one-out) to calibrate fusion")
     ap.add_argument("--work", default=None)
@@ -113,9 +116,11 @@ def main(argv=None) -> int:
 
         t0 = time.time()
         pairs = list(zip(kb_df["question"].astype(str), kb_df["answer"].astype(str)))
-        cfg = EmbedderTrainingConfig(base="default", epochs=args.ft_epochs, batch_size=32, learning_rate=args.ft_lr,
+        cfg = EmbedderTrainingConfig(base="default", epochs=args.ft_epochs, batch_size=args.ft_batch_size, learning_rate=args.ft_lr,
                                      max_length=args.ft_max_length, max_steps=4 if args.quick else args.ft_max_steps, seed=42)
-        ft = train_embedder(pairs, work / "embedder_ft", config=cfg, show_progress=True)
+        # No two pairs of one intent share a batch: same-intent answers are not negatives.
+        ft = train_embedder(pairs, work / "embedder_ft", config=cfg, show_progress=True,
+                            groups=kb_df["intent"].astype(str).tolist() if args.ft_grouped else None)
         timings["finetune_s"] = round(time.time() - t0, 1)
         t0 = time.time()
         kb_ft = KnowledgeBase(work / "kb_ft", embedder=Embedder(str(ft.artifact_dir)))
@@ -126,8 +131,10 @@ def main(argv=None) -> int:
         result["hybrid_finetuned"] = ft_res["hybrid"]
         result["dense_finetuned"] = ft_res["dense"]
         result["finetune"] = {"pairs": len(pairs), "epochs": args.ft_epochs, "max_length": args.ft_max_length, "lr": args.ft_lr,
+                              "batch_size": args.ft_batch_size, "grouped_batches_by_intent": args.ft_grouped,
                               "max_steps": cfg.max_steps,
-                              "loss": "MultipleNegativesRanking (in-batch negatives), kb question -> answer"}
+                              "loss": "MultipleNegativesRanking (in-batch negatives), kb question -> answer"
+                              + (", no two pairs of one intent in a batch" if args.ft_grouped else "")}
     configs = [k for k in ("bm25", "dense", "hybrid", "dense_finetuned", "hybrid_finetuned") if k in result]
     result["best"] = max(configs, key=lambda k: (result[k]["hit1"], result[k]["mrr10"]))
     result["timings"] = timings

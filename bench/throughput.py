@@ -7,7 +7,8 @@ read from ``$VERTICORE_DATA`` (default ``../shared/data``).
 Baselines (the "plain library"):
 
 * embedder -- ``SentenceTransformer(<default model dir>).encode(texts, batch_size=64)``;
-* classifier -- ``transformers.pipeline("text-classification", model=<artifact>, batch_size=64)``.
+* classifier -- ``transformers.pipeline("text-classification", model=<artifact>, batch_size=64)`` (the
+  artifact loaded with ``verticore.inference.heads.load_hf_classifier`` so its head pooling applies).
 
 For every backend tried (``torch``, ``torch-int8``, ``onnx``, ``onnx-int8`` on CPU; ``torch`` on a
 GPU), sentences/s is the median of ``--repeats`` timed passes after a warm-up on 256 texts; the passes of
@@ -237,8 +238,14 @@ def _run(args) -> int:
     if not args.skip_classifier:
         cdir, trained = classifier_dir(args.classifier)
         clf_info = {"artifact": str(cdir), "trained_head": trained}
-        pipe = pipeline("text-classification", model=str(cdir), device=device if device != "cpu" else -1,
-                        batch_size=args.batch_size)
+        from transformers import AutoTokenizer
+
+        from verticore.inference.heads import load_hf_classifier
+
+        # The plain HF pipeline over the same weights; load_hf_classifier applies the artifact's
+        # stored head pooling (mean for sentence-transformers bases), which the pipeline cannot read.
+        pipe = pipeline("text-classification", model=load_hf_classifier(cdir), tokenizer=AutoTokenizer.from_pretrained(str(cdir)),
+                        device=device if device != "cpu" else -1, batch_size=args.batch_size)
         label2id = {str(k): int(v) for k, v in pipe.model.config.label2id.items()}
 
         def run_pipe(t: list[str]) -> np.ndarray:

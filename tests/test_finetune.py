@@ -103,3 +103,57 @@ def test_embedder_finetune_artifact_loads(tmp_path):
     assert v.shape == (6, 384)
     assert emb.fingerprint != Embedder("default").fingerprint
     assert json.loads((res.artifact_dir / "verticore.json").read_text())["kind"] == "embedder"
+
+
+def test_mean_pooled_head_travels_with_the_weights(tiny_classifier, tiny_sentiment, tmp_path):
+    """Sentence-transformers bases train a head over mean-pooled states; the choice is stored in
+    config.json and every loader applies it (TextClassifier, a plain HF pipeline)."""
+    import torch
+    from transformers import AutoTokenizer, pipeline
+
+    from verticore.inference.heads import load_hf_classifier
+
+    d = tiny_classifier.artifact_dir
+    assert json.loads((d / "config.json").read_text())["verticore_pooling"] == "mean"
+    texts = tiny_sentiment.text.tolist()[:6]
+    clf = TextClassifier(d, device="cpu")
+    logits, _ = clf.predict_logits(texts)
+    model = load_hf_classifier(d).eval()
+    tok = AutoTokenizer.from_pretrained(str(d))
+    with torch.inference_mode():
+        hf = torch.cat([model(**tok([t], return_tensors="pt")).logits for t in texts]).numpy()
+    assert np.allclose(logits, hf, atol=1e-4)
+    # Mean pooling is really used: a plain [CLS] load of the same weights gives other logits.
+    from transformers import AutoModelForSequenceClassification
+
+    cls_model = AutoModelForSequenceClassification.from_pretrained(str(d)).eval()
+    with torch.inference_mode():
+        cls_logits = cls_model(**tok([texts[0]], return_tensors="pt")).logits.numpy()
+    assert not np.allclose(cls_logits, hf[:1], atol=1e-3)
+    pipe = pipeline("text-classification", model=model, tokenizer=tok, device=-1)
+    assert [p["label"] for p in pipe(texts)] == [clf.labels[i] for i in logits.argmax(1)]
+    # native pooling stays available (e.g. for heads that are not one Linear)
+    df = tiny_sentiment
+    cfg = ClassifierTrainingConfig(epochs=1, batch_size=8, max_steps=2, max_length=64, device="cpu", pooling="native")
+    res = train_classifier(df.text.tolist(), df.label.tolist(), df.text.tolist()[:6], df.label.tolist()[:6],
+                           tmp_path / "native", cfg, show_progress=False)
+    assert json.loads((res.artifact_dir / "config.json").read_text())["verticore_pooling"] == "native"
+    with pytest.raises(Exception, match="pooling"):
+        train_classifier(df.text.tolist(), df.label.tolist(), df.text.tolist()[:6], df.label.tolist()[:6],
+                         tmp_path / "bad", ClassifierTrainingConfig(max_steps=1, pooling="max"), show_progress=False)
+
+
+def test_grouped_embedder_batches_never_mix_a_group():
+    from verticore.finetune.embedder import _batches
+
+    rng = np.random.default_rng(0)
+    pairs = [(f"q{i}", f"a{i % 7}") for i in range(60)]  # answers repeat: never twice in a batch
+    groups = [i % 5 for i in range(60)]
+    batches = _batches(pairs, 4, rng, groups)
+    assert batches and all(len({groups[i] for i in b}) == len(b) for b in batches)
+    assert all(len({pairs[i][1] for i in b}) == len(b) for b in batches)
+    assert sum(len(b) for b in batches) >= 50  # almost nothing dropped
+    with pytest.raises(DataError, match="groups"):
+        train_embedder([("a", "b"), ("c", "d")], "/tmp/never", groups=["x"], show_progress=False)
+    with pytest.raises(DataError, match="two distinct"):
+        train_embedder([("a", "b"), ("c", "d")], "/tmp/never", groups=["x", "x"], show_progress=False)
