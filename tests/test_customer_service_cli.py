@@ -30,6 +30,13 @@ def test_cli_end_to_end(tmp_path, capsys, monkeypatch):
     assert "error: broken.pdf is not a readable PDF" in err  # the good file was still ingested
     code, out, _ = run(capsys, monkeypatch, "kb", "list", "--kb", kb)
     assert "returns.md" in out and "chunks=1" in out
+    dev = tmp_path / "dev.csv"
+    dev.write_text("question,doc_id\nhow long can I send things back,returns.md\n")
+    code, out, _ = run(capsys, monkeypatch, "kb", "calibrate", dev, "--kb", kb, "--match", "doc_id")
+    assert code == 0 and "fusion:" in out and "dev hit@1 1.0000" in out
+    assert json.loads((kb / "kb.json").read_text())["fusion"]["calibrated_on"] == 1
+    code, _, err = run(capsys, monkeypatch, "kb", "calibrate", dev, "--kb", kb, "--match", "intent")
+    assert code == 2 and "intent" in err
 
     code, out, _ = run(capsys, monkeypatch, "ask", "--kb", kb, "How many days do I have to return something?")
     assert code == 0 and "30 days" in out and "[1] Returns - Return window (returns.md)" in out

@@ -85,6 +85,39 @@ def kb_reindex(kb: Path = KB_OPT, embedder: Optional[str] = typer.Option(None, h
     typer.echo(f"re-indexed {n} chunks with {base.embedder.model}")
 
 
+@kb_app.command("calibrate")
+def kb_calibrate(dev: Path = typer.Argument(..., help="CSV/JSONL of labelled dev questions"), kb: Path = KB_OPT,
+                 query_col: str = typer.Option("question", help="column with the question"),
+                 match: str = typer.Option(..., help="column whose value a relevant chunk's metadata (or doc_id) must equal, "
+                                                     "e.g. intent or doc_id"),
+                 leave_one_out: bool = typer.Option(False, help="the dev questions are the KB's own FAQ questions: "
+                                                                "leave each one's own entry out")) -> None:
+    """Pick the hybrid fusion (RRF or convex, dense weight) on labelled dev questions; stored in kb.json."""
+    from verticore.io import read_table
+
+    from .kb import KnowledgeBase
+
+    df = read_table(dev, [query_col, match])
+    base = KnowledgeBase(kb)
+    queries = df[query_col].astype(str).tolist()
+    wanted = df[match].astype(str).tolist()
+    exclude = None
+    if leave_one_out:
+        own: dict[str, str] = {}
+        for cid, emb in base.conn.execute("SELECT chunk_id, embed_text FROM chunks"):
+            own.setdefault(emb, cid)
+        exclude = [own.get(q.strip()) for q in queries]
+
+    def relevant(i: int, chunk) -> bool:
+        value = chunk.doc_id if match == "doc_id" else chunk.meta.get(match)
+        return str(value) == wanted[i]
+
+    cal = base.calibrate_fusion(queries, relevant, exclude=exclude, show_progress=True)
+    c = cal["chosen"]
+    typer.echo(f"fusion: {c['method']} dense_weight={c['dense_weight']} (dev hit@1 {c['dev_hit1']:.4f}, "
+               f"MRR {c['dev_mrr']:.4f} on {c['calibrated_on']} questions); saved to {kb / 'kb.json'}")
+
+
 @kb_app.command("search")
 def kb_search(query: str, kb: Path = KB_OPT, k: int = 5, mode: str = typer.Option("hybrid", help="bm25, dense or hybrid"),
               source: Optional[str] = typer.Option(None, help="only this source file")) -> None:
