@@ -78,12 +78,14 @@ def metrics(y_true, y_pred) -> dict:
     return {"test_accuracy": round(float(m["accuracy"]), 4), "test_macro_f1": round(float(m["macro_f1"]), 4)}
 
 
-def finetune(train, dev, test, out_dir: Path, epochs: int, lr: float, max_steps: int | None, batch_size: int = 32):
+def finetune(train, dev, test, out_dir: Path, epochs: int, lr: float, max_steps: int | None, batch_size: int = 32,
+             head_init: str = "random"):
     from verticore import TextClassifier
     from verticore.finetune import ClassifierTrainingConfig, train_classifier
 
     cfg = ClassifierTrainingConfig(base="default", method="full", epochs=epochs, batch_size=batch_size, learning_rate=lr,
-                                   max_length=64, class_weights=None, patience=2, max_steps=max_steps, seed=42)
+                                   max_length=64, class_weights=None, patience=2, max_steps=max_steps, seed=42,
+                                   head_init=head_init)
     t0 = time.time()
     res = train_classifier(train[0], train[1], dev[0], dev[1], out_dir, config=cfg, show_progress=True)
     clf = TextClassifier(str(res.artifact_dir), device="auto", max_length=64)
@@ -96,7 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (subsets, a few steps): numbers are meaningless")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--max-steps", type=int, default=None, help="cap optimiser steps of the full/OOS fine-tunes (CPU budget)")
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=1.5e-4)
+    ap.add_argument("--head-init", default="random", choices=["random", "linear_probe"], help="LP-FT with linear_probe")
     ap.add_argument("--fewshot-epochs", type=int, default=20)
     ap.add_argument("--oos-holdout", type=float, default=0.25, help="share of intents held out as out of scope")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: baseline,full,fewshot,oos")
@@ -134,8 +137,10 @@ def main(argv=None) -> int:
         write_result(args.name, result)  # partial results survive an interrupted run
 
     if "full" not in skip:
-        res, clf, pred, secs = finetune(train, dev, test, work / "full", args.epochs, args.lr, max_steps)
+        res, clf, pred, secs = finetune(train, dev, test, work / "full", args.epochs, args.lr, max_steps,
+                                        head_init=args.head_init)
         result["full"] = {**metrics(test[1], pred), "epochs": args.epochs, "max_steps": max_steps, "learning_rate": args.lr,
+                          "head_init": args.head_init, "pooling": res.metrics.get("pooling"),
                           "best_step": res.metrics.get("best_step"), "seconds": round(secs, 1)}
         rows.append(("fine-tuned (all rows)", result["full"]))
         write_result(args.name, result)

@@ -51,14 +51,16 @@ def finetune(tr, dv, te, method: str, out: Path, args) -> dict:
 
     cfg = ClassifierTrainingConfig(method=method, epochs=args.epochs, batch_size=32, learning_rate=args.lr,
                                    lora_learning_rate=args.lora_lr, max_length=args.max_length, eval_every=args.eval_every,
-                                   patience=args.patience, max_steps=args.max_steps, seed=42)
+                                   patience=args.patience, max_steps=args.max_steps, seed=42,
+                                   head_init=args.head_init)
     r = train_classifier(tr.text.tolist(), tr.label.tolist(), dv.text.tolist(), dv.label.tolist(), out, cfg,
                          test_texts=te.text.tolist(), test_labels=te.label.tolist())
     t = r.metrics["test"]
     return {"test_accuracy": t["accuracy"], "test_macro_f1": t["macro_f1"], "test_weighted_f1": t["weighted_f1"],
             "train_seconds": r.metrics["train_seconds"], "artifact": str(r.artifact_dir),
             "dev_macro_f1": r.metrics["dev"]["macro_f1"], "best_step": r.metrics["best_step"],
-            "temperature": r.metrics["temperature"], "dev_ece": r.metrics["dev"].get("ece")}
+            "temperature": r.metrics["temperature"], "dev_ece": r.metrics["dev"].get("ece"),
+            "pooling": r.metrics.get("pooling"), "head_init": args.head_init}
 
 
 def main() -> None:
@@ -72,6 +74,7 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=4)
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--head-init", default="random", choices=["random", "linear_probe"], help="LP-FT with linear_probe")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N rows of each split (smoke runs)")
     ap.add_argument("--no-allagree", action="store_true", help="skip the AllAgree evaluation")
     args = ap.parse_args()

@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit-users", type=int, default=None, help="evaluate only the first N users (smoke runs)")
     ap.add_argument("--limit-items", type=int, default=None,
                     help="smoke runs: catalog = the eval users' items + cold items + a sample, about N items")
-    ap.add_argument("--max-steps", type=int, default=600, help="fine-tuning steps")
-    ap.add_argument("--batch-size", type=int, default=64, help="fine-tuning batch (in-batch negatives)")
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--max-steps", type=int, default=400, help="fine-tuning steps")
+    ap.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch (in-batch negatives)")
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--window", type=int, default=5, help="co-interaction window (next N items of a user)")
     ap.add_argument("--l2", type=float, default=200.0, help="EASE regularisation")
     ap.add_argument("--alpha", type=float, default=None, help="hybrid CF weight (default: tuned on a train holdout)")
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         seen_v = {u: set(h["item"]) for u, h in fit_part.by_user().items()}
         from recommender import Interactions  # noqa: F401
 
-        for a in (0.0, 0.25, 0.5, 0.65, 0.8, 0.9, 1.0):
+        for a in (0.0, 0.25, 0.5, 0.65, 0.8, 0.85, 0.9, 0.95, 1.0):
             rv = Recommender(cat1, fit_part, cf=ease_v, mode="hybrid", alpha=a)
             recs = {u: [r.item for r in rv.recommend(u, 10, explain=False)] for u in val_users if u in seen_v}
             tuning[a] = ranking(recs, {u: val[u] for u in recs}, 10, n_items)["ndcg"]

@@ -157,3 +157,16 @@ def test_grouped_embedder_batches_never_mix_a_group():
         train_embedder([("a", "b"), ("c", "d")], "/tmp/never", groups=["x"], show_progress=False)
     with pytest.raises(DataError, match="two distinct"):
         train_embedder([("a", "b"), ("c", "d")], "/tmp/never", groups=["x", "x"], show_progress=False)
+
+
+def test_linear_probe_head_init(tiny_sentiment, tmp_path):
+    """LP-FT: the head is fitted on frozen features before fine-tuning, and recorded."""
+    df = tiny_sentiment
+    cfg = ClassifierTrainingConfig(epochs=1, batch_size=8, max_steps=2, max_length=64, device="cpu", head_init="linear_probe")
+    res = train_classifier(df.text.tolist(), df.label.tolist(), df.text.tolist()[:9], df.label.tolist()[:9],
+                           tmp_path / "lp", cfg, show_progress=False)
+    probe = res.metrics["linear_probe"]
+    assert probe["n"] == len(df) and probe["train_accuracy"] > 0.6  # frozen MiniLM features separate this data
+    with pytest.raises(DataError, match="head_init"):
+        train_classifier(df.text.tolist(), df.label.tolist(), df.text.tolist()[:9], df.label.tolist()[:9],
+                         tmp_path / "bad", ClassifierTrainingConfig(max_steps=1, head_init="zeros"), show_progress=False)

@@ -129,8 +129,8 @@ def train_classifier(
     if pooling == "auto":
         pooling = "mean" if default_pooling(resolved.path) == "mean" and supports_mean_pooling(model) else "native"
     apply_pooling(model, pooling)
-    method = get_method(cfg.method)
-    model = method.prepare(model, cfg).to(device)
+    if cfg.head_init not in ("random", "linear_probe"):
+        raise DataError(f"head_init must be 'random' or 'linear_probe', got {cfg.head_init!r}")
 
     # Class weights counter imbalance (inverse frequency, mean 1).
     if cfg.class_weights == "balanced":
@@ -146,6 +146,13 @@ def train_classifier(
         loss_fn = torch.nn.BCEWithLogitsLoss() if cfg.multi_label else torch.nn.CrossEntropyLoss()
 
     enc_train = tokenizer(train_texts, truncation=True, max_length=cfg.max_length)["input_ids"]
+    pad_id = tokenizer.pad_token_id or 0
+    probe_info: dict[str, Any] | None = None
+    if cfg.head_init == "linear_probe":
+        model.to(device)
+        probe_info = linear_probe_head(model, pooling, enc_train, y_train, loss_fn, pad_id, device, show_progress)
+    method = get_method(cfg.method)
+    model = method.prepare(model, cfg).to(device)
     n_batches = (len(enc_train) + cfg.batch_size - 1) // cfg.batch_size
     steps_per_epoch = max(1, n_batches // cfg.grad_accum)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
@@ -153,7 +160,6 @@ def train_classifier(
     scheduler = linear_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     autocast, scaler = autocast_context(device, cfg.mixed_precision)
     eval_every = cfg.eval_every or steps_per_epoch
-    pad_id = tokenizer.pad_token_id or 0
     rng = np.random.default_rng(cfg.seed)
 
     def dev_logits(texts_ids: list[list[int]]) -> np.ndarray:
@@ -231,8 +237,10 @@ def train_classifier(
         metrics: dict[str, Any] = {
             "dev": _metrics(space, y_dev, dev_probs),
             "best_step": best_step, "steps": step, "train_seconds": round(train_seconds, 2), "history": history,
-            "temperature": temperature,
+            "temperature": temperature, "pooling": pooling,
         }
+        if probe_info is not None:
+            metrics["linear_probe"] = probe_info
         if not cfg.multi_label:
             metrics["dev"]["ece_uncalibrated"] = expected_calibration_error(_probs(logits_dev, False), y_dev)
         if y_test is not None:
@@ -250,6 +258,61 @@ def train_classifier(
         staged.abort()
         raise
     return TrainResult(artifact_dir=artifact, metrics=metrics, dev_probabilities=dev_probs)
+
+
+def linear_probe_head(model, pooling: str, enc_train: list[list[int]], y_train: np.ndarray, loss_fn, pad_id: int,
+                      device: str, show_progress: bool = False, l2: float = 1e-3, max_iter: int = 200) -> dict[str, Any]:
+    """LP-FT (Kumar et al., 2022): fit the new head on frozen features first, so fine-tuning
+    starts from a sensible classifier instead of pushing random-head gradients into the encoder.
+
+    Features are what the head reads (mean-pooled states, or the architecture's pooled output);
+    the head is fitted full-batch with L-BFGS on the training loss plus an L2 penalty.
+    """
+    import torch
+
+    from ..errors import VerticoreError
+
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, torch.nn.Linear):
+        raise VerticoreError("head_init='linear_probe' needs a model whose head is one Linear layer (BERT-like)")
+    feats = np.zeros((len(enc_train), head.in_features), dtype=np.float32)
+    order = np.argsort([-len(x) for x in enc_train], kind="stable")
+    model.eval()
+    with torch.inference_mode():
+        for s in tqdm(range(0, len(order), 64), desc="linear probe: features", unit="batch", disable=not show_progress):
+            idx = order[s : s + 64]
+            ids, mask = _pad([enc_train[i] for i in idx], pad_id, device)
+            out = model.base_model(input_ids=ids, attention_mask=mask)
+            if pooling == "mean":
+                m = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+                f = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            else:
+                f = getattr(out, "pooler_output", None)
+                if f is None:
+                    raise VerticoreError("head_init='linear_probe' with native pooling needs a model with a pooler output")
+            feats[idx] = f.float().cpu().numpy()
+    model.train()
+    x = torch.from_numpy(feats).to(device)
+    y = torch.from_numpy(y_train).to(device)
+    w = torch.zeros_like(head.weight, requires_grad=True)
+    b = torch.zeros_like(head.bias, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(x @ w.T + b, y) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    loss = float(opt.step(closure))
+    with torch.no_grad():
+        head.weight.copy_(w.detach())
+        head.bias.copy_(b.detach())
+        logits = x @ w.T + b
+    train_acc = None
+    if y.dim() == 1:
+        train_acc = float((logits.argmax(1) == y).float().mean())
+    return {"loss": round(loss, 5), "train_accuracy": train_acc, "l2": l2, "n": len(enc_train)}
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator,

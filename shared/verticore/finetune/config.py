@@ -20,11 +20,14 @@ class ClassifierTrainingConfig:
         pooling: what the head reads: ``mean`` (masked mean of the last hidden states, how
             sentence-transformers checkpoints were trained), ``native`` (the architecture's own,
             e.g. BERT's [CLS] pooler) or ``auto`` (mean for sentence-transformers bases).
+        head_init: ``random`` (HF default) or ``linear_probe``: fit the head on frozen features
+            first, then fine-tune everything (LP-FT).
     """
 
     base: str = "default"
     method: str = "full"
     pooling: str = "auto"
+    head_init: str = "random"
     epochs: int = 3
     batch_size: int = 32
     learning_rate: float = 5e-5
