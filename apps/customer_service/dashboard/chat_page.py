@@ -5,21 +5,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import get_bot, require_bot_dir, show_error  # noqa: E402
+from common import bot_or_stop  # noqa: E402
 
 import streamlit as st  # noqa: E402
-
-from verticore.errors import VerticoreError  # noqa: E402
 
 st.title("Support chat")
 st.caption("Answers come only from the knowledge base, with numbered sources. When the bot is unsure it opens a "
            "handoff ticket for a human colleague.")
-directory = require_bot_dir()
-try:
-    bot = get_bot(str(directory))
-except VerticoreError as exc:
-    show_error(exc)
-    st.stop()
+bot = bot_or_stop()
 
 state = st.session_state
 state.setdefault("cs_messages", [])

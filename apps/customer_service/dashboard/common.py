@@ -51,3 +51,15 @@ def get_bot(directory: str):
 
 def show_error(exc: Exception) -> None:
     st.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def bot_or_stop():
+    """The prepared bot, or the page stops with a hint (no bot yet) or a one-line error."""
+    from verticore.errors import VerticoreError
+
+    directory = require_bot_dir()
+    try:
+        return get_bot(str(directory))
+    except VerticoreError as exc:
+        show_error(exc)
+        st.stop()

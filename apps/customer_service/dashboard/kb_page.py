@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import get_bot, require_bot_dir, show_error  # noqa: E402
+from common import bot_or_stop, show_error  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
@@ -15,12 +15,7 @@ from verticore.errors import VerticoreError  # noqa: E402
 st.title("Knowledge base")
 st.caption("Markdown, text, HTML, CSV/JSONL FAQ (question, answer) and PDF. Re-uploading a changed file replaces its "
            "passages; only changed passages are re-embedded.")
-directory = require_bot_dir()
-try:
-    bot = get_bot(str(directory))
-except VerticoreError as exc:
-    show_error(exc)
-    st.stop()
+bot = bot_or_stop()
 kb = bot.kb
 
 docs = kb.documents()
@@ -67,6 +62,10 @@ if st.button("Re-index everything", icon=":material/sync:"):
 st.subheader("Try retrieval")
 q = st.text_input("Query", value="How long does delivery take?")
 mode = st.radio("Mode", ["hybrid", "bm25", "dense"], horizontal=True)
+fusion = kb.fusion
+st.caption(f"Hybrid fusion: {fusion['method']}, dense weight {fusion['dense_weight']}"
+           + (f" (calibrated on {fusion['calibrated_on']} labelled questions, dev hit@1 {fusion.get('dev_hit1')})"
+              if fusion.get("calibrated_on") else " (default; tune it with `customer-service kb calibrate`)"))
 if q.strip():
     hits = kb.search(q, k=5, mode=mode)
     if not hits:
