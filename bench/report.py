@@ -58,15 +58,23 @@ def rows() -> list[str]:
     if b77:
         out.append(f"| banking77 (test) | full fine-tune | acc {_f(b77.get('full', {}).get('test_accuracy'))} | "
                    f"frozen emb + LR {_f(b77.get('baseline', {}).get('test_accuracy'))}; BERT-base 0.9366 |")
+        fs = b77.get("fewshot") or {}
+        if fs:
+            out.append(f"| banking77 few-shot (test) | fine-tune on 5 / 10 per intent | acc {_f(fs.get('5'))} / {_f(fs.get('10'))} | "
+                       f"all rows {_f(b77.get('full', {}).get('test_accuracy'))} |")
         oos = b77.get("oos") or {}
         if oos:
-            out.append(f"| banking77 out-of-scope | threshold on dev | false-accept {_f(oos.get('false_accept_rate'))}, "
+            out.append(f"| banking77 out-of-scope ({len(oos.get('held_out_intents', []))} held-out intents) | "
+                       f"{oos.get('method', '?')} threshold on dev | false-accept {_f(oos.get('false_accept_rate'))}, "
                        f"false-reject {_f(oos.get('false_reject_rate'))} | |")
     rb = _load("retrieval_bitext")
     if rb:
-        for name in ("bm25", "dense", "hybrid", "hybrid_finetuned"):
+        fusion = rb.get("fusion") or {}
+        for name in ("bm25", "dense", "hybrid", "dense_finetuned", "hybrid_finetuned"):
             if name in rb:
-                out.append(f"| retrieval_bitext | {name} | hit@1 {_f(rb[name].get('hit1'))}, hit@5 {_f(rb[name].get('hit5'))}, "
+                fz = fusion.get("finetuned" if name.endswith("finetuned") else "default") if name.startswith("hybrid") else None
+                label = name + (f" ({fz['method']}, w={fz['dense_weight']})" if fz else "")
+                out.append(f"| retrieval_bitext | {label} | hit@1 {_f(rb[name].get('hit1'))}, hit@5 {_f(rb[name].get('hit5'))}, "
                            f"MRR@10 {_f(rb[name].get('mrr10'))} | BM25 0.932 / dense 0.957 (reference) |")
     lat = _load("customer_service_latency")
     if lat:

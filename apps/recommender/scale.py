@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from verticore.errors import VerticoreError
+from verticore.errors import DataError, VerticoreError
 
 
 def embed_ray_dataset(ds: Any, text_column: str = "text", model: str = "default", batch_size: int = 256,
@@ -19,6 +19,13 @@ def embed_ray_dataset(ds: Any, text_column: str = "text", model: str = "default"
     except ImportError:
         raise VerticoreError("Ray is not installed: pip install 'verticore[ray]'") from None
 
+    try:
+        columns = list(ds.columns() or [])
+    except Exception:  # some sources only know their schema after reading: checked per batch then
+        columns = []
+    if columns and text_column not in columns:
+        raise DataError(f"the Ray dataset has no column {text_column!r}; columns are {columns}")
+
     class _Embed:
         def __init__(self) -> None:
             from verticore import Embedder
@@ -27,6 +34,8 @@ def embed_ray_dataset(ds: Any, text_column: str = "text", model: str = "default"
             self.embedder.warm_up()
 
         def __call__(self, batch: dict) -> dict:
+            if text_column not in batch:
+                raise DataError(f"batch has no column {text_column!r}; columns are {sorted(batch)}")
             texts = [str(t) for t in batch[text_column]]
             batch[output_column] = list(self.embedder.encode(texts))
             return batch
