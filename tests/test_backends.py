@@ -129,9 +129,10 @@ def test_onnx_int8_keeps_fidelity(cache, torch_vectors):
     cos = np.sum(vecs * torch_vectors, axis=1)
     sentence = np.array([len(s.split()) >= 4 for s in SENTENCES])
     # Bar of the issue on sentences; one- or two-token inputs ("ok") are measurably less stable
-    # under int8 (0.985 here), which is one reason onnx-int8 is not the "auto" choice.
+    # under int8; the int8 recipe keeps nodes in fp32 until its calibration set (which has "ok")
+    # reaches cosine 0.995.
     assert cos[sentence].min() >= 0.99, f"min cosine {cos[sentence].min():.4f}"
-    assert cos.min() >= 0.98
+    assert cos.min() >= 0.99, f"min cosine over all inputs {cos.min():.4f}"
 
 
 def test_torch_int8_runs_but_is_approximate(cache, torch_vectors):
