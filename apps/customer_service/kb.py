@@ -179,6 +179,7 @@ class KnowledgeBase:
         self._lock = threading.RLock()
         self._bm25 = None
         self._bm25_ids: list[str] = []
+        self._bm25_pos: dict[str, int] = {}
         self._index = None
         self.fusion: dict[str, Any] = {**DEFAULT_FUSION, **(cfg.get("fusion") or {})}
         self._save_config()
@@ -374,12 +375,13 @@ class KnowledgeBase:
 
                 rows = list(self.conn.execute("SELECT chunk_id, text, title, section FROM chunks ORDER BY rowid"))
                 self._bm25_ids = [r[0] for r in rows]
+                self._bm25_pos = {cid: i for i, cid in enumerate(self._bm25_ids)}
                 retriever = bm25s.BM25()
                 if rows:
                     corpus = [tokenize(f"{r[2] if r[2] not in r[1] else ''} {r[1]}") or ["_"] for r in rows]
                     retriever.index(corpus, show_progress=False)
                 self._bm25 = retriever
-            return self._bm25, self._bm25_ids
+            return self._bm25, self._bm25_ids, self._bm25_pos
 
     def _allowed(self, filters: dict[str, Any] | None) -> set[str] | None:
         """Chunk ids matching metadata filters ({field: value or [values]}); None = no filter."""
@@ -495,8 +497,7 @@ class KnowledgeBase:
         bm25_lists: list[list[tuple[str, float]]] = [[] for _ in range(n)]
         b_score: list[dict[str, float]] = [{} for _ in range(n)]
         if mode in {"bm25", "hybrid"}:
-            retriever, ids = self._bm25_state()
-            pos = {cid: i for i, cid in enumerate(ids)} if mode == "hybrid" else {}
+            retriever, ids, pos = self._bm25_state()
             mask = None
             if allowed is not None:
                 mask = np.fromiter((cid in allowed for cid in ids), dtype=bool, count=len(ids))
