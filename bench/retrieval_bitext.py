@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small KB/query subsets and a few fine-tuning steps")
     ap.add_argument("--limit", type=int, default=None, help="evaluate on the first N queries")
     ap.add_argument("--skip-finetune", action="store_true")
-    ap.add_argument("--ft-epochs", type=int, default=1)
+    ap.add_argument("--ft-epochs", type=int, default=3)
     ap.add_argument("--ft-max-length", type=int, default=64)
     ap.add_argument("--ft-lr", type=float, default=5e-5)
     ap.add_argument("--ft-batch-size", type=int, default=24)

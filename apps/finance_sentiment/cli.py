@@ -65,7 +65,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug log
 def train(data: Path = typer.Option(None, help="folder with train.csv/dev.csv[/test.csv] (text,label); "
                                                 "default: Financial PhraseBank 50Agree"),
           out: Optional[Path] = typer.Option(None, help="artifact dir (default <home>/models/sentiment)"),
-          method: str = typer.Option("full", help="full or lora"), epochs: int = 3, batch_size: int = 32,
+          method: str = typer.Option("full", help="full or lora"), epochs: int = 6, batch_size: int = 32,
           learning_rate: Optional[float] = None, max_steps: Optional[int] = None, home: Optional[Path] = HOME_OPT) -> None:
     """Fine-tune the sentiment model (positive/neutral/negative) with the core and print test metrics."""
     from .training import PHRASEBANK_DIR, train_sentiment

@@ -12,11 +12,14 @@ from .paths import SAMPLES
 PHRASEBANK_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "financial_phrasebank" / "splits" / "50Agree"
 
 
-def train_sentiment(data_dir: str | Path, out_dir: str | Path, *, method: str = "full", epochs: int = 3,
+def train_sentiment(data_dir: str | Path, out_dir: str | Path, *, method: str = "full", epochs: int = 6,
                     batch_size: int = 32, learning_rate: float | None = None, max_steps: int | None = None,
                     limit: int | None = None, show_progress: bool = True, seed: int = 42) -> Any:
     """Fine-tune the sentiment model on a split folder with ``train.csv``/``dev.csv``[/``test.csv``]
-    (columns ``text,label``; labels positive/neutral/negative), e.g. Financial PhraseBank 50Agree."""
+    (columns ``text,label``; labels positive/neutral/negative), e.g. Financial PhraseBank 50Agree.
+
+    The defaults are the recipe of ``bench/finetune_phrasebank.py`` (LP-FT, mean-pooled head,
+    6 epochs at lr 1e-4, dev macro-F1 every 60 steps): 0.872 test accuracy on 50Agree in ~7 min CPU."""
     from verticore.finetune import ClassifierTrainingConfig, train_classifier
 
     data_dir = Path(data_dir)
@@ -32,9 +35,10 @@ def train_sentiment(data_dir: str | Path, out_dir: str | Path, *, method: str = 
     if bad:
         raise DataError(f"{data_dir / 'train.csv'} has label {bad[0]!r}; expected positive/neutral/negative")
     cfg = ClassifierTrainingConfig(method=method, epochs=epochs, batch_size=batch_size, max_steps=max_steps, seed=seed,
-                                   max_length=128)
+                                   max_length=64, learning_rate=1e-4, lora_learning_rate=8e-4, eval_every=60, patience=4)
     if learning_rate is not None:
         cfg.learning_rate = learning_rate
+        cfg.lora_learning_rate = learning_rate
     test = frames.get("test")
     return train_classifier(list(frames["train"]["text"]), list(frames["train"]["label"]), list(frames["dev"]["text"]),
                             list(frames["dev"]["label"]), out_dir, cfg,

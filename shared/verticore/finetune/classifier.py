@@ -129,8 +129,12 @@ def train_classifier(
     if pooling == "auto":
         pooling = "mean" if default_pooling(resolved.path) == "mean" and supports_mean_pooling(model) else "native"
     apply_pooling(model, pooling)
-    if cfg.head_init not in ("random", "linear_probe"):
-        raise DataError(f"head_init must be 'random' or 'linear_probe', got {cfg.head_init!r}")
+    if cfg.head_init not in ("auto", "random", "linear_probe"):
+        raise DataError(f"head_init must be 'auto', 'random' or 'linear_probe', got {cfg.head_init!r}")
+    head_init = cfg.head_init
+    if head_init == "auto":
+        head_init = "linear_probe" if isinstance(getattr(model, "classifier", None), torch.nn.Linear) and (
+            pooling == "mean" or _has_pooler(model)) else "random"
 
     # Class weights counter imbalance (inverse frequency, mean 1).
     if cfg.class_weights == "balanced":
@@ -148,7 +152,7 @@ def train_classifier(
     enc_train = tokenizer(train_texts, truncation=True, max_length=cfg.max_length)["input_ids"]
     pad_id = tokenizer.pad_token_id or 0
     probe_info: dict[str, Any] | None = None
-    if cfg.head_init == "linear_probe":
+    if head_init == "linear_probe":
         model.to(device)
         probe_info = linear_probe_head(model, pooling, enc_train, y_train, loss_fn, pad_id, device, show_progress)
     method = get_method(cfg.method)
@@ -237,7 +241,7 @@ def train_classifier(
         metrics: dict[str, Any] = {
             "dev": _metrics(space, y_dev, dev_probs),
             "best_step": best_step, "steps": step, "train_seconds": round(train_seconds, 2), "history": history,
-            "temperature": temperature, "pooling": pooling,
+            "temperature": temperature, "pooling": pooling, "head_init": head_init,
         }
         if probe_info is not None:
             metrics["linear_probe"] = probe_info
@@ -258,6 +262,11 @@ def train_classifier(
         staged.abort()
         raise
     return TrainResult(artifact_dir=artifact, metrics=metrics, dev_probabilities=dev_probs)
+
+
+def _has_pooler(model) -> bool:
+    base = getattr(model, "base_model", None)
+    return getattr(base, "pooler", None) is not None
 
 
 def linear_probe_head(model, pooling: str, enc_train: list[list[int]], y_train: np.ndarray, loss_fn, pad_id: int,
