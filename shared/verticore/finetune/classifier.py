@@ -313,7 +313,7 @@ def linear_probe_head(model, pooling: str, enc_train: list[list[int]], y_train: 
         loss.backward()
         return loss
 
-    loss = float(opt.step(closure))
+    loss = float(opt.step(closure).detach())
     with torch.no_grad():
         head.weight.copy_(w.detach())
         head.bias.copy_(b.detach())
