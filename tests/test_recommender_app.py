@@ -173,6 +173,12 @@ def test_dashboard_page_in_chromium(demo_home):
     from streamlit_harness import SCREENSHOTS, require_chromium, screenshot_streamlit
 
     require_chromium()
+    def both_tables(page):  # history and recommendations side by side, both painted
+        page.wait_for_function("document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 2",
+                               timeout=120_000)
+        page.wait_for_timeout(1500)
+
     png = screenshot_streamlit(PAGE, SCREENSHOTS / "recommender.png", ["Recommender", "History", "Recommended"],
-                               env={"VERTICORE_HOME": str(demo_home), "VERTICORE_DEMO_FAST": "1"}, timeout=150)
+                               env={"VERTICORE_HOME": str(demo_home), "VERTICORE_DEMO_FAST": "1"}, timeout=150,
+                               actions=both_tables)
     assert png.exists() and png.stat().st_size > 10_000
