@@ -159,4 +159,12 @@ def test_fusion_calibration_is_persisted_and_leave_one_out(tmp_path, default_emb
         reopened.search_many([q], dense_weight=1.5)
     with pytest.raises(DataError, match="fusion"):
         reopened.search_many([q], fusion="magic")
+    with pytest.raises(DataError, match="at least one dev query"):
+        reopened.calibrate_fusion([], lambda i, c: True)
+    stored_before = (tmp_path / "kb" / "kb.json").read_text()
     reopened.close()
+    empty = KnowledgeBase(tmp_path / "empty_kb", embedder=default_embedder)
+    with pytest.raises(DataError, match="empty"):
+        empty.calibrate_fusion(["where is my parcel?"], lambda i, c: True)
+    empty.close()
+    assert (tmp_path / "kb" / "kb.json").read_text() == stored_before  # a failed calibration changes nothing

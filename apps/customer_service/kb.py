@@ -448,17 +448,12 @@ class KnowledgeBase:
         cand = self._candidates(queries, k, mode, filters, candidates, query_vectors, show_progress, exclude)
         if cand is None:
             return [[] for _ in queries]
-        dense_lists, bm25_lists, d_score, b_score, qv = cand
+        dense_lists, bm25_lists, d_score, b_score, _ = cand
         results: list[list[RetrievedChunk]] = []
         for qi in range(len(queries)):
             ranked = self._fuse(mode, fusion, w, rrf_k, dense_lists[qi], bm25_lists[qi], d_score[qi], b_score[qi])[:k]
             d_rank = {key: r for r, (key, _) in enumerate(dense_lists[qi], start=1)}
             b_rank = {key: r for r, (key, _) in enumerate(bm25_lists[qi], start=1)}
-            if qv is not None:
-                missing = [key for key, _ in ranked if key not in d_score[qi]]
-                if missing:
-                    vecs = self.index.reconstruct(missing)
-                    d_score[qi].update({key: float(v @ qv[qi]) for key, v in zip(missing, vecs)})
             rows = self.get_chunks(key for key, _ in ranked)
             out = []
             for key, s in ranked:

@@ -280,6 +280,7 @@ def linear_probe_head(model, pooling: str, enc_train: list[list[int]], y_train: 
     import torch
 
     from ..errors import VerticoreError
+    from ..inference.backends import pool
 
     head = getattr(model, "classifier", None)
     if not isinstance(head, torch.nn.Linear):
@@ -293,8 +294,7 @@ def linear_probe_head(model, pooling: str, enc_train: list[list[int]], y_train: 
             ids, mask = _pad([enc_train[i] for i in idx], pad_id, device)
             out = model.base_model(input_ids=ids, attention_mask=mask)
             if pooling == "mean":
-                m = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
-                f = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp(min=1e-9)
+                f = pool(out.last_hidden_state, mask, "mean")
             else:
                 f = getattr(out, "pooler_output", None)
                 if f is None:

@@ -60,9 +60,9 @@ def _mean_pooled_forward(self, input_ids=None, attention_mask=None, token_type_i
     enc_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if token_type_ids is not None:
         enc_kwargs["token_type_ids"] = token_type_ids
-    hidden = self.base_model(**enc_kwargs).last_hidden_state
-    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    from .backends import pool
+
+    pooled = pool(self.base_model(**enc_kwargs).last_hidden_state, attention_mask, "mean")
     dropout = getattr(self, "dropout", None)
     if dropout is not None:
         pooled = dropout(pooled)
