@@ -82,17 +82,18 @@ def oos_rates(in_scope: Sequence[float], out_of_scope: Sequence[float], threshol
 
 
 class IntentModel:
-    """A fine-tuned intent classifier (core ``TextClassifier``) with its OOS threshold.
+    """A fine-tuned intent classifier (core ``TextClassifier``, or a core ``ClassifierEnsemble``)
+    with its OOS threshold.
 
     ``IntentModel(artifact_dir)`` reads ``oos.json`` if present (otherwise nothing is
     rejected as out of scope).
     """
 
     def __init__(self, artifact_dir: str | Path, device: str = "auto") -> None:
-        from verticore import TextClassifier
+        from verticore import load_classifier
 
         self.artifact_dir = Path(artifact_dir)
-        self.classifier = TextClassifier(str(self.artifact_dir), device=device, max_length=128)
+        self.classifier = load_classifier(self.artifact_dir, device=device, max_length=128)
         f = self.artifact_dir / OOS_FILE
         cfg = read_json(f, "out-of-scope config") if f.exists() else {}
         self.method: str = str(cfg.get("method", "max_prob"))
@@ -108,12 +109,10 @@ class IntentModel:
 
     def scores(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (n, L), OOS scores (n,)) for ``texts``."""
-        logits, _ = self.classifier.predict_logits(list(texts))
-        t = self.classifier.temperature
-        z = logits / t
-        z = z - z.max(axis=1, keepdims=True)
-        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        return probs, oos_scores(logits, t, self.method)
+        probs, logits = self.classifier.predict_proba_and_logits(list(texts))
+        if self.method == "max_prob":
+            return probs, probs.max(axis=1).astype(np.float64)
+        return probs, oos_scores(logits, self.classifier.temperature, self.method)
 
     def classify_many(self, texts: Sequence[str], top_k: int = 3) -> list[IntentResult]:
         probs, scores = self.scores(texts)
@@ -147,18 +146,26 @@ class IntentModel:
 def train_intent_model(train_texts: Sequence[str], train_labels: Sequence[str], dev_texts: Sequence[str],
                        dev_labels: Sequence[str], out_dir: str | Path, config: Any = None,
                        oos_dev_texts: Sequence[str] | None = None, oos_method: str = "max_prob",
-                       show_progress: bool = True) -> tuple[IntentModel, dict[str, Any]]:
+                       show_progress: bool = True, ensemble: bool = False) -> tuple[IntentModel, dict[str, Any]]:
     """Fine-tune the intent classifier with the core and calibrate its OOS threshold on dev.
 
+    ``ensemble=True`` trains the core's classifier ensemble instead of one model (two fine-tunes
+    with different head initialisation + a probe on frozen embeddings: about 1 point more
+    accurate on BANKING77, at three times the training cost and about twice the inference cost).
     Returns the loaded :class:`IntentModel` and the training metrics (plus ``"oos"``).
     """
-    from verticore.finetune import ClassifierTrainingConfig, train_classifier
+    from verticore.finetune import (ClassifierTrainingConfig, default_ensemble_configs, train_classifier,
+                                    train_classifier_ensemble)
 
     if len(set(train_labels)) < 2:
         raise DataError("intent training needs at least two different intents")
     config = config or ClassifierTrainingConfig(max_length=64)
-    result = train_classifier(list(train_texts), list(train_labels), list(dev_texts), list(dev_labels), Path(out_dir),
-                              config=config, show_progress=show_progress)
+    if ensemble:
+        result = train_classifier_ensemble(list(train_texts), list(train_labels), list(dev_texts), list(dev_labels),
+                                           Path(out_dir), configs=default_ensemble_configs(config), show_progress=show_progress)
+    else:
+        result = train_classifier(list(train_texts), list(train_labels), list(dev_texts), list(dev_labels), Path(out_dir),
+                                  config=config, show_progress=show_progress)
     model = IntentModel(result.artifact_dir)
     metrics = dict(result.metrics)
     metrics["oos"] = model.calibrate(dev_texts, oos_dev_texts, method=oos_method)

@@ -3,7 +3,8 @@ from .classifier import train_classifier
 from .common import TrainResult
 from .config import ClassifierTrainingConfig, EmbedderTrainingConfig
 from .embedder import train_embedder
+from .ensemble import default_ensemble_configs, train_classifier_ensemble
 from .methods import available_methods, get_method, register_method
 
 __all__ = ["train_classifier", "train_embedder", "ClassifierTrainingConfig", "EmbedderTrainingConfig",
-           "TrainResult", "available_methods", "get_method", "register_method"]
+           "TrainResult", "train_classifier_ensemble", "default_ensemble_configs", "available_methods", "get_method", "register_method"]

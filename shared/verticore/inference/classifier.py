@@ -139,6 +139,11 @@ class TextClassifier:
         """``(n, n_labels)`` calibrated probabilities (mean over chunks for long texts)."""
         return self._run(texts, show_progress)[0]
 
+    def predict_proba_and_logits(self, texts: Sequence[str], show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities and raw logits from one forward pass (out-of-scope scoring needs both)."""
+        probs, _, logits = self._run(texts, show_progress)
+        return probs, logits
+
     def predict(self, texts: Sequence[str] | str, top_k: int = 3, show_progress: bool = False) -> list[Prediction] | Prediction:
         """Predict labels. A single string returns one :class:`Prediction`, a list returns a list."""
         single = isinstance(texts, str)

@@ -1,0 +1,133 @@
+"""Classifier ensembles: the frozen-embedding probe, probability averaging, loading, training."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from verticore import ArtifactError, ClassifierEnsemble, DataError, EmbeddingProbe, TextClassifier, load_classifier
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory, tiny_sentiment, default_embedder):
+    out = tmp_path_factory.mktemp("probe") / "probe"
+    return EmbeddingProbe.fit(tiny_sentiment.text.tolist(), tiny_sentiment.label.tolist(), out, embedder=default_embedder)
+
+
+def test_probe_fits_saves_and_reloads(probe, tiny_sentiment, default_embedder):
+    texts, labels = tiny_sentiment.text.tolist(), tiny_sentiment.label.tolist()
+    p = probe.predict_proba(texts)
+    assert p.shape == (len(texts), len(set(labels))) and np.allclose(p.sum(1), 1.0, atol=1e-5)
+    acc = np.mean([probe.labels[i] == y for i, y in zip(p.argmax(1), labels)])
+    assert acc >= 0.9  # a linear probe separates 30 training sentences of 3 sentiments
+    again = EmbeddingProbe(probe.path, embedder=default_embedder)
+    assert again.labels == probe.labels
+    assert np.allclose(again.predict_proba(texts), p, atol=1e-6)
+    # precomputed embeddings give the same answer without a second encode
+    assert np.allclose(again.predict_proba(texts, embeddings=default_embedder.encode(texts)), p, atol=1e-6)
+    assert not list(probe.path.glob("*.pkl"))  # safetensors + JSON only
+
+
+def test_probe_rejects_other_weights_and_corrupt_files(probe, tmp_path, default_embedder):
+    other = tmp_path / "other"
+    shutil.copytree(probe.path, other)
+    cfg = json.loads((other / "probe.json").read_text())
+    cfg["embedder_fingerprint"] = "0" * 16
+    (other / "probe.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="fitted on embeddings"):
+        EmbeddingProbe(other, embedder=default_embedder)
+    broken = tmp_path / "broken"
+    shutil.copytree(probe.path, broken)
+    (broken / "probe.safetensors").write_bytes(b"not safetensors at all")
+    with pytest.raises(ArtifactError, match="corrupt"):
+        EmbeddingProbe(broken, embedder=default_embedder)
+    with pytest.raises(ArtifactError, match="not an embedding probe"):
+        EmbeddingProbe(tmp_path / "missing")
+    with pytest.raises(DataError, match="two different labels"):
+        EmbeddingProbe.fit(["a", "b"], ["x", "x"], tmp_path / "one", embedder=default_embedder)
+
+
+def _ensemble_dir(tmp_path, tiny_classifier, probe, permute_probe=False):
+    d = tmp_path / "ens"
+    shutil.copytree(tiny_classifier.artifact_dir, d / "member0")
+    shutil.copytree(probe.path, d / "probe")
+    if permute_probe:  # same probe, labels stored in another order: the ensemble must realign columns
+        from safetensors.numpy import load_file, save_file
+
+        t = load_file(str(d / "probe" / "probe.safetensors"))
+        cfg = json.loads((d / "probe" / "probe.json").read_text())
+        order = list(reversed(range(len(cfg["labels"]))))
+        save_file({"weight": np.ascontiguousarray(t["weight"][order]), "bias": np.ascontiguousarray(t["bias"][order])},
+                  str(d / "probe" / "probe.safetensors"))
+        cfg["labels"] = [cfg["labels"][i] for i in order]
+        (d / "probe" / "probe.json").write_text(json.dumps(cfg))
+    labels = TextClassifier(str(d / "member0")).labels
+    ClassifierEnsemble.write(d, [("member0", "classifier", 1.0), ("probe", "embedding_probe", 1.0)], labels)
+    return d
+
+
+def test_ensemble_averages_member_probabilities(tmp_path, tiny_classifier, probe, tiny_sentiment):
+    texts = tiny_sentiment.text.tolist()[:12]
+    d = _ensemble_dir(tmp_path, tiny_classifier, probe, permute_probe=True)
+    ens = load_classifier(d, device="cpu")
+    assert isinstance(ens, ClassifierEnsemble)
+    clf = TextClassifier(str(tiny_classifier.artifact_dir), device="cpu", max_length=256)
+    assert ens.labels == clf.labels
+    p_clf = clf.predict_proba(texts)
+    p_probe = probe.predict_proba(texts)[:, [probe.labels.index(l) for l in clf.labels]]
+    p = ens.predict_proba(texts)
+    assert np.allclose(p, (p_clf + p_probe) / 2, atol=1e-5)
+    preds = ens.predict(texts, top_k=2)
+    assert [x.label for x in preds] == [clf.labels[i] for i in p.argmax(1)]
+    assert len(preds[0].top_k) == 2 and ens.predict(texts[0]).label == preds[0].label
+    assert ens.predict([]) == []
+    # a plain artifact still loads as a TextClassifier
+    assert isinstance(load_classifier(tiny_classifier.artifact_dir), TextClassifier)
+
+
+def test_ensemble_bad_configs_fail_clearly(tmp_path, tiny_classifier, probe):
+    d = _ensemble_dir(tmp_path, tiny_classifier, probe)
+    cfg = json.loads((d / "ensemble.json").read_text())
+    cfg["members"][1]["path"] = "../elsewhere"
+    (d / "ensemble.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="inside"):
+        ClassifierEnsemble(d)
+    cfg["members"] = []
+    (d / "ensemble.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="no members"):
+        ClassifierEnsemble(d)
+    (d / "ensemble.json").write_text("{ truncated")
+    with pytest.raises(ArtifactError):
+        ClassifierEnsemble(d)
+    # a member trained on other labels
+    d2 = tmp_path / "mismatch"
+    d2.mkdir()
+    shutil.copytree(tiny_classifier.artifact_dir, d2 / "member0")
+    shutil.copytree(probe.path, d2 / "probe")
+    pc = json.loads((d2 / "probe" / "probe.json").read_text())
+    pc["labels"] = [l + "_x" for l in pc["labels"]]
+    (d2 / "probe" / "probe.json").write_text(json.dumps(pc))
+    ClassifierEnsemble.write(d2, [("member0", "classifier", 1.0), ("probe", "embedding_probe", 1.0)],
+                             TextClassifier(str(d2 / "member0")).labels)
+    with pytest.raises(ArtifactError, match="other labels"):
+        ClassifierEnsemble(d2)
+
+
+def test_train_classifier_ensemble_and_intent_model(tmp_path, tiny_sentiment):
+    from customer_service.intents import IntentModel, train_intent_model
+    from verticore.finetune import ClassifierTrainingConfig
+
+    df = tiny_sentiment
+    cfg = ClassifierTrainingConfig(epochs=1, batch_size=8, max_steps=3, learning_rate=1e-4, max_length=64, device="cpu")
+    model, metrics = train_intent_model(df.text.tolist(), df.label.tolist(), df.text.tolist()[::3], df.label.tolist()[::3],
+                                        tmp_path / "intents", cfg, show_progress=False, ensemble=True, oos_method="energy")
+    spec = json.loads((tmp_path / "intents" / "ensemble.json").read_text())
+    assert [m["kind"] for m in spec["members"]] == ["classifier", "classifier", "embedding_probe"]
+    assert json.loads((tmp_path / "intents" / "member1" / "training_config.json").read_text())["head_init"] == "linear_probe"
+    assert set(spec["metrics"]["members"]) == {"member0", "member1", "probe"}
+    assert 0.0 <= metrics["dev_accuracy"] <= 1.0 and "oos" in metrics
+    assert isinstance(model.classifier, ClassifierEnsemble)
+    res = IntentModel(tmp_path / "intents").classify("Profits rose sharply and the outlook is strong.")
+    assert res.confidence > 0 and len(res.top_k) == 3 and np.isfinite(res.score)
+    probs, scores = model.scores(df.text.tolist()[:5])
+    assert probs.shape == (5, 3) and np.isfinite(scores).all() and np.ptp(scores) > 0  # energy is informative
