@@ -13,7 +13,8 @@ Reports, on the official BANKING77 test set (3,080 texts, 77 intents):
   * oos       -- out-of-scope detection: a model fine-tuned on the in-scope intents only
                  (a seeded quarter of the intents is held out as "out of scope", as in BANKING77-OOS),
                  threshold calibrated on dev (in-scope dev + held-out-intent dev texts), then
-                 false-accept / false-reject rates on test.
+                 false-accept / false-reject rates on test (the ensemble, as full; its random-head member
+                 alone under oos.single_model).
 
 Writes bench/results/banking77.json:
   {"full": {"test_accuracy", "test_macro_f1"}, "baseline": {...}, "fewshot": {"5": acc, "10": acc},
@@ -99,6 +100,30 @@ def finetune(train, dev, test, out_dir: Path, epochs: int, lr: float, max_steps:
     return res, clf, pred, time.time() - t0
 
 
+def ensemble_configs(args, max_steps):
+    from dataclasses import replace
+
+    from verticore.finetune import ClassifierTrainingConfig
+
+    base = ClassifierTrainingConfig(base="default", method="full", epochs=args.epochs, batch_size=32, learning_rate=args.lr,
+                                    max_length=64, class_weights=None, patience=2, max_steps=max_steps, seed=42)
+    return [replace(base, head_init="random"), replace(base, head_init="linear_probe", epochs=args.lpft_epochs)]
+
+
+def oos_detail(model, dev_in, dev_oos, te_in, te_oos) -> dict:
+    """Calibrate each OOS score on dev, then false-accept / false-reject rates on test."""
+    from customer_service.intents import oos_rates
+
+    detail = {}
+    for method in ("max_prob", "energy"):
+        cal = model.calibrate(dev_in[0], dev_oos, method=method)
+        _, s_in = model.scores(te_in[0])
+        _, s_oos = model.scores(te_oos)
+        detail[method] = {**{k: round(v, 4) for k, v in oos_rates(s_in, s_oos, cal["threshold"]).items()},
+                          "threshold": round(cal["threshold"], 4)}
+    return detail
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (subsets, a few steps): numbers are meaningless")
@@ -146,14 +171,10 @@ def main(argv=None) -> int:
         write_result(args.name, result)  # partial results survive an interrupted run
 
     if "full" not in skip and args.ensemble:
-        from dataclasses import replace
-
         from verticore import ClassifierEnsemble
-        from verticore.finetune import ClassifierTrainingConfig, train_classifier_ensemble
+        from verticore.finetune import train_classifier_ensemble
 
-        base = ClassifierTrainingConfig(base="default", method="full", epochs=args.epochs, batch_size=32, learning_rate=args.lr,
-                                        max_length=64, class_weights=None, patience=2, max_steps=max_steps, seed=42)
-        configs = [replace(base, head_init="random"), replace(base, head_init="linear_probe", epochs=args.lpft_epochs)]
+        configs = ensemble_configs(args, max_steps)
         t0 = time.time()
         res = train_classifier_ensemble(train[0], train[1], dev[0], dev[1], work / "full", configs=configs, show_progress=True)
         ens = ClassifierEnsemble(res.artifact_dir, max_length=64)
@@ -216,24 +237,35 @@ def main(argv=None) -> int:
         tr_in, _ = split(train)
         dev_in, dev_oos = split(dev)
         te_in, te_oos = split(test)
-        res, clf, pred, secs = finetune(tr_in, dev_in, te_in, work / "oos", args.epochs, args.lr, max_steps)
+        t0 = time.time()
+        single = None
+        if args.ensemble:  # the app's model; its member0 is the single fine-tune, measured alongside
+            from verticore.finetune import train_classifier_ensemble
+
+            res = train_classifier_ensemble(tr_in[0], tr_in[1], dev_in[0], dev_in[1], work / "oos",
+                                            configs=ensemble_configs(args, max_steps), show_progress=True)
+            single = IntentModel(res.artifact_dir / "member0")
+        else:
+            res, _, _, _ = finetune(tr_in, dev_in, te_in, work / "oos", args.epochs, args.lr, max_steps)
+        secs = time.time() - t0
         model = IntentModel(res.artifact_dir)
-        detail = {}
-        for method in ("max_prob", "energy"):
-            cal = model.calibrate(dev_in[0], dev_oos, method=method)
-            _, s_in = model.scores(te_in[0])
-            _, s_oos = model.scores(te_oos)
-            detail[method] = {**{k: round(v, 4) for k, v in oos_rates(s_in, s_oos, cal["threshold"]).items()},
-                              "threshold": round(cal["threshold"], 4)}
+        pred = [model.labels[i] for i in model.scores(te_in[0])[0].argmax(1)]
+        detail = oos_detail(model, dev_in, dev_oos, te_in, te_oos)
         best = min(detail, key=lambda m: detail[m]["false_accept_rate"] + detail[m]["false_reject_rate"])
         result["oos"] = {"false_accept_rate": detail[best]["false_accept_rate"],
                          "false_reject_rate": detail[best]["false_reject_rate"], "method": best,
                          "threshold": detail[best]["threshold"], "by_method": detail,
                          "held_out_intents": sorted(held), "n_test_in_scope": len(te_in[0]), "n_test_oos": len(te_oos),
                          "in_scope_accuracy": metrics(te_in[1], pred)["test_accuracy"],
+                         "model": "ensemble (as full)" if args.ensemble else "single fine-tune",
                          "protocol": f"{len(held)} of {len(labels)} intents held out of training (seed 42); threshold "
                                      "minimises dev false-accept + false-reject; rates on test",
                          "seconds": round(secs, 1)}
+        if single is not None:
+            d1 = oos_detail(single, dev_in, dev_oos, te_in, te_oos)
+            b1 = min(d1, key=lambda m: d1[m]["false_accept_rate"] + d1[m]["false_reject_rate"])
+            result["oos"]["single_model"] = {**d1[b1], "method": b1, "by_method": d1,
+                                             "in_scope_accuracy": metrics(te_in[1], [single.labels[i] for i in single.scores(te_in[0])[0].argmax(1)])["test_accuracy"]}
         rows.append(("OOS (held-out intents)", {"test_accuracy": result["oos"]["in_scope_accuracy"], "test_macro_f1": float("nan")}))
 
     path = write_result(args.name, result)

@@ -131,3 +131,33 @@ def test_train_classifier_ensemble_and_intent_model(tmp_path, tiny_sentiment):
     assert res.confidence > 0 and len(res.top_k) == 3 and np.isfinite(res.score)
     probs, scores = model.scores(df.text.tolist()[:5])
     assert probs.shape == (5, 3) and np.isfinite(scores).all() and np.ptp(scores) > 0  # energy is informative
+
+
+def test_cli_finetune_ensemble_then_predict_and_eval(tmp_path, capsys, tiny_sentiment):
+    from verticore.cli import main
+
+    def run(argv):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        out = capsys.readouterr()
+        return exc.value.code, out.out, out.err
+
+    train = tmp_path / "train.csv"
+    tiny_sentiment.to_csv(train, index=False)
+    out = tmp_path / "ens"
+    common = ["finetune", "--train", str(train), "--dev", str(train), "--out", str(out), "--max-steps", "2",
+              "--batch-size", "8", "--max-length", "48", "--ensemble"]
+    code, stdout, err = run(common)
+    assert code in (0, None), err
+    assert (out / "ensemble.json").exists() and "ensemble written" in stdout
+    code, stdout, err = run(["predict", "--model", str(out), "--input", str(train), "--output", str(tmp_path / "p.csv")])
+    assert code in (0, None), err
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "p.csv")
+    assert (df[["p_negative", "p_neutral", "p_positive"]].sum(1) - 1).abs().max() < 1e-4
+    code, stdout, err = run(["eval", "--model", str(out), "--input", str(train)])
+    assert code in (0, None), err
+    assert 0.0 <= json.loads(stdout)["accuracy"] <= 1.0
+    code, stdout, err = run(common[:-1] + ["--ensemble", "--multi-label", "--out", str(tmp_path / "ml")])
+    assert code == 2 and "single-label" in err

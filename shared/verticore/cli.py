@@ -47,9 +47,12 @@ def finetune(
     patience: int = typer.Option(2),
     seed: int = typer.Option(42),
     device: str = typer.Option("auto"),
+    ensemble: bool = typer.Option(False, help="train an ensemble: random-head + LP-FT fine-tunes and a frozen-embedding "
+                                              "probe, probabilities averaged (single-label; ~3x the training time)"),
 ) -> None:
     """Fine-tune a text classifier and write a self-describing artifact directory."""
-    from .finetune import ClassifierTrainingConfig, train_classifier
+    from .errors import DataError
+    from .finetune import ClassifierTrainingConfig, default_ensemble_configs, train_classifier, train_classifier_ensemble
     from .io import read_table
 
     cols = [text_col, label_col]
@@ -60,6 +63,15 @@ def finetune(
                                    lora_learning_rate=lora_lr, max_length=max_length, multi_label=multi_label,
                                    max_steps=max_steps, eval_every=eval_every, grad_accum=grad_accum, patience=patience,
                                    seed=seed, device=device)
+    if ensemble:
+        if multi_label or te is not None:
+            raise DataError("--ensemble supports single-label training without --test; evaluate with `verticore eval`")
+        res = train_classifier_ensemble(tr[text_col].astype(str).tolist(), tr[label_col].astype(str).tolist(),
+                                        dv[text_col].astype(str).tolist(), dv[label_col].astype(str).tolist(), out,
+                                        configs=default_ensemble_configs(cfg))
+        typer.echo(json.dumps({k: v for k, v in res.metrics.items() if isinstance(v, (int, float))}, indent=2))
+        typer.echo(f"ensemble written to {res.artifact_dir}")
+        return
     res = train_classifier(tr[text_col].tolist(), _split_labels(tr[label_col], sep), dv[text_col].tolist(),
                            _split_labels(dv[label_col], sep), out, cfg,
                            test_texts=te[text_col].tolist() if te is not None else None,
@@ -71,7 +83,7 @@ def finetune(
 
 @app.command()
 def predict(
-    model: Path = typer.Option(..., help="classifier artifact directory"),
+    model: Path = typer.Option(..., help="classifier artifact or ensemble directory"),
     input: Path = typer.Option(..., "--input", help="CSV/JSONL with a text column"),
     output: Path = typer.Option(..., help="CSV to write: input rows + label + p_<label> columns"),
     text_col: str = typer.Option("text"),
@@ -80,10 +92,10 @@ def predict(
     device: str = typer.Option("auto"),
 ) -> None:
     """Classify every row of a file; writes the input rows plus ``label`` and ``p_<label>`` columns."""
-    from .inference import TextClassifier
+    from .inference import load_classifier
     from .io import atomic_write_text, read_table
 
-    clf = TextClassifier(str(model), device=device, batch_size=batch_size, backend=backend)
+    clf = load_classifier(model, device=device, batch_size=batch_size, backend=backend)
     df = read_table(input, [text_col])
     probs = clf.predict_proba(df[text_col].tolist(), show_progress=True)
     out = df.copy()
@@ -175,7 +187,7 @@ def index_search(
 
 @app.command("eval")
 def evaluate(
-    model: Path = typer.Option(..., help="classifier artifact directory"),
+    model: Path = typer.Option(..., help="classifier artifact or ensemble directory"),
     input: Path = typer.Option(..., "--input", help="labelled CSV/JSONL"),
     text_col: str = typer.Option("text"),
     label_col: str = typer.Option("label"),
@@ -183,10 +195,10 @@ def evaluate(
 ) -> None:
     """Accuracy, macro/weighted F1, per-class report and confusion matrix on a labelled file."""
     from .evaluation import classification_metrics
-    from .inference import TextClassifier
+    from .inference import load_classifier
     from .io import atomic_write_json, read_table
 
-    clf = TextClassifier(str(model))
+    clf = load_classifier(model)
     df = read_table(input, [text_col, label_col])
     y_true = df[label_col].astype(str).str.strip().tolist()
     for lab in sorted(set(y_true)):

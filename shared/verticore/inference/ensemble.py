@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..artifact import LabelSpace
 from ..errors import ArtifactError, DataError
 from ..io import atomic_write_bytes, atomic_write_json, clean_texts, read_json
 from .classifier import Prediction, TextClassifier, _softmax
@@ -123,11 +124,11 @@ class EmbeddingProbe:
         return cls(out, embedder=emb)
 
 
-def _load_member(path: Path, kind: str, device: str, max_length: int) -> Any:
+def _load_member(path: Path, kind: str, device: str, max_length: int, classifier_kwargs: dict[str, Any]) -> Any:
     if kind == "embedding_probe":
         return EmbeddingProbe(path, device=device)
     if kind == "classifier":
-        return TextClassifier(str(path), device=device, max_length=max_length)
+        return TextClassifier(str(path), device=device, max_length=max_length, **classifier_kwargs)
     raise ArtifactError(f"unknown ensemble member kind {kind!r} (classifier or embedding_probe)")
 
 
@@ -139,7 +140,7 @@ class ClassifierEnsemble:
     meaningful free energy).
     """
 
-    def __init__(self, path: str | Path, device: str = "auto", max_length: int = 256) -> None:
+    def __init__(self, path: str | Path, device: str = "auto", max_length: int = 256, **classifier_kwargs: Any) -> None:
         self.path = Path(path)
         f = self.path / ENSEMBLE_FILE
         if not f.exists():
@@ -158,7 +159,8 @@ class ClassifierEnsemble:
             rel = Path(str(spec.get("path", "")))
             if rel.is_absolute() or ".." in rel.parts:
                 raise ArtifactError(f"ensemble member paths must stay inside {self.path}: {rel}")
-            self.members.append(_load_member(self.path / rel, str(spec.get("kind", "classifier")), device, max_length))
+            self.members.append(_load_member(self.path / rel, str(spec.get("kind", "classifier")), device, max_length,
+                                             classifier_kwargs))
             self.weights.append(float(spec.get("weight", 1.0)))
         if min(self.weights) < 0 or sum(self.weights) <= 0:
             raise ArtifactError(f"{f}: member weights must be >= 0 and not all 0")
@@ -171,6 +173,7 @@ class ClassifierEnsemble:
             self._columns.append(np.array([pos[lab] for lab in self._labels]))
         self.temperature = 1.0  # members are calibrated individually
         self.multi_label = False
+        self.label_space = LabelSpace(self._labels, False)
 
     @property
     def labels(self) -> list[str]:
@@ -228,9 +231,13 @@ class ClassifierEnsemble:
         return f"ClassifierEnsemble(path={str(self.path)!r}, members={len(self.members)}, labels={len(self._labels)})"
 
 
-def load_classifier(path: str | Path, device: str = "auto", max_length: int = 256) -> TextClassifier | ClassifierEnsemble:
-    """Open a classifier artifact or an ensemble directory (``ensemble.json``)."""
+def load_classifier(path: str | Path, device: str = "auto", max_length: int = 256,
+                    **classifier_kwargs: Any) -> TextClassifier | ClassifierEnsemble:
+    """Open a classifier artifact or an ensemble directory (``ensemble.json``).
+
+    ``classifier_kwargs`` (``backend``, ``batch_size``, ...) go to every :class:`TextClassifier`.
+    """
     p = Path(path)
     if (p / ENSEMBLE_FILE).exists():
-        return ClassifierEnsemble(p, device=device, max_length=max_length)
-    return TextClassifier(str(path), device=device, max_length=max_length)
+        return ClassifierEnsemble(p, device=device, max_length=max_length, **classifier_kwargs)
+    return TextClassifier(str(path), device=device, max_length=max_length, **classifier_kwargs)
