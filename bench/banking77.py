@@ -106,7 +106,7 @@ def ensemble_configs(args, max_steps):
     from verticore.finetune import ClassifierTrainingConfig
 
     base = ClassifierTrainingConfig(base="default", method="full", epochs=args.epochs, batch_size=32, learning_rate=args.lr,
-                                    max_length=64, class_weights=None, patience=2, max_steps=max_steps, seed=42)
+                                    max_length=64, class_weights=None, patience=2, max_steps=max_steps, seed=args.seed)
     return [replace(base, head_init="random"), replace(base, head_init="linear_probe", epochs=args.lpft_epochs)]
 
 
@@ -138,6 +138,7 @@ def main(argv=None) -> int:
     ap.add_argument("--oos-holdout", type=float, default=0.25, help="share of intents held out as out of scope")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: baseline,full,fewshot,oos")
     ap.add_argument("--work", default=None, help="directory for model artifacts (default: a temp dir)")
+    ap.add_argument("--seed", type=int, default=42, help="seed of the ensemble's fine-tunes (seed variance runs)")
     ap.add_argument("--name", default="banking77")
     args = ap.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -192,7 +193,8 @@ def main(argv=None) -> int:
         result["full"] = {**metrics(test[1], pred), "model": "ensemble (mean of calibrated probabilities): "
                           "fine-tune (random head) + fine-tune (LP-FT) + frozen-embedding probe",
                           "dev_accuracy": round(res.metrics.get("dev_accuracy", float("nan")), 4), "members": members,
-                          "learning_rate": args.lr, "max_steps": max_steps, "pooling": "mean", "seconds": round(secs, 1)}
+                          "learning_rate": args.lr, "max_steps": max_steps, "pooling": "mean", "seed": args.seed,
+                          "seconds": round(secs, 1)}
         for name, m in members.items():
             rows.append((f"  member {name}", m))
         rows.append(("fine-tuned ensemble (all rows)", result["full"]))
