@@ -161,3 +161,17 @@ def test_cli_finetune_ensemble_then_predict_and_eval(tmp_path, capsys, tiny_sent
     assert 0.0 <= json.loads(stdout)["accuracy"] <= 1.0
     code, stdout, err = run(common[:-1] + ["--ensemble", "--multi-label", "--out", str(tmp_path / "ml")])
     assert code == 2 and "single-label" in err
+
+
+def test_server_classifies_with_an_ensemble(tmp_path, tiny_classifier, probe):
+    from fastapi.testclient import TestClient
+
+    from verticore.server import create_app
+
+    d = _ensemble_dir(tmp_path, tiny_classifier, probe)
+    client = TestClient(create_app(classifier=str(d), embedder=None, device="cpu"))
+    r = client.post("/classify", json={"texts": ["Profits rose sharply.", "The company warned of losses."], "top_k": 2})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert len(preds) == 2 and preds[0]["aggregation"] == "ensemble_mean_of_probabilities"
+    assert abs(sum(preds[0]["probabilities"].values()) - 1.0) < 1e-4

@@ -47,9 +47,9 @@ def create_app(classifier: str | None = None, embedder: str | None = "default", 
             raise HTTPException(404, "no classifier is configured on this server (start it with --model DIR)")
         with lock:
             if state["classifier"] is None:
-                from .inference import TextClassifier
+                from .inference import load_classifier
 
-                clf = TextClassifier(classifier, device=device, backend=backend)
+                clf = load_classifier(classifier, device=device, backend=backend)  # an artifact or an ensemble
                 clf.warm_up()
                 state["classifier"] = clf
         return state["classifier"]

@@ -37,10 +37,10 @@ def _stamp(path: str) -> float:
 
 @st.cache_resource(show_spinner="Loading classifier…", max_entries=4)
 def load_classifier(path: str, stamp: float):
-    """A warmed-up :class:`~verticore.inference.TextClassifier` (cached per path and mtime)."""
-    from verticore.inference import TextClassifier
+    """A warmed-up classifier artifact or ensemble (cached per path and mtime)."""
+    from verticore.inference import load_classifier as open_classifier
 
-    clf = TextClassifier(path, device="auto")
+    clf = open_classifier(path, device="auto")
     clf.warm_up()
     return clf
 
@@ -184,7 +184,8 @@ def _classify_section(base: Path, classifiers: list[Path]) -> None:
                 clf = load_classifier(model, _stamp(model))
                 return {"model": model, "text": text, "prediction": clf.predict(text, top_k=len(clf.labels)).to_dict(),
                         "device": getattr(clf, "resolved_device", "?"), "temperature": float(clf.temperature),
-                        "calibrated": (Path(model) / "calibration.json").is_file()}
+                        # an ensemble averages members that are each calibrated
+                        "calibrated": any((Path(model) / f).is_file() for f in ("calibration.json", "ensemble.json"))}
 
             result = run_guarded("Classification", _predict)
             st.session_state["core_clf_result"] = result
