@@ -85,14 +85,22 @@ def metrics(y_true, y_pred) -> dict:
     return {"test_accuracy": round(float(m["accuracy"]), 4), "test_macro_f1": round(float(m["macro_f1"]), 4)}
 
 
+def base_config(epochs: int, lr: float, max_steps: int | None, batch_size: int = 32, seed: int = 42,
+                head_init: str = "random"):
+    """The bench's fine-tuning recipe (default model, short texts, no class weights)."""
+    from verticore.finetune import ClassifierTrainingConfig
+
+    return ClassifierTrainingConfig(base="default", method="full", epochs=epochs, batch_size=batch_size, learning_rate=lr,
+                                    max_length=64, class_weights=None, patience=2, max_steps=max_steps, seed=seed,
+                                    head_init=head_init)
+
+
 def finetune(train, dev, test, out_dir: Path, epochs: int, lr: float, max_steps: int | None, batch_size: int = 32,
              head_init: str = "random"):
     from verticore import TextClassifier
-    from verticore.finetune import ClassifierTrainingConfig, train_classifier
+    from verticore.finetune import train_classifier
 
-    cfg = ClassifierTrainingConfig(base="default", method="full", epochs=epochs, batch_size=batch_size, learning_rate=lr,
-                                   max_length=64, class_weights=None, patience=2, max_steps=max_steps, seed=42,
-                                   head_init=head_init)
+    cfg = base_config(epochs, lr, max_steps, batch_size=batch_size, head_init=head_init)
     t0 = time.time()
     res = train_classifier(train[0], train[1], dev[0], dev[1], out_dir, config=cfg, show_progress=True)
     clf = TextClassifier(str(res.artifact_dir), device="auto", max_length=64)
@@ -103,10 +111,7 @@ def finetune(train, dev, test, out_dir: Path, epochs: int, lr: float, max_steps:
 def ensemble_configs(args, max_steps):
     from dataclasses import replace
 
-    from verticore.finetune import ClassifierTrainingConfig
-
-    base = ClassifierTrainingConfig(base="default", method="full", epochs=args.epochs, batch_size=32, learning_rate=args.lr,
-                                    max_length=64, class_weights=None, patience=2, max_steps=max_steps, seed=args.seed)
+    base = base_config(args.epochs, args.lr, max_steps, seed=args.seed)
     return [replace(base, head_init="random"), replace(base, head_init="linear_probe", epochs=args.lpft_epochs)]
 
 

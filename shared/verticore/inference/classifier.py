@@ -45,6 +45,18 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def prediction_from_probabilities(space: LabelSpace, p: np.ndarray, top_k: int, chunks: int = 1,
+                                  aggregation: str = "none") -> Prediction:
+    """One :class:`Prediction` from a row of probabilities over ``space.labels``."""
+    labels = space.labels
+    order = np.argsort(-p)
+    best = int(order[0])
+    top = [(labels[int(i)], float(p[int(i)])) for i in order[: max(1, top_k)]]
+    chosen = [labels[i] for i in range(len(p)) if p[i] >= space.threshold] if space.multi_label else [labels[best]]
+    return Prediction(label=labels[best], score=float(p[best]), probabilities={l: float(v) for l, v in zip(labels, p)},
+                      top_k=top, labels=chosen, chunks=chunks, aggregation=aggregation)
+
+
 class TextClassifier:
     """Load a fine-tuned classifier artifact (or any HF sequence-classification checkpoint).
 
@@ -155,13 +167,8 @@ class TextClassifier:
         return preds[0] if single else preds
 
     def _to_prediction(self, p: np.ndarray, chunks: int, top_k: int) -> Prediction:
-        order = np.argsort(-p)
-        best = int(order[0])
-        top = [(self.labels[int(i)], float(p[int(i)])) for i in order[: max(1, top_k)]]
-        chosen = [self.labels[i] for i in range(len(p)) if p[i] >= self.label_space.threshold] if self.multi_label else [self.labels[best]]
-        return Prediction(label=self.labels[best], score=float(p[best]),
-                          probabilities={l: float(v) for l, v in zip(self.labels, p)}, top_k=top,
-                          labels=chosen, chunks=chunks, aggregation="mean_of_chunk_probabilities" if chunks > 1 else "none")
+        return prediction_from_probabilities(self.label_space, p, top_k, chunks,
+                                             "mean_of_chunk_probabilities" if chunks > 1 else "none")
 
     def __repr__(self) -> str:
         return f"TextClassifier(model={self.model!r}, labels={self.labels})"

@@ -3,7 +3,8 @@
 Why: on BANKING77 one fine-tuned all-MiniLM-L6-v2 reaches 0.930 test accuracy and a logistic
 regression on its frozen sentence embeddings 0.927, but their errors differ; the average of
 their calibrated probabilities is more accurate than any member (bench/banking77.py). The
-probe is nearly free in a retrieval app, whose query embedding is computed anyway.
+probe costs one embedding pass (or none: :meth:`EmbeddingProbe.logits` takes precomputed
+embeddings of the same embedder).
 
 Layout of an ensemble directory::
 
@@ -24,7 +25,7 @@ import numpy as np
 from ..artifact import LabelSpace
 from ..errors import ArtifactError, DataError
 from ..io import atomic_write_bytes, atomic_write_json, clean_texts, read_json
-from .classifier import Prediction, TextClassifier, _softmax
+from .classifier import Prediction, TextClassifier, _softmax, prediction_from_probabilities
 
 ENSEMBLE_FILE = "ensemble.json"
 PROBE_CONFIG = "probe.json"
@@ -208,13 +209,8 @@ class ClassifierEnsemble:
         batch = [texts] if single else list(texts)
         if not batch:
             return []
-        probs = self.predict_proba(batch)
-        preds = []
-        for p in probs:
-            order = np.argsort(-p)
-            top = [(self._labels[int(i)], float(p[int(i)])) for i in order[: max(1, top_k)]]
-            preds.append(Prediction(label=top[0][0], score=top[0][1], probabilities={l: float(v) for l, v in zip(self._labels, p)},
-                                    top_k=top, labels=[top[0][0]], aggregation="ensemble_mean_of_probabilities"))
+        preds = [prediction_from_probabilities(self.label_space, p, top_k, aggregation="ensemble_mean_of_probabilities")
+                 for p in self.predict_proba(batch)]
         return preds[0] if single else preds
 
     @staticmethod
