@@ -175,3 +175,15 @@ def test_server_classifies_with_an_ensemble(tmp_path, tiny_classifier, probe):
     preds = r.json()["predictions"]
     assert len(preds) == 2 and preds[0]["aggregation"] == "ensemble_mean_of_probabilities"
     assert abs(sum(preds[0]["probabilities"].values()) - 1.0) < 1e-4
+
+
+def test_missing_member_and_mismatched_probe_data_fail_clearly(tmp_path, tiny_classifier, probe, default_embedder):
+    d = _ensemble_dir(tmp_path, tiny_classifier, probe)
+    before = (d / "ensemble.json").read_text()
+    shutil.rmtree(d / "member0")
+    with pytest.raises(ArtifactError, match="member0 listed in .*ensemble.json is missing"):
+        load_classifier(d)
+    assert (d / "ensemble.json").read_text() == before  # loading never rewrites the ensemble
+    with pytest.raises(DataError, match="3 texts but 2 labels"):
+        EmbeddingProbe.fit(["a", "b", "c"], ["x", "y"], tmp_path / "p", embedder=default_embedder)
+    assert not (tmp_path / "p").exists()  # nothing half-written

@@ -160,6 +160,8 @@ class ClassifierEnsemble:
             rel = Path(str(spec.get("path", "")))
             if rel.is_absolute() or ".." in rel.parts:
                 raise ArtifactError(f"ensemble member paths must stay inside {self.path}: {rel}")
+            if not (self.path / rel).is_dir():
+                raise ArtifactError(f"ensemble member {rel} listed in {f} is missing (not found in {self.path})")
             self.members.append(_load_member(self.path / rel, str(spec.get("kind", "classifier")), device, max_length,
                                              classifier_kwargs))
             self.weights.append(float(spec.get("weight", 1.0)))
