@@ -71,7 +71,8 @@ def main(argv=None) -> int:
         faq = work / "bitext_kb.csv"
         kb_df[["question", "answer", "intent", "category"]].to_csv(faq, index=False)
         kb.ingest(faq, show_progress=True)
-    intents = IntentModel(args.intents, device=args.device) if args.intents else None
+    # the KB embedder is shared with an ensemble's probe, so the bot embeds each query once
+    intents = IntentModel(args.intents, device=args.device, embedder=kb.embedder) if args.intents else None
     bot = Bot(kb, intents, config=BotConfig(), store=BotStore(work / "bot.sqlite"))
     bot.warm_up()
     queries = q_df["question"].astype(str).tolist()

@@ -187,3 +187,42 @@ def test_missing_member_and_mismatched_probe_data_fail_clearly(tmp_path, tiny_cl
     with pytest.raises(DataError, match="3 texts but 2 labels"):
         EmbeddingProbe.fit(["a", "b", "c"], ["x", "y"], tmp_path / "p", embedder=default_embedder)
     assert not (tmp_path / "p").exists()  # nothing half-written
+
+
+def test_bot_embeds_each_query_once_when_the_probe_shares_the_kb_embedder(tmp_path, tiny_classifier, probe,
+                                                                          default_embedder, tiny_sentiment, monkeypatch):
+    from customer_service.bot import Bot, BotConfig
+    from customer_service.intents import IntentModel
+    from customer_service.kb import KnowledgeBase
+    from customer_service.store import BotStore
+    from verticore import Embedder
+
+    texts = tiny_sentiment.text.tolist()[:8]
+    d = _ensemble_dir(tmp_path, tiny_classifier, probe)
+    shared = load_classifier(d, device="cpu", embedder=default_embedder)
+    assert shared.embedder is default_embedder  # same weights: the probe uses the caller's instance
+    p_texts, z_texts = shared.predict_proba_and_logits(texts)
+    p_vecs, z_vecs = shared.predict_proba_and_logits(texts, embeddings=default_embedder.encode(texts))
+    assert np.allclose(p_texts, p_vecs, atol=1e-6) and np.allclose(z_texts, z_vecs, atol=1e-5)
+    with pytest.raises(DataError, match="8 texts but 2 embeddings"):
+        shared.predict_proba_and_logits(texts, embeddings=default_embedder.encode(texts[:2]))
+
+    class OtherWeights:  # an embedder with other weights is never shared
+        fingerprint = "0" * 16
+
+    assert load_classifier(d, device="cpu", embedder=OtherWeights()).embedder is not None
+    assert not isinstance(load_classifier(d, device="cpu", embedder=OtherWeights()).embedder, OtherWeights)
+
+    doc = tmp_path / "help.md"
+    doc.write_text("# Refunds\n\nRefunds are paid back to the original card within five working days.\n", encoding="utf-8")
+    kb = KnowledgeBase(tmp_path / "kb", embedder=default_embedder)
+    kb.ingest(doc)
+    calls = []
+    real_encode = Embedder.encode
+    monkeypatch.setattr(Embedder, "encode", lambda self, *a, **k: calls.append(1) or real_encode(self, *a, **k))
+    for intents, expected in [(IntentModel(d, device="cpu", embedder=kb.embedder), 1), (IntentModel(d, device="cpu"), 2)]:
+        bot = Bot(kb, intents, config=BotConfig(confident_intent=1.01), store=BotStore(tmp_path / f"bot{expected}.sqlite"))
+        calls.clear()
+        reply = bot.ask("How long do refunds take to reach my card?")
+        assert reply.intent in intents.labels and reply.citations, reply
+        assert len(calls) == expected  # shared: one encode serves the intent probe and the dense search

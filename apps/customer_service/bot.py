@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from verticore.errors import DataError, VerticoreError
 from verticore.io import atomic_write_json, read_json
 
@@ -135,7 +137,7 @@ class Bot:
             data["llm"] = llm
         config = BotConfig.from_dict(data)
         kb = KnowledgeBase(directory, embedder=embedder)
-        intent_model = IntentModel(_rel(directory, config.intents)) if config.intents else None
+        intent_model = IntentModel(_rel(directory, config.intents), embedder=kb.embedder) if config.intents else None
         template_set = TemplateSet.load(_rel(directory, config.templates)) if config.templates else TemplateSet()
         return cls(kb, intent_model, template_set, _answer.make_chat_model(config.llm), config)
 
@@ -190,7 +192,15 @@ class Bot:
             state.pop("pending", None)
 
         query = rewrite_query(text, history)
-        intent: IntentResult | None = self.intents.classify(query) if self.intents else None
+        # an intent ensemble whose probe shares the KB's embedder: embed the query once for both
+        qv = None
+        intent: IntentResult | None = None
+        if self.intents is not None:
+            if getattr(self.intents, "query_embedder", None) is self.kb.embedder:
+                qv = self.kb.embedder.encode([query])[0]
+                intent = self.intents.classify(query, embedding=qv)
+            else:
+                intent = self.intents.classify(query)
         if intent and not intent.out_of_scope and intent.confidence >= self.config.confident_intent:
             tpl = self.templates.get(intent.intent)
             if tpl is not None:
@@ -198,7 +208,7 @@ class Bot:
                 return self._template_reply(sid, text, tpl, values, state, t0, intent.confidence, history,
                                             rewritten=query if query != text else None, intent=intent)
 
-        passages = self._retrieve(query, filters)
+        passages = self._retrieve(query, filters, qv)
         evidence = max((p.dense_score for p in passages if p.dense_score is not None), default=None)
         if evidence is None and passages:  # BM25-only mode: any lexical hit counts
             evidence = 1.0
@@ -231,8 +241,10 @@ class Bot:
         return self._finish(base, text, state, t0, failed=False)
 
     # -- helpers ------------------------------------------------------------------------
-    def _retrieve(self, query: str, filters: dict[str, Any] | None) -> list[RetrievedChunk]:
-        passages = self.kb.search(query, k=self.config.top_k, mode=self.config.retrieval_mode, filters=filters)
+    def _retrieve(self, query: str, filters: dict[str, Any] | None,
+                  query_vector: np.ndarray | None = None) -> list[RetrievedChunk]:
+        passages = self.kb.search(query, k=self.config.top_k, mode=self.config.retrieval_mode, filters=filters,
+                                  query_vector=query_vector)
         # guardrail on retrieved text: a passage that carries instructions is never used
         return [p for p in passages if not detect_injection(p.text)]
 

@@ -86,14 +86,16 @@ class IntentModel:
     with its OOS threshold.
 
     ``IntentModel(artifact_dir)`` reads ``oos.json`` if present (otherwise nothing is
-    rejected as out of scope).
+    rejected as out of scope). ``embedder``: the knowledge base's embedder, which an ensemble's
+    embedding probe shares when the weights match, so the bot embeds each query once
+    (see :attr:`query_embedder`).
     """
 
-    def __init__(self, artifact_dir: str | Path, device: str = "auto") -> None:
+    def __init__(self, artifact_dir: str | Path, device: str = "auto", embedder: Any = None) -> None:
         from verticore import load_classifier
 
         self.artifact_dir = Path(artifact_dir)
-        self.classifier = load_classifier(self.artifact_dir, device=device, max_length=128)
+        self.classifier = load_classifier(self.artifact_dir, device=device, max_length=128, embedder=embedder)
         f = self.artifact_dir / OOS_FILE
         cfg = read_json(f, "out-of-scope config") if f.exists() else {}
         self.method: str = str(cfg.get("method", "max_prob"))
@@ -104,18 +106,30 @@ class IntentModel:
     def labels(self) -> list[str]:
         return self.classifier.labels
 
+    @property
+    def query_embedder(self) -> Any:
+        """The embedder whose vectors :meth:`scores` accepts as ``embeddings`` (None if none)."""
+        return getattr(self.classifier, "embedder", None)
+
     def warm_up(self) -> None:
         self.classifier.warm_up()
 
-    def scores(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities (n, L), OOS scores (n,)) for ``texts``."""
-        probs, logits = self.classifier.predict_proba_and_logits(list(texts))
+    def scores(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, L), OOS scores (n,)) for ``texts``.
+
+        ``embeddings``: vectors of ``texts`` from :attr:`query_embedder`, reused instead of a second encode.
+        """
+        if embeddings is None:
+            probs, logits = self.classifier.predict_proba_and_logits(list(texts))
+        else:
+            probs, logits = self.classifier.predict_proba_and_logits(list(texts), embeddings=embeddings)
         if self.method == "max_prob":
             return probs, probs.max(axis=1).astype(np.float64)
         return probs, oos_scores(logits, self.classifier.temperature, self.method)
 
-    def classify_many(self, texts: Sequence[str], top_k: int = 3) -> list[IntentResult]:
-        probs, scores = self.scores(texts)
+    def classify_many(self, texts: Sequence[str], top_k: int = 3,
+                      embeddings: np.ndarray | None = None) -> list[IntentResult]:
+        probs, scores = self.scores(texts, embeddings)
         labels = self.labels
         out = []
         for p, s in zip(probs, scores):
@@ -125,9 +139,9 @@ class IntentModel:
             out.append(IntentResult(None if oos else top[0][0], top[0][1], top, oos, float(s)))
         return out
 
-    def classify(self, text: str, top_k: int = 3) -> IntentResult:
+    def classify(self, text: str, top_k: int = 3, embedding: np.ndarray | None = None) -> IntentResult:
         """Classify one message (``intent`` is None when out of scope)."""
-        return self.classify_many([text], top_k=top_k)[0]
+        return self.classify_many([text], top_k=top_k, embeddings=None if embedding is None else embedding[None, :])[0]
 
     def calibrate(self, dev_texts: Sequence[str], oos_dev_texts: Sequence[str] | None = None, method: str = "max_prob",
                   target_false_reject: float = 0.05) -> dict[str, Any]:

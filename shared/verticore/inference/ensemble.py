@@ -3,8 +3,9 @@
 Why: on BANKING77 one fine-tuned all-MiniLM-L6-v2 reaches 0.930 test accuracy and a logistic
 regression on its frozen sentence embeddings 0.927, but their errors differ; the average of
 their calibrated probabilities is more accurate than any member (bench/banking77.py). The
-probe costs one embedding pass (or none: :meth:`EmbeddingProbe.logits` takes precomputed
-embeddings of the same embedder).
+probe costs one embedding pass, or none: open the ensemble with ``embedder=`` (the instance a
+search index already uses; shared only when its weights match the probe's) and pass that
+embedder's vectors as ``embeddings=`` to :meth:`ClassifierEnsemble.predict_proba_and_logits`.
 
 Layout of an ensemble directory::
 
@@ -125,9 +126,21 @@ class EmbeddingProbe:
         return cls(out, embedder=emb)
 
 
-def _load_member(path: Path, kind: str, device: str, max_length: int, classifier_kwargs: dict[str, Any]) -> Any:
+def _probe_fingerprint(path: Path) -> str | None:
+    try:
+        return read_json(path / PROBE_CONFIG, "embedding probe config").get("embedder_fingerprint")
+    except DataError:
+        return None  # EmbeddingProbe reports the broken file itself
+
+
+def _load_member(path: Path, kind: str, device: str, max_length: int, classifier_kwargs: dict[str, Any],
+                 embedder: Any = None) -> Any:
     if kind == "embedding_probe":
-        return EmbeddingProbe(path, device=device)
+        # share the caller's embedder (one model in memory, one encode per query) only when its
+        # weights are the ones the probe was fitted on; otherwise the probe loads its own
+        fp = _probe_fingerprint(path)
+        shared = embedder if embedder is not None and fp and getattr(embedder, "fingerprint", None) == fp else None
+        return EmbeddingProbe(path, embedder=shared, device=device)
     if kind == "classifier":
         return TextClassifier(str(path), device=device, max_length=max_length, **classifier_kwargs)
     raise ArtifactError(f"unknown ensemble member kind {kind!r} (classifier or embedding_probe)")
@@ -139,9 +152,14 @@ class ClassifierEnsemble:
     ``predict_proba_and_logits`` also returns the weighted mean of the members' temperature-scaled
     logits, which energy-based out-of-scope scores need (an average of probabilities has no
     meaningful free energy).
+
+    ``embedder``: an :class:`~verticore.Embedder` that probe members may share (see the module
+    docstring); :attr:`embedder` is then that instance, and its vectors can be passed to
+    :meth:`predict_proba_and_logits` instead of encoding the texts again.
     """
 
-    def __init__(self, path: str | Path, device: str = "auto", max_length: int = 256, **classifier_kwargs: Any) -> None:
+    def __init__(self, path: str | Path, device: str = "auto", max_length: int = 256, embedder: Any = None,
+                 **classifier_kwargs: Any) -> None:
         self.path = Path(path)
         f = self.path / ENSEMBLE_FILE
         if not f.exists():
@@ -163,7 +181,7 @@ class ClassifierEnsemble:
             if not (self.path / rel).is_dir():
                 raise ArtifactError(f"ensemble member {rel} listed in {f} is missing (not found in {self.path})")
             self.members.append(_load_member(self.path / rel, str(spec.get("kind", "classifier")), device, max_length,
-                                             classifier_kwargs))
+                                             classifier_kwargs, embedder))
             self.weights.append(float(spec.get("weight", 1.0)))
         if min(self.weights) < 0 or sum(self.weights) <= 0:
             raise ArtifactError(f"{f}: member weights must be >= 0 and not all 0")
@@ -182,6 +200,15 @@ class ClassifierEnsemble:
     def labels(self) -> list[str]:
         return self._labels
 
+    @property
+    def embedder(self) -> Any:
+        """The embedder all probe members use, if they share one (else None): vectors from it
+        may be passed as ``embeddings=``."""
+        probes = [m for m in self.members if isinstance(m, EmbeddingProbe)]
+        if probes and all(p.embedder is probes[0].embedder for p in probes):
+            return probes[0].embedder
+        return None
+
     def warm_up(self) -> None:
         for m in self.members:
             m.warm_up()
@@ -190,14 +217,26 @@ class ClassifierEnsemble:
         """Each member's calibrated probabilities, columns in the ensemble's label order."""
         return [m.predict_proba_and_logits(texts)[0][:, cols] for m, cols in zip(self.members, self._columns)]
 
-    def predict_proba_and_logits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(weighted mean of member probabilities, weighted mean of member scaled logits)."""
+    def predict_proba_and_logits(self, texts: Sequence[str],
+                                 embeddings: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(weighted mean of member probabilities, weighted mean of member scaled logits).
+
+        ``embeddings``: vectors of ``texts`` from :attr:`embedder`, reused by the probe members.
+        """
         texts = clean_texts(list(texts))
+        if embeddings is not None:
+            if self.embedder is None:
+                raise DataError("this ensemble was not opened with a shared embedder; pass texts only")
+            if len(embeddings) != len(texts):
+                raise DataError(f"{len(texts)} texts but {len(embeddings)} embeddings")
         total = sum(self.weights)
         probs = np.zeros((len(texts), len(self._labels)), dtype=np.float64)
         logits = np.zeros_like(probs)
         for m, cols, w in zip(self.members, self._columns, self.weights):
-            p, z = m.predict_proba_and_logits(texts)
+            if embeddings is not None and isinstance(m, EmbeddingProbe):
+                p, z = m.predict_proba_and_logits(texts, embeddings=embeddings)
+            else:
+                p, z = m.predict_proba_and_logits(texts)
             probs += (w / total) * p[:, cols]
             logits += (w / total) * (z[:, cols] / m.temperature)
         return probs.astype(np.float32), logits.astype(np.float32)
@@ -229,13 +268,14 @@ class ClassifierEnsemble:
         return f"ClassifierEnsemble(path={str(self.path)!r}, members={len(self.members)}, labels={len(self._labels)})"
 
 
-def load_classifier(path: str | Path, device: str = "auto", max_length: int = 256,
+def load_classifier(path: str | Path, device: str = "auto", max_length: int = 256, embedder: Any = None,
                     **classifier_kwargs: Any) -> TextClassifier | ClassifierEnsemble:
     """Open a classifier artifact or an ensemble directory (``ensemble.json``).
 
-    ``classifier_kwargs`` (``backend``, ``batch_size``, ...) go to every :class:`TextClassifier`.
+    ``classifier_kwargs`` (``backend``, ``batch_size``, ...) go to every :class:`TextClassifier`;
+    ``embedder`` may be shared by an ensemble's probe members (ignored by a single classifier).
     """
     p = Path(path)
     if (p / ENSEMBLE_FILE).exists():
-        return ClassifierEnsemble(p, device=device, max_length=max_length, **classifier_kwargs)
+        return ClassifierEnsemble(p, device=device, max_length=max_length, embedder=embedder, **classifier_kwargs)
     return TextClassifier(str(path), device=device, max_length=max_length, **classifier_kwargs)
