@@ -3,9 +3,10 @@
 Reports, on the official BANKING77 test set (3,080 texts, 77 intents):
   * full      -- the app's intent model trained with the core on all training rows: by default the core's
                  classifier ensemble (all from the default model all-MiniLM-L6-v2): a fine-tune with a
-                 random head (6 epochs), an LP-FT fine-tune (8 epochs, early-stopped on dev) and a
-                 logistic-regression probe on the frozen embeddings, probabilities averaged with equal
-                 weights. Each member's own test figures are recorded under full.members
+                 random head (6 epochs), an LP-FT fine-tune (8 epochs, early-stopped on dev), a
+                 logistic-regression probe on the frozen embeddings and a TF-IDF n-gram LR probe,
+                 probabilities averaged with equal weights. Each member's own test figures are under
+                 full.members, the ensemble without the TF-IDF probe under full.without_tfidf_probe
                  (--no-ensemble: the single random-head fine-tune);
   * baseline  -- frozen default embeddings + logistic regression;
   * fewshot   -- single-model fine-tuning on 5 and 10 examples per intent ("all" = the single
@@ -108,6 +109,10 @@ def finetune(train, dev, test, out_dir: Path, epochs: int, lr: float, max_steps:
     return res, clf, pred, time.time() - t0
 
 
+MEMBER_KIND_NAMES = {"probe": "embedding_probe (frozen default embeddings + LR, C=10)",
+                     "tfidf": "tfidf_probe (word 1-2-gram + char 2-5-gram TF-IDF + LR, C=10)"}
+
+
 def ensemble_configs(args, max_steps):
     from dataclasses import replace
 
@@ -191,12 +196,15 @@ def main(argv=None) -> int:
         for (name, info), p in zip(res.metrics["members"].items(), member_probs):
             cfg = info.get("config") or {}
             members[name] = {**metrics(test[1], [ens.labels[i] for i in p.argmax(1)]),
-                             "kind": "embedding_probe (frozen default embeddings + LR, C=10)" if name == "probe" else "fine-tune",
+                             "kind": MEMBER_KIND_NAMES.get(name, "fine-tune"),
                              **({"head_init": cfg.get("head_init"), "epochs": cfg.get("epochs"), "best_step": info.get("best_step"),
                                  "train_seconds": info.get("train_seconds")} if cfg else {}),
                              "dev_accuracy": round(float(info.get("dev_accuracy", float("nan"))), 4)}
+        neural = [p for name, p in zip(res.metrics["members"], member_probs) if name != "tfidf"]
+        without_tfidf = metrics(test[1], [ens.labels[i] for i in np.mean(neural, axis=0).argmax(1)])
         result["full"] = {**metrics(test[1], pred), "model": "ensemble (mean of calibrated probabilities): "
-                          "fine-tune (random head) + fine-tune (LP-FT) + frozen-embedding probe",
+                          "fine-tune (random head) + fine-tune (LP-FT) + frozen-embedding probe + TF-IDF n-gram probe",
+                          "without_tfidf_probe": without_tfidf,
                           "dev_accuracy": round(res.metrics.get("dev_accuracy", float("nan")), 4), "members": members,
                           "learning_rate": args.lr, "max_steps": max_steps, "pooling": "mean", "seed": args.seed,
                           "seconds": round(secs, 1)}

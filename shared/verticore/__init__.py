@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     # Lazy imports keep `import verticore` light (no torch until needed).
-    if name in {"Embedder", "TextClassifier", "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "load_classifier"}:
+    if name in {"Embedder", "TextClassifier", "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "TfidfProbe", "load_classifier"}:
         from . import inference
 
         return getattr(inference, name)
@@ -34,4 +34,4 @@ def __getattr__(name: str):
 
 __all__ = ["ArtifactError", "DataError", "IndexMismatchError", "ModelResolutionError", "VerticoreError",
            "DEFAULT_MODEL", "resolve_model", "resolve_device", "resolve_dtype", "Embedder", "TextClassifier",
-           "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "load_classifier", "VectorIndex", "SearchHit", "__version__"]
+           "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "TfidfProbe", "load_classifier", "VectorIndex", "SearchHit", "__version__"]

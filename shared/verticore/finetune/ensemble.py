@@ -1,8 +1,10 @@
-"""Train a classifier ensemble: fine-tuned members (different configs/seeds) plus a frozen-embedding probe.
+"""Train a classifier ensemble: fine-tuned members (different configs/seeds), a frozen-embedding
+probe and a TF-IDF n-gram probe.
 
-Members differ in what makes their errors differ (head initialisation, seed); the probe reads
-the base model's frozen sentence embeddings, which fine-tuning has not moved. Each member is a
-normal artifact in its own subfolder, so any of them can also be used alone.
+Members differ in what makes their errors differ (head initialisation, seed); the embedding
+probe reads the base model's frozen sentence embeddings, which fine-tuning has not moved; the
+TF-IDF probe reads no encoder at all. Each member is a normal artifact in its own subfolder, so
+any of them can also be used alone.
 """
 from __future__ import annotations
 
@@ -35,19 +37,23 @@ def train_classifier_ensemble(
     configs: Sequence[ClassifierTrainingConfig] | None = None,
     embedding_probe: bool = True,
     probe_c: float = 10.0,
+    tfidf_probe: bool = True,
+    tfidf_c: float = 10.0,
     show_progress: bool = True,
 ) -> TrainResult:
     """Fine-tune one member per config into ``out_dir/member{i}``, fit a probe on the frozen
-    embeddings of the first config's base model into ``out_dir/probe``, and write ``ensemble.json``
-    (equal weights). Dev accuracy / macro-F1 of every member and of the ensemble go into its metrics.
+    embeddings of the first config's base model into ``out_dir/probe`` and a TF-IDF n-gram probe
+    into ``out_dir/tfidf``, and write ``ensemble.json`` (equal weights). Dev accuracy / macro-F1
+    of every member and of the ensemble go into its metrics.
     """
     from ..inference.ensemble import ClassifierEnsemble, EmbeddingProbe
+    from ..inference.lexical import TfidfProbe
 
     configs = list(configs) if configs is not None else default_ensemble_configs()
     if not configs:
         raise DataError("an ensemble needs at least one member config")
-    if len(configs) + int(embedding_probe) < 2:
-        raise DataError("an ensemble needs at least two members (two configs, or one config and the embedding probe)")
+    if len(configs) + int(embedding_probe) + int(tfidf_probe) < 2:
+        raise DataError("an ensemble needs at least two members (two configs, or one config and a probe)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -69,6 +75,9 @@ def train_classifier_ensemble(
         EmbeddingProbe.fit(train_texts, train_labels, out / "probe", embedder=configs[0].base, c=probe_c,
                            show_progress=show_progress)
         members.append(("probe", "embedding_probe", 1.0))
+    if tfidf_probe:
+        TfidfProbe.fit(train_texts, train_labels, out / "tfidf", c=tfidf_c)
+        members.append(("tfidf", "tfidf_probe", 1.0))
     ClassifierEnsemble.write(out, members, labels or sorted({str(y) for y in train_labels}))
     ens = ClassifierEnsemble(out, max_length=configs[0].max_length)
     if len(dev_texts):

@@ -2,5 +2,6 @@
 from .embedder import Embedder
 from .classifier import Prediction, TextClassifier
 from .ensemble import ClassifierEnsemble, EmbeddingProbe, load_classifier
+from .lexical import TfidfProbe
 
-__all__ = ["Embedder", "TextClassifier", "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "load_classifier"]
+__all__ = ["Embedder", "TextClassifier", "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "TfidfProbe", "load_classifier"]

@@ -158,7 +158,7 @@ class TorchInt8Backend(TorchBackend):
 #: Backend that ``auto`` uses on CPU when onnxruntime is importable. Chosen from
 #: bench/throughput.py: the fastest backend that keeps cosine >= 0.99 to fp32 embeddings and
 #: >= 99% argmax agreement on real sentences (2,000 PhraseBank sentences: onnx-int8 embeds at
-#: 1.55x SentenceTransformer.encode with cosine_min 0.9968, classifies at 2.9x the HF pipeline
+#: 1.62x SentenceTransformer.encode with cosine_min 0.9968, classifies at 3.12x the HF pipeline
 #: with 99.75% argmax agreement). The default backend stays ``torch`` (exact fp32).
 AUTO_CPU_BACKEND = "onnx-int8"
 

@@ -12,6 +12,7 @@ Layout of an ensemble directory::
     ensemble.json      {"kind": "classifier_ensemble", "labels": [...], "members": [{"path", "kind", "weight"}]}
     member0/ ...       a TextClassifier artifact (train_classifier output)
     probe/             an EmbeddingProbe: probe.json + probe.safetensors (no pickle)
+    tfidf/             a TfidfProbe: tfidf.json + tfidf.safetensors (no pickle)
 
 :func:`load_classifier` opens either a plain classifier artifact or an ensemble directory;
 both expose ``labels``, ``predict``, ``predict_proba`` and ``predict_proba_and_logits``.
@@ -19,7 +20,7 @@ both expose ``labels``, ``predict``, ``predict_proba`` and ``predict_proba_and_l
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -133,17 +134,45 @@ def _probe_fingerprint(path: Path) -> str | None:
         return None  # EmbeddingProbe reports the broken file itself
 
 
+def _load_embedding_probe(path: Path, device: str, max_length: int, classifier_kwargs: dict[str, Any],
+                          embedder: Any = None) -> "EmbeddingProbe":
+    # share the caller's embedder (one model in memory, one encode per query) only when its
+    # weights are the ones the probe was fitted on; otherwise the probe loads its own
+    fp = _probe_fingerprint(path)
+    shared = embedder if embedder is not None and fp and getattr(embedder, "fingerprint", None) == fp else None
+    return EmbeddingProbe(path, embedder=shared, device=device)
+
+
+def _load_fine_tuned(path: Path, device: str, max_length: int, classifier_kwargs: dict[str, Any],
+                     embedder: Any = None) -> TextClassifier:
+    return TextClassifier(str(path), device=device, max_length=max_length, **classifier_kwargs)
+
+
+def _load_tfidf_probe(path: Path, device: str, max_length: int, classifier_kwargs: dict[str, Any],
+                      embedder: Any = None) -> Any:
+    from .lexical import TfidfProbe
+
+    return TfidfProbe(path)
+
+
+#: Member kinds an ``ensemble.json`` may list: kind -> loader(path, device, max_length,
+#: classifier_kwargs, embedder). :func:`register_member_kind` adds one without touching this module.
+MEMBER_KINDS: dict[str, Callable[..., Any]] = {"classifier": _load_fine_tuned, "embedding_probe": _load_embedding_probe,
+                                               "tfidf_probe": _load_tfidf_probe}
+
+
+def register_member_kind(kind: str, loader: Callable[..., Any]) -> None:
+    """Register a new ensemble member kind; its objects need ``labels``, ``temperature``,
+    ``warm_up()`` and ``predict_proba_and_logits(texts)``."""
+    MEMBER_KINDS[str(kind)] = loader
+
+
 def _load_member(path: Path, kind: str, device: str, max_length: int, classifier_kwargs: dict[str, Any],
                  embedder: Any = None) -> Any:
-    if kind == "embedding_probe":
-        # share the caller's embedder (one model in memory, one encode per query) only when its
-        # weights are the ones the probe was fitted on; otherwise the probe loads its own
-        fp = _probe_fingerprint(path)
-        shared = embedder if embedder is not None and fp and getattr(embedder, "fingerprint", None) == fp else None
-        return EmbeddingProbe(path, embedder=shared, device=device)
-    if kind == "classifier":
-        return TextClassifier(str(path), device=device, max_length=max_length, **classifier_kwargs)
-    raise ArtifactError(f"unknown ensemble member kind {kind!r} (classifier or embedding_probe)")
+    loader = MEMBER_KINDS.get(kind)
+    if loader is None:
+        raise ArtifactError(f"unknown ensemble member kind {kind!r} (one of {sorted(MEMBER_KINDS)})")
+    return loader(path, device, max_length, classifier_kwargs, embedder)
 
 
 class ClassifierEnsemble:
