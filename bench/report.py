@@ -59,11 +59,16 @@ def rows() -> list[str]:
         full = b77.get("full", {})
         members = full.get("members") or {}
         if members:  # the ensemble: report it and each member
-            out.append(f"| banking77 (test) | ensemble: 2 fine-tunes + frozen-emb probe | acc {_f(full.get('test_accuracy'))}, "
+            parts = "2 fine-tunes + frozen-emb probe" + (" + TF-IDF probe" if "tfidf" in members else "")
+            out.append(f"| banking77 (test) | ensemble: {parts} | acc {_f(full.get('test_accuracy'))}, "
                        f"macro-F1 {_f(full.get('test_macro_f1'))} | frozen emb + LR {_f(b77.get('baseline', {}).get('test_accuracy'))}; "
                        f"BERT-base 0.9366 |")
+            if full.get("without_tfidf_probe"):
+                out.append(f"| banking77 (test) | the same ensemble without the TF-IDF probe | "
+                           f"acc {_f(full['without_tfidf_probe'].get('test_accuracy'))} | |")
+            names = {"probe": "probe (frozen emb + LR)", "tfidf": "TF-IDF n-gram probe (word + char, LR)"}
             for name, m in members.items():
-                what = "probe (frozen emb + LR)" if name == "probe" else f"fine-tune, {m.get('head_init')} head, {m.get('epochs')} epochs"
+                what = names.get(name) or f"fine-tune, {m.get('head_init')} head, {m.get('epochs')} epochs"
                 out.append(f"| banking77 (test) | ensemble member: {what} | acc {_f(m.get('test_accuracy'))} | |")
         else:
             out.append(f"| banking77 (test) | full fine-tune | acc {_f(full.get('test_accuracy'))} | "

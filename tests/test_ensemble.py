@@ -5,7 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from verticore import ArtifactError, ClassifierEnsemble, DataError, EmbeddingProbe, TextClassifier, load_classifier
+from verticore import (ArtifactError, ClassifierEnsemble, DataError, EmbeddingProbe, TextClassifier, TfidfProbe,
+                       load_classifier)
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +123,9 @@ def test_train_classifier_ensemble_and_intent_model(tmp_path, tiny_sentiment):
     model, metrics = train_intent_model(df.text.tolist(), df.label.tolist(), df.text.tolist()[::3], df.label.tolist()[::3],
                                         tmp_path / "intents", cfg, show_progress=False, ensemble=True, oos_method="energy")
     spec = json.loads((tmp_path / "intents" / "ensemble.json").read_text())
-    assert [m["kind"] for m in spec["members"]] == ["classifier", "classifier", "embedding_probe"]
+    assert [m["kind"] for m in spec["members"]] == ["classifier", "classifier", "embedding_probe", "tfidf_probe"]
     assert json.loads((tmp_path / "intents" / "member1" / "training_config.json").read_text())["head_init"] == "linear_probe"
-    assert set(spec["metrics"]["members"]) == {"member0", "member1", "probe"}
+    assert set(spec["metrics"]["members"]) == {"member0", "member1", "probe", "tfidf"}
     assert 0.0 <= metrics["dev_accuracy"] <= 1.0 and "oos" in metrics
     assert isinstance(model.classifier, ClassifierEnsemble)
     res = IntentModel(tmp_path / "intents").classify("Profits rose sharply and the outlook is strong.")
@@ -226,3 +227,69 @@ def test_bot_embeds_each_query_once_when_the_probe_shares_the_kb_embedder(tmp_pa
         reply = bot.ask("How long do refunds take to reach my card?")
         assert reply.intent in intents.labels and reply.citations, reply
         assert len(calls) == expected  # shared: one encode serves the intent probe and the dense search
+
+
+def _sklearn_reference(texts, labels, queries):
+    """The same model built directly with scikit-learn, to check the saved probe against."""
+    from scipy.sparse import hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=min(2, len(texts) // 10) or 1)
+    lr = LogisticRegression(C=10.0, max_iter=3000).fit(hstack([word.fit_transform(texts), char.fit_transform(texts)]), labels)
+    return list(lr.classes_), lr.predict_proba(hstack([word.transform(queries), char.transform(queries)]))
+
+
+@pytest.mark.parametrize("n_labels", [3, 2])
+def test_tfidf_probe_matches_scikit_learn_and_reloads_without_pickle(tmp_path, tiny_sentiment, n_labels):
+    df = tiny_sentiment[tiny_sentiment.label.isin(sorted(tiny_sentiment.label.unique())[:n_labels])]
+    texts, labels = df.text.tolist(), df.label.tolist()
+    queries = ["Profits rose sharply this quarter.", "The company warned of heavy losses.", "Shares were flat."]
+    probe = TfidfProbe.fit(texts, labels, tmp_path / "tfidf")
+    classes, want = _sklearn_reference(texts, labels, queries)
+    got = probe.predict_proba(queries)
+    assert probe.labels == classes and got.shape == (3, n_labels)
+    assert np.allclose(got, want, atol=2e-4)  # binary LR is stored as a two-row softmax: same probabilities
+    again = TfidfProbe(tmp_path / "tfidf")
+    assert np.allclose(again.predict_proba(queries), got, atol=1e-6)
+    assert sorted(f.name for f in (tmp_path / "tfidf").iterdir()) == ["tfidf.json", "tfidf.safetensors"]
+
+
+def test_tfidf_probe_bad_files_and_data_fail_clearly(tmp_path, tiny_sentiment, tiny_classifier):
+    texts, labels = tiny_sentiment.text.tolist(), tiny_sentiment.label.tolist()
+    probe = TfidfProbe.fit(texts, labels, tmp_path / "tfidf")
+    broken = tmp_path / "broken"
+    shutil.copytree(probe.path, broken)
+    (broken / "tfidf.safetensors").write_bytes(b"\x00" * 40)
+    with pytest.raises(ArtifactError, match="corrupt"):
+        TfidfProbe(broken)
+    short = tmp_path / "short"
+    shutil.copytree(probe.path, short)
+    cfg = json.loads((short / "tfidf.json").read_text())
+    cfg["word"]["terms"] = cfg["word"]["terms"][:-1]
+    (short / "tfidf.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="vocabulary"):
+        TfidfProbe(short)
+    with pytest.raises(ArtifactError, match="not a TF-IDF probe"):
+        TfidfProbe(tmp_path / "nothing")
+    with pytest.raises(DataError, match="two different labels"):
+        TfidfProbe.fit(["a b", "c d"], ["x", "x"], tmp_path / "one")
+    with pytest.raises(DataError, match="3 texts but 2 labels"):
+        TfidfProbe.fit(["a b", "c d", "e f"], ["x", "y"], tmp_path / "two")
+    assert not (tmp_path / "one").exists() and not (tmp_path / "two").exists()
+    # as an ensemble member next to a fine-tune; an unknown member kind is named
+    d = tmp_path / "ens"
+    shutil.copytree(tiny_classifier.artifact_dir, d / "member0")
+    shutil.copytree(probe.path, d / "tfidf")
+    ClassifierEnsemble.write(d, [("member0", "classifier", 1.0), ("tfidf", "tfidf_probe", 1.0)],
+                             TextClassifier(str(d / "member0")).labels)
+    ens = load_classifier(d, device="cpu")
+    clf = TextClassifier(str(d / "member0"), device="cpu")
+    p_tfidf = probe.predict_proba(texts[:6])[:, [probe.labels.index(l) for l in clf.labels]]
+    assert np.allclose(ens.predict_proba(texts[:6]), (clf.predict_proba(texts[:6]) + p_tfidf) / 2, atol=1e-5)
+    cfg = json.loads((d / "ensemble.json").read_text())
+    cfg["members"][1]["kind"] = "bag_of_words"
+    (d / "ensemble.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="unknown ensemble member kind 'bag_of_words'"):
+        ClassifierEnsemble(d)

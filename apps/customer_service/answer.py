@@ -5,7 +5,6 @@ numbered citations ``[1]``, ``[2]`` that point at the passages' sources.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence

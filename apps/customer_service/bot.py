@@ -19,7 +19,7 @@ from verticore.errors import DataError, VerticoreError
 from verticore.io import atomic_write_json, read_json
 
 from . import answer as _answer
-from .guardrails import MAX_MESSAGE_CHARS, detect_injection, redact_pii, sentiment, validate_message, wants_human
+from .guardrails import MAX_MESSAGE_CHARS, detect_injection, sentiment, validate_message, wants_human
 from .intents import IntentModel, IntentResult
 from .kb import KnowledgeBase, RetrievedChunk
 from .store import BotStore

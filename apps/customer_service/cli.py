@@ -185,7 +185,7 @@ def train_intents(train: Path = typer.Option(..., help="CSV/JSONL with text,labe
                   epochs: int = 5, max_steps: Optional[int] = None, learning_rate: float = 1e-4,
                   method: str = typer.Option("max_prob", help="OOS score: max_prob or energy"),
                   ensemble: bool = typer.Option(False, help="train the core ensemble (2 fine-tunes + frozen-embedding "
-                                                            "probe): more accurate, 3x the training time"),
+                                                            "probe + TF-IDF probe): more accurate, 2x the training time"),
                   kb: Optional[Path] = typer.Option(None, help="register the model in this bot's bot.json")) -> None:
     """Fine-tune the intent classifier with the core and calibrate the out-of-scope threshold on dev."""
     from verticore.finetune import ClassifierTrainingConfig

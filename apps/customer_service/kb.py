@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from verticore.errors import ArtifactError, DataError, IndexMismatchError
+from verticore.errors import DataError, IndexMismatchError
 from verticore.io import atomic_write_json, read_json
 from verticore.storage import connect
 

@@ -6,7 +6,6 @@ State lives in a directory (``--state``, default ``.verticore/recommender/cli``)
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import List, Optional
 

@@ -129,3 +129,27 @@ def check_artifact_dir(path: Path) -> Path:
     if not any((path / w).exists() for w in ("model.safetensors", "pytorch_model.bin")):
         raise ArtifactError(f"{path} has no weights (model.safetensors missing)")
     return path
+
+
+def read_json_and_tensors(path: Path, config_name: str, weights_name: str,
+                          what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a small artifact made of ``config_name`` (JSON) and ``weights_name`` (safetensors).
+
+    Missing, truncated or corrupt files raise :class:`ArtifactError` naming the file; the
+    tensors come back as numpy arrays.
+    """
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    if not (path / config_name).exists() or not (path / weights_name).exists():
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        raise ArtifactError(f"{path} is not {article} {what} ({config_name} / {weights_name} missing)")
+    try:
+        cfg = read_json(path / config_name, f"{what} config")
+    except DataError as exc:
+        raise ArtifactError(str(exc)) from None
+    try:
+        tensors = load_file(str(path / weights_name))
+    except Exception as exc:  # safetensors raises assorted errors on damaged files
+        raise ArtifactError(f"{path / weights_name} is corrupt ({type(exc).__name__})") from None
+    return cfg, tensors

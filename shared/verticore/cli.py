@@ -47,8 +47,9 @@ def finetune(
     patience: int = typer.Option(2),
     seed: int = typer.Option(42),
     device: str = typer.Option("auto"),
-    ensemble: bool = typer.Option(False, help="train an ensemble: random-head + LP-FT fine-tunes and a frozen-embedding "
-                                              "probe, probabilities averaged (single-label; ~3x the training time)"),
+    ensemble: bool = typer.Option(False, help="train an ensemble: random-head + LP-FT fine-tunes, a frozen-embedding "
+                                              "probe and a TF-IDF n-gram probe, probabilities averaged (single-label; "
+                                              "~2x the training time)"),
 ) -> None:
     """Fine-tune a text classifier and write a self-describing artifact directory."""
     from .errors import DataError

@@ -18,7 +18,6 @@ for _p in (_ROOT / "shared", _ROOT / "apps"):
         sys.path.insert(0, str(_p))
 
 import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
 import yaml  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 

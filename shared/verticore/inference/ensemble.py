@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..artifact import LabelSpace
+from ..artifact import LabelSpace, read_json_and_tensors
 from ..errors import ArtifactError, DataError
 from ..io import atomic_write_bytes, atomic_write_json, clean_texts, read_json
 from .classifier import Prediction, TextClassifier, _softmax, prediction_from_probabilities
@@ -44,23 +44,15 @@ class EmbeddingProbe:
     """
 
     def __init__(self, path: str | Path, embedder: Any = None, device: str = "auto") -> None:
-        from safetensors.numpy import load_file
-
         from .embedder import Embedder
 
         self.path = Path(path)
-        if not (self.path / PROBE_CONFIG).exists() or not (self.path / PROBE_WEIGHTS).exists():
-            raise ArtifactError(f"{self.path} is not an embedding probe ({PROBE_CONFIG} / {PROBE_WEIGHTS} missing)")
+        cfg, tensors = read_json_and_tensors(self.path, PROBE_CONFIG, PROBE_WEIGHTS, "embedding probe")
         try:
-            cfg = read_json(self.path / PROBE_CONFIG, "embedding probe config")
-        except DataError as exc:
-            raise ArtifactError(str(exc)) from None
-        try:
-            tensors = load_file(str(self.path / PROBE_WEIGHTS))
             self.weight = np.asarray(tensors["weight"], dtype=np.float32)
             self.bias = np.asarray(tensors["bias"], dtype=np.float32)
-        except Exception as exc:  # safetensors raises assorted errors on damaged files
-            raise ArtifactError(f"{self.path / PROBE_WEIGHTS} is corrupt ({type(exc).__name__})") from None
+        except KeyError as exc:
+            raise ArtifactError(f"{self.path / PROBE_WEIGHTS} lacks tensor {exc}") from None
         self.config: dict[str, Any] = cfg
         self._labels = [str(x) for x in cfg.get("labels", [])]
         if self.weight.shape[0] != len(self._labels) or self.bias.shape != (len(self._labels),):

@@ -15,8 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..artifact import read_json_and_tensors
 from ..errors import ArtifactError, DataError
-from ..io import atomic_write_bytes, atomic_write_json, clean_texts, read_json
+from ..io import atomic_write_bytes, atomic_write_json, clean_texts
 from .classifier import _softmax
 
 TFIDF_CONFIG = "tfidf.json"
@@ -39,22 +40,14 @@ class TfidfProbe:
     """
 
     def __init__(self, path: str | Path) -> None:
-        from safetensors.numpy import load_file
-
         self.path = Path(path)
-        if not (self.path / TFIDF_CONFIG).exists() or not (self.path / TFIDF_WEIGHTS).exists():
-            raise ArtifactError(f"{self.path} is not a TF-IDF probe ({TFIDF_CONFIG} / {TFIDF_WEIGHTS} missing)")
+        cfg, t = read_json_and_tensors(self.path, TFIDF_CONFIG, TFIDF_WEIGHTS, "TF-IDF probe")
         try:
-            cfg = read_json(self.path / TFIDF_CONFIG, "TF-IDF probe config")
-        except DataError as exc:
-            raise ArtifactError(str(exc)) from None
-        try:
-            t = load_file(str(self.path / TFIDF_WEIGHTS))
             self.weight = np.asarray(t["weight"], dtype=np.float32)
             self.bias = np.asarray(t["bias"], dtype=np.float32)
             idf = {p: np.asarray(t[f"{p}_idf"], dtype=np.float64) for p in _PARTS}
-        except Exception as exc:  # safetensors raises assorted errors on damaged files
-            raise ArtifactError(f"{self.path / TFIDF_WEIGHTS} is corrupt ({type(exc).__name__})") from None
+        except KeyError as exc:
+            raise ArtifactError(f"{self.path / TFIDF_WEIGHTS} lacks tensor {exc}") from None
         self.config: dict[str, Any] = cfg
         self._labels = [str(x) for x in cfg.get("labels", [])]
         self._vectorizers = []
