@@ -91,6 +91,13 @@ def rows() -> list[str]:
                 label = name + (f" ({fz['method']}, w={fz['dense_weight']})" if fz else "")
                 out.append(f"| retrieval_bitext | {label} | hit@1 {_f(rb[name].get('hit1'))}, hit@5 {_f(rb[name].get('hit5'))}, "
                            f"MRR@10 {_f(rb[name].get('mrr10'))} | BM25 0.932 / dense 0.957 (reference) |")
+        loo = (rb.get("kb_leave_one_out") or {}).get("default") or {}
+        if loo.get("n_queries"):
+            pv = loo.get("hybrid_vs_dense") or {}
+            out.append(f"| retrieval_bitext, {loo['n_queries']} other kb questions (own entry left out) | bm25 / dense / hybrid | "
+                       f"hit@1 {_f(loo.get('bm25_hit1'))} / {_f(loo.get('dense_hit1'))} / {_f(loo.get('hybrid_hit1'))} | "
+                       f"hybrid vs dense: {pv.get('only_first_right')} vs {pv.get('only_second_right')} queries, "
+                       f"McNemar p {_f(pv.get('mcnemar_p'), 3)} |")
     lat = _load("customer_service_latency")
     if lat:
         out.append(f"| customer_service latency | extractive answer | p50 {_f(lat.get('p50_ms'), 1)} ms, p95 "
