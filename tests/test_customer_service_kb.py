@@ -148,6 +148,9 @@ def test_fusion_calibration_is_persisted_and_leave_one_out(tmp_path, default_emb
     dense = kb.search_many(questions, k=1, mode="dense", exclude=[own[q] for q in questions])
     dense_hit1 = sum(h[0].meta["intent"] == y for h, y in zip(dense, intents)) / len(rows)
     assert [r["hit1"] for r in table if r["method"] == "convex" and r["dense_weight"] == 1.0][0] == pytest.approx(dense_hit1)
+    assert chosen["dev_dense_only_hit1"] == round(dense_hit1, 4)  # reported next to the fused figure
+    bm25 = kb.search_many(questions, k=1, mode="bm25", exclude=[own[q] for q in questions])
+    assert chosen["dev_bm25_only_hit1"] == round(sum(bool(h) and h[0].meta["intent"] == y for h, y in zip(bm25, intents)) / len(rows), 4)
     kb.close()
     stored = json.loads((tmp_path / "kb" / "kb.json").read_text())["fusion"]
     assert stored["method"] == chosen["method"] and stored["dense_weight"] == chosen["dense_weight"]

@@ -115,7 +115,8 @@ def kb_calibrate(dev: Path = typer.Argument(..., help="CSV/JSONL of labelled dev
     cal = base.calibrate_fusion(queries, relevant, exclude=exclude, show_progress=True)
     c = cal["chosen"]
     typer.echo(f"fusion: {c['method']} dense_weight={c['dense_weight']} (dev hit@1 {c['dev_hit1']:.4f}, "
-               f"MRR {c['dev_mrr']:.4f} on {c['calibrated_on']} questions); saved to {kb / 'kb.json'}")
+               f"MRR {c['dev_mrr']:.4f} on {c['calibrated_on']} questions; dense alone {c['dev_dense_only_hit1']:.4f}, "
+               f"BM25 alone {c['dev_bm25_only_hit1']:.4f}); saved to {kb / 'kb.json'}")
 
 
 @kb_app.command("search")

@@ -64,7 +64,8 @@ q = st.text_input("Query", value="How long does delivery take?")
 mode = st.radio("Mode", ["hybrid", "bm25", "dense"], horizontal=True)
 fusion = kb.fusion
 st.caption(f"Hybrid fusion: {fusion['method']}, dense weight {fusion['dense_weight']}"
-           + (f" (calibrated on {fusion['calibrated_on']} labelled questions, dev hit@1 {fusion.get('dev_hit1')})"
+           + (f" (calibrated on {fusion['calibrated_on']} labelled questions, dev hit@1 {fusion.get('dev_hit1')}; "
+              f"dense alone {fusion.get('dev_dense_only_hit1', '?')}, BM25 alone {fusion.get('dev_bm25_only_hit1', '?')})"
               if fusion.get("calibrated_on") else " (default; tune it with `customer-service kb calibrate`)"))
 if q.strip():
     hits = kb.search(q, k=5, mode=mode)
