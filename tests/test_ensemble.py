@@ -293,3 +293,35 @@ def test_tfidf_probe_bad_files_and_data_fail_clearly(tmp_path, tiny_sentiment, t
     (d / "ensemble.json").write_text(json.dumps(cfg))
     with pytest.raises(ArtifactError, match="unknown ensemble member kind 'bag_of_words'"):
         ClassifierEnsemble(d)
+
+
+def test_new_member_kinds_register_without_touching_the_core(tmp_path, tiny_classifier, tiny_sentiment, monkeypatch):
+    from verticore.inference import ensemble as ens_mod
+
+    class ClassPrior:  # a member that always predicts the training label frequencies
+        temperature = 1.0
+
+        def __init__(self, path):
+            spec = json.loads((path / "prior.json").read_text())
+            self.labels, self.p = list(spec), np.array(list(spec.values()), dtype=np.float64)
+
+        def warm_up(self):
+            pass
+
+        def predict_proba_and_logits(self, texts):
+            p = np.tile(self.p, (len(texts), 1))
+            return p, np.log(p)
+
+    monkeypatch.setattr(ens_mod, "MEMBER_KINDS", dict(ens_mod.MEMBER_KINDS))  # leave the registry as it was
+    ens_mod.register_member_kind("class_prior", lambda path, *args: ClassPrior(path))
+    d = tmp_path / "ens"
+    shutil.copytree(tiny_classifier.artifact_dir, d / "member0")
+    labels = TextClassifier(str(d / "member0")).labels
+    freq = tiny_sentiment.label.value_counts(normalize=True)
+    (d / "prior").mkdir()
+    (d / "prior" / "prior.json").write_text(json.dumps({l: float(freq[l]) for l in reversed(labels)}))
+    ClassifierEnsemble.write(d, [("member0", "classifier", 3.0), ("prior", "class_prior", 1.0)], labels)
+    texts = tiny_sentiment.text.tolist()[:4]
+    p_clf = TextClassifier(str(d / "member0"), device="cpu").predict_proba(texts)
+    want = (3 * p_clf + np.array([freq[l] for l in labels])) / 4  # weighted, columns realigned
+    assert np.allclose(load_classifier(d, device="cpu").predict_proba(texts), want, atol=1e-5)
