@@ -325,3 +325,14 @@ def test_new_member_kinds_register_without_touching_the_core(tmp_path, tiny_clas
     p_clf = TextClassifier(str(d / "member0"), device="cpu").predict_proba(texts)
     want = (3 * p_clf + np.array([freq[l] for l in labels])) / 4  # weighted, columns realigned
     assert np.allclose(load_classifier(d, device="cpu").predict_proba(texts), want, atol=1e-5)
+
+
+def test_an_ensemble_weaker_than_its_best_member_says_so():
+    from verticore.finetune.ensemble import weaker_than_best_member
+
+    good = {"dev_accuracy": 0.93, "members": {"member0": {"dev_accuracy": 0.92}, "probe": {"dev_accuracy": 0.91}}}
+    assert weaker_than_best_member(good) is None and good["best_member_on_dev"] == "member0"
+    bad = {"dev_accuracy": 0.845, "members": {"member0": {"dev_accuracy": 0.865}, "tfidf": {"dev_accuracy": 0.818}}}
+    advice = weaker_than_best_member(bad)
+    assert "below its member 'member0' (0.8650)" in advice and "member0/ alone" in advice
+    assert weaker_than_best_member({"members": {}}) is None  # no dev set: nothing to say
