@@ -107,7 +107,12 @@ class RetrievedChunk:
 
 #: Hybrid fusion methods; ``dense_weight`` w weighs dense against BM25 (RRF weights 2w and 2(1-w)).
 FUSIONS = ("rrf", "convex")
-DEFAULT_FUSION: dict[str, Any] = {"method": "rrf", "dense_weight": 0.5, "rrf_k": 60}
+#: Fusion of a knowledge base nobody has calibrated yet (`kb calibrate` replaces it). Dense-leaning
+#: because dense is the stronger retriever on natural questions: on 1,000 Bitext kb questions
+#: (leave-one-out) weighted RRF gets hit@1 0.964 at weight 0.5, 0.968 at 0.8, 0.974 at 0.9. It
+#: stays below 1 so BM25 still decides between dense neighbours of similar rank (exact tokens such
+#: as order numbers or product names).
+DEFAULT_FUSION: dict[str, Any] = {"method": "rrf", "dense_weight": 0.8, "rrf_k": 60}
 
 
 def rrf_fuse(rankings: Sequence[Sequence[str]], k: int = 60, weights: Sequence[float] | None = None) -> list[tuple[str, float]]:
