@@ -336,3 +336,18 @@ def test_an_ensemble_weaker_than_its_best_member_says_so():
     advice = weaker_than_best_member(bad)
     assert "below its member 'member0' (0.8650)" in advice and "member0/ alone" in advice
     assert weaker_than_best_member({"members": {}}) is None  # no dev set: nothing to say
+
+
+def test_probes_normalise_labels_like_the_fine_tune_and_reject_missing_ones(tmp_path, tiny_sentiment, default_embedder):
+    texts = tiny_sentiment.text.tolist()
+    padded = [f" {y} " for y in tiny_sentiment.label]  # as read from a sloppy CSV
+    assert TfidfProbe.fit(texts, padded, tmp_path / "tfidf").labels == sorted(tiny_sentiment.label.unique())
+    assert EmbeddingProbe.fit(texts, padded, tmp_path / "probe", embedder=default_embedder).labels == \
+        sorted(tiny_sentiment.label.unique())  # so they line up with a fine-tune's labels in one ensemble
+    holes = list(tiny_sentiment.label)
+    holes[4] = None
+    for fit, out in [(lambda o: TfidfProbe.fit(texts, holes, o), tmp_path / "t2"),
+                     (lambda o: EmbeddingProbe.fit(texts, holes, o, embedder=default_embedder), tmp_path / "p2")]:
+        with pytest.raises(DataError, match="label #4 is missing"):
+            fit(out)
+        assert not out.exists()  # nothing half-written

@@ -129,6 +129,32 @@ def clean_texts(texts: Iterable[Any], *, what: str = "text") -> list[str]:
     return out
 
 
+def clean_labels(labels: Iterable[Any], multi_label: bool = False, what: str = "training") -> list[Any]:
+    """Validate and normalise labels: stripped strings, or sorted sets of them when ``multi_label``
+    (``"a|b"`` or a list). A missing or blank label raises :class:`DataError` naming its row."""
+    out: list[Any] = []
+    for i, y in enumerate(labels):
+        if y is None or (isinstance(y, float) and y != y) or (isinstance(y, str) and not y.strip()):
+            raise DataError(f"{what} label #{i} is missing")
+        if multi_label:
+            items = [s.strip() for s in y.split("|")] if isinstance(y, str) else [str(s).strip() for s in y]
+            out.append(sorted({s for s in items if s}))
+        else:
+            out.append(str(y).strip())
+    return out
+
+
+def clean_labelled_texts(texts: Iterable[Any], labels: Iterable[Any], what: str) -> tuple[list[str], list[str]]:
+    """Single-label training data for a model named ``what``: valid texts, normalised labels, as
+    many of each, and at least two different labels."""
+    texts, y = clean_texts(list(texts)), clean_labels(list(labels))
+    if len(texts) != len(y):
+        raise DataError(f"{len(texts)} texts but {len(y)} labels")
+    if len(set(y)) < 2:
+        raise DataError(f"{what} needs at least two different labels")
+    return texts, y
+
+
 def fingerprint_texts(texts: Iterable[str], labels: Iterable[Any] | None = None) -> str:
     """Order-sensitive SHA-256 of texts (and labels), to tie an artifact to its training data."""
     h = hashlib.sha256()

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ..artifact import ArtifactMeta, LabelSpace, write_meta
 from ..errors import DataError
-from ..io import atomic_write_json, atomic_write_text, clean_texts, fingerprint_texts
+from ..io import atomic_write_json, atomic_write_text, clean_labels, clean_texts, fingerprint_texts
 from ..models import resolve_device, resolve_model
 from .calibration import expected_calibration_error, fit_temperature
 from .card import model_card
@@ -21,19 +21,6 @@ from .methods import get_method
 
 log = logging.getLogger(__name__)
 LabelLike = str | Sequence[str]
-
-
-def _normalise_labels(labels: Sequence[Any], multi_label: bool, what: str) -> list[Any]:
-    out = []
-    for i, y in enumerate(labels):
-        if y is None or (isinstance(y, float) and y != y) or (isinstance(y, str) and not y.strip()):
-            raise DataError(f"{what} label #{i} is missing")
-        if multi_label:
-            items = [s.strip() for s in y.split("|")] if isinstance(y, str) else [str(s).strip() for s in y]
-            out.append(sorted({s for s in items if s}))
-        else:
-            out.append(str(y).strip())
-    return out
 
 
 def _encode_targets(labels: list[Any], space: LabelSpace, what: str) -> np.ndarray:
@@ -94,8 +81,8 @@ def train_classifier(
         raise DataError("texts and labels differ in length")
     if len(train_texts) < 2 or len(dev_texts) < 1:
         raise DataError("need at least 2 training rows and 1 dev row")
-    y_train_raw = _normalise_labels(train_labels, cfg.multi_label, "training")
-    y_dev_raw = _normalise_labels(dev_labels, cfg.multi_label, "dev")
+    y_train_raw = clean_labels(train_labels, cfg.multi_label, "training")
+    y_dev_raw = clean_labels(dev_labels, cfg.multi_label, "dev")
     labels = sorted({l for ls in y_train_raw for l in ls}) if cfg.multi_label else sorted(set(y_train_raw))
     if len(labels) < 2:
         raise DataError(f"training data has only one label ({labels}); a classifier needs at least two")
@@ -105,7 +92,7 @@ def train_classifier(
     y_test = None
     if test_texts is not None and test_labels is not None:
         test_texts = clean_texts(test_texts, what="test text")
-        y_test = _encode_targets(_normalise_labels(test_labels, cfg.multi_label, "test"), space, "test data")
+        y_test = _encode_targets(clean_labels(test_labels, cfg.multi_label, "test"), space, "test data")
 
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)

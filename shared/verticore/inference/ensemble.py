@@ -26,7 +26,7 @@ import numpy as np
 
 from ..artifact import LabelSpace, read_json_and_tensors
 from ..errors import ArtifactError, DataError
-from ..io import atomic_write_bytes, atomic_write_json, clean_texts, read_json
+from ..io import atomic_write_bytes, atomic_write_json, clean_labelled_texts, clean_texts, read_json
 from .classifier import Prediction, TextClassifier, _softmax, prediction_from_probabilities
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -98,12 +98,7 @@ class EmbeddingProbe:
 
         from .embedder import Embedder
 
-        texts = clean_texts(list(texts))
-        y = [str(v) for v in labels]
-        if len(texts) != len(y):
-            raise DataError(f"{len(texts)} texts but {len(y)} labels")
-        if len(set(y)) < 2:
-            raise DataError("an embedding probe needs at least two different labels")
+        texts, y = clean_labelled_texts(texts, labels, "an embedding probe")
         emb = embedder if isinstance(embedder, Embedder) else Embedder(str(embedder))
         x = emb.encode(texts, show_progress=show_progress)
         lr = LogisticRegression(C=float(c), max_iter=int(max_iter))

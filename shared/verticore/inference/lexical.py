@@ -17,7 +17,7 @@ import numpy as np
 
 from ..artifact import read_json_and_tensors
 from ..errors import ArtifactError, DataError
-from ..io import atomic_write_bytes, atomic_write_json, clean_texts
+from ..io import atomic_write_bytes, atomic_write_json, clean_labelled_texts, clean_texts
 from .classifier import _softmax
 
 TFIDF_CONFIG = "tfidf.json"
@@ -100,12 +100,7 @@ class TfidfProbe:
         from scipy.sparse import hstack
         from sklearn.linear_model import LogisticRegression
 
-        texts = clean_texts(list(texts))
-        y = [str(v) for v in labels]
-        if len(texts) != len(y):
-            raise DataError(f"{len(texts)} texts but {len(y)} labels")
-        if len(set(y)) < 2:
-            raise DataError("a TF-IDF probe needs at least two different labels")
+        texts, y = clean_labelled_texts(texts, labels, "a TF-IDF probe")
         word = _vectorizer("word", word_ngrams)
         # min_df drops character n-grams seen once (mostly typos of a single example); never
         # more than there are texts, so tiny training sets still get a vocabulary
