@@ -10,15 +10,17 @@ from typing import Any
 from fastapi import Body, FastAPI, HTTPException
 
 from verticore.errors import VerticoreError
+from verticore.serving import DEFAULT_MAX_BODY_BYTES, add_body_limit
 
 from .pipeline import Monitor
 
 MAX_BATCH = 1000
 
 
-def create_app(monitor: Monitor) -> FastAPI:
+def create_app(monitor: Monitor, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """A FastAPI app around one monitor (requests are serialised: the models run one batch at a time)."""
     app = FastAPI(title="finance-sentiment", version="0.1")
+    add_body_limit(app, max_body_bytes)
     lock = threading.Lock()
 
     @app.get("/health")

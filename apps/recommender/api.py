@@ -15,6 +15,7 @@ from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from verticore.errors import DataError, VerticoreError
+from verticore.serving import DEFAULT_MAX_BODY_BYTES, add_body_limit
 
 from .recommender import Recommender
 
@@ -41,10 +42,12 @@ def _parse_filters(filters: str | None) -> dict[str, Any] | None:
     return f
 
 
-def create_app(recommender: Recommender, state_dir: str | Path | None = None, max_k: int = 100) -> FastAPI:
+def create_app(recommender: Recommender, state_dir: str | Path | None = None, max_k: int = 100,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """Build the API around a loaded :class:`~recommender.recommender.Recommender`."""
     app = FastAPI(title="Verticore recommender", version="0.1.0",
                   description="Text-embedding recommendations served from a FAISS index.")
+    add_body_limit(app, max_body_bytes)
     started = time.time()
 
     def run(fn, *args, **kwargs):

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from .errors import VerticoreError
+from .serving import add_body_limit
 
 
 class TextsRequest(BaseModel):
@@ -77,12 +78,8 @@ def create_app(classifier: str | None = None, embedder: str | None = "default", 
             if not t.strip():
                 raise HTTPException(422, f"text #{i} is empty or whitespace only")
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_body_bytes:
-            return JSONResponse({"detail": f"request body too large ({length} bytes > {max_body_bytes})"}, status_code=413)
-        return await call_next(request)
+    # Counted while the body streams in: chunked uploads carry no Content-Length to check.
+    add_body_limit(app, max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):

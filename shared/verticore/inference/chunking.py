@@ -19,12 +19,21 @@ class Chunked:
         return np.bincount(self.owner, minlength=self.n_texts)
 
 
-def chunk_texts(tokenizer, texts: Sequence[str], max_length: int, stride: int = 32) -> Chunked:
+DEFAULT_MAX_CHUNKS = 64
+
+
+def chunk_texts(tokenizer, texts: Sequence[str], max_length: int, stride: int = 32,
+                max_chunks: int = DEFAULT_MAX_CHUNKS) -> Chunked:
     """Tokenise without truncation and split texts longer than the window into overlapping chunks.
 
-    Each chunk gets its own [CLS]/[SEP], so every chunk is a valid model input. Nothing is
-    silently cut off: a 5,000-token article becomes ~20 chunks that are aggregated afterwards.
+    Each chunk gets its own [CLS]/[SEP], so every chunk is a valid model input: a 5,000-token
+    article becomes ~20 chunks that are aggregated afterwards. A text may become at most
+    ``max_chunks`` chunks (about 14k tokens at the default window): beyond that, chunks evenly
+    spaced over the whole text are kept (start, middle and end all count), so one huge request
+    costs bounded compute instead of taking the model for minutes.
     """
+    if max_chunks < 1:
+        raise ValueError("max_chunks must be at least 1")
     prefix, suffix = special_tokens(tokenizer)
     body = max_length - len(prefix) - len(suffix)
     if body <= 0:
@@ -38,7 +47,11 @@ def chunk_texts(tokenizer, texts: Sequence[str], max_length: int, stride: int = 
             pieces = [toks]
         else:
             step = body - stride
-            pieces = [toks[s : s + body] for s in range(0, max(len(toks) - stride, 1), step)]
+            starts = list(range(0, max(len(toks) - stride, 1), step))
+            if len(starts) > max_chunks:
+                keep = np.unique(np.linspace(0, len(starts) - 1, max_chunks).round().astype(int))
+                starts = [starts[k] for k in keep]
+            pieces = [toks[s : s + body] for s in starts]
         for p in pieces:
             ids.append(prefix + list(p) + suffix)
             owner.append(i)
