@@ -3,13 +3,17 @@
 A :class:`Catalog` turns each item into one text through a configurable template, embeds the
 texts with the core :class:`~verticore.inference.Embedder` and keeps the vectors in a core
 :class:`~verticore.index.VectorIndex`. Adding, updating and removing items updates the index
-incrementally; :meth:`Catalog.save` / :meth:`Catalog.load` persist it (JSON + FAISS's own format).
+incrementally; :meth:`Catalog.save` / :meth:`Catalog.load` persist it (JSON + FAISS's own format) as one
+atomic generation, so a crash mid-save leaves the previous complete catalog.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import re
+import shutil
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +22,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from verticore.errors import ArtifactError, DataError, IndexMismatchError
-from verticore.io import atomic_write_json, atomic_write_text, read_json, read_table
+from verticore.io import atomic_write_bytes, atomic_write_json, read_json, read_table
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "{title}. {description} Tags: {tags}"
-CATALOG_FORMAT = "verticore-recommender-catalog/1"
+CATALOG_FORMAT = "verticore-recommender-catalog/2"  # one atomic generation per save
+LEGACY_CATALOG_FORMAT = "verticore-recommender-catalog/1"  # items.jsonl + index/ side by side
 ID_CANDIDATES = ("item_id", "item", "id", "movieId", "itemId")
 
 Filters = Mapping[str, Any] | Callable[[dict[str, Any]], bool] | None
@@ -142,6 +147,8 @@ class Catalog:
         self.index = VectorIndex(embedder.dimension, metric="ip", factory=factory,
                                  model_fingerprint=embedder.fingerprint, use_gpu=use_gpu)
         self._matrix_cache: tuple[list[str], np.ndarray] | None = None
+        #: generation last saved or loaded (0: never saved, or loaded from the pre-generation layout)
+        self.generation = 0
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -331,55 +338,167 @@ class Catalog:
 
     # -- persistence --------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Persist items (JSONL), config (JSON) and the FAISS index under ``directory``."""
+        """Persist the catalog under ``directory`` as one atomic generation; returns the directory.
+
+        Items (JSONL) and the FAISS index go into a fresh ``gen-<n>/`` folder; only when both are
+        complete and fsynced is ``catalog.json`` atomically replaced to name it (the commit point),
+        then older generations are removed. A crash at any step leaves ``catalog.json`` naming a
+        complete generation whose texts and vectors belong together. Catalogs saved by older
+        versions (``items.jsonl`` + ``index/`` at the top) are migrated by the first save.
+        """
+        from verticore.io import DirLock, fsync_dir, remove_stale_temps
+
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        self.index.save(d / "index")
-        lines = [json.dumps({"id": k, "text": self.texts[k], "record": self.items[k]}, ensure_ascii=False,
-                            default=str) for k in self.items]
-        atomic_write_text(d / "items.jsonl", "\n".join(lines) + ("\n" if lines else ""))
-        atomic_write_json(d / "catalog.json", {
-            "format": CATALOG_FORMAT, "template": self.template, "id_field": self.id_field,
-            "factory": self.factory, "model": self.embedder.model, "model_fingerprint": self.embedder.fingerprint,
-            "dimension": self.embedder.dimension, "n_items": len(self)})
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArtifactError(f"cannot create catalog directory {d}: {exc.strerror}") from None
+        with DirLock(d):  # one writer per catalog directory, across processes too
+            remove_stale_temps(d, all_dead=True)
+            gen = _next_generation(d)
+            gdir = d / f"gen-{gen}"
+            if gdir.exists():  # a dead save's half-written folder (numbers only grow, so never a live one)
+                shutil.rmtree(gdir)
+            gdir.mkdir()
+            self.index.save(gdir / "index")
+            lines = [json.dumps({"id": k, "text": self.texts[k], "record": self.items[k]}, ensure_ascii=False,
+                                default=str) for k in self.items]
+            data = ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+            atomic_write_bytes(gdir / "items.jsonl", data)
+            fsync_dir(gdir)
+            fsync_dir(d)  # the gen-<n> entry itself must be durable before catalog.json names it
+            atomic_write_json(d / "catalog.json", {
+                "format": CATALOG_FORMAT, "generation": gen, "generation_dir": gdir.name,
+                "items_sha256": hashlib.sha256(data).hexdigest(), "n_items": len(self),
+                "template": self.template, "id_field": self.id_field, "factory": self.factory,
+                "model": self.embedder.model, "model_fingerprint": self.embedder.fingerprint,
+                "dimension": self.embedder.dimension})
+            self.generation = gen
+            _remove_stale_generations(d, gdir.name)
         return d
 
     @classmethod
     def load(cls, directory: str | Path, embedder: Any = None, use_gpu: str | bool = "auto") -> "Catalog":
-        """Load a saved catalog. ``embedder`` defaults to the model recorded at save time.
+        """Load a saved catalog (its last committed generation). ``embedder`` defaults to the model
+        recorded at save time.
 
         Raises :class:`~verticore.errors.IndexMismatchError` when the index was built with
-        another model than ``embedder``, :class:`ArtifactError` for a missing/corrupt directory.
+        another model than ``embedder``, :class:`ArtifactError` for a missing/corrupt directory
+        or items that disagree with the index.
         """
-        from verticore.index import VectorIndex
+        from verticore.io import DirLock
 
         d = Path(directory)
         if not (d / "catalog.json").exists():
             raise ArtifactError(f"no saved catalog in {d} (catalog.json missing)")
+        lock = DirLock(d)
+        if lock.acquire(blocking=False):  # no save running: clear what killed saves left behind
+            try:
+                _clean_dead_saves(d)
+            except OSError:  # read-only directory: loading still works
+                pass
+        else:  # a save is running: wait, then read while no save can remove our generation
+            lock.acquire(shared=True)
+        try:
+            return cls._load_locked(d, embedder, use_gpu)
+        finally:
+            lock.release()
+
+    @classmethod
+    def _load_locked(cls, d: Path, embedder: Any, use_gpu: str | bool) -> "Catalog":
+        from verticore.index import VectorIndex
+
         try:
             meta = read_json(d / "catalog.json", "catalog config")
         except DataError as exc:
             raise ArtifactError(str(exc)) from None
-        if meta.get("format") != CATALOG_FORMAT:
-            raise ArtifactError(f"{d}/catalog.json is not a recommender catalog (format {meta.get('format')!r})")
+        if not isinstance(meta, dict) or meta.get("format") not in (CATALOG_FORMAT, LEGACY_CATALOG_FORMAT):
+            fmt = meta.get("format") if isinstance(meta, dict) else None
+            raise ArtifactError(f"{d}/catalog.json is not a recommender catalog (format {fmt!r})")
+        if meta["format"] == LEGACY_CATALOG_FORMAT:  # written before generations: files at the top
+            gdir, gen, items_sha = d, 0, None
+        else:
+            name = str(meta.get("generation_dir", ""))
+            if not _GEN_DIR_RE.match(name) or not (d / name).is_dir():
+                raise ArtifactError(f"catalog in {d} names generation folder {name!r}, which is missing; "
+                                    "rebuild it with `recommender build`")
+            gdir, gen, items_sha = d / name, int(meta["generation"]), meta.get("items_sha256")
         cat = cls(embedder if embedder is not None else meta["model"], template=meta["template"],
                   id_field=meta.get("id_field"), factory=meta.get("factory", "Flat"), use_gpu=use_gpu)
         if meta.get("model_fingerprint") and meta["model_fingerprint"] != cat.embedder.fingerprint:
             raise IndexMismatchError(
                 f"catalog in {d} was embedded with model {meta.get('model')!r} ({meta['model_fingerprint']}), "
                 f"not with {cat.embedder.model!r} ({cat.embedder.fingerprint}); rebuild it with `recommender build`")
-        cat.index = VectorIndex.load(d / "index", expected_fingerprint=cat.embedder.fingerprint)
+        cat.index = VectorIndex.load(gdir / "index", expected_fingerprint=cat.embedder.fingerprint)
         try:
-            for line in (d / "items.jsonl").read_text(encoding="utf-8").splitlines():
+            raw = (gdir / "items.jsonl").read_bytes()
+            if items_sha and hashlib.sha256(raw).hexdigest() != items_sha:
+                raise ValueError("checksum mismatch")
+            for line in raw.decode("utf-8").splitlines():
                 if line.strip():
                     row = json.loads(line)
                     cat.items[row["id"]] = row["record"]
                     cat.texts[row["id"]] = row["text"]
-        except (OSError, json.JSONDecodeError, KeyError) as exc:
-            raise ArtifactError(f"{d}/items.jsonl is missing or corrupt: {exc}") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"{gdir}/items.jsonl is missing or corrupt: {exc}") from None
         if len(cat.index) != len(cat.items):
             raise ArtifactError(f"catalog in {d} is inconsistent: {len(cat.items)} items but {len(cat.index)} vectors")
+        if set(cat.index.keys()) != set(cat.items):
+            odd = next(iter(set(cat.index.keys()) ^ set(cat.items)))
+            raise ArtifactError(f"catalog in {d} is inconsistent: item {odd!r} is in only one of items.jsonl "
+                                "and the index; rebuild it with `recommender build`")
+        cat.generation = gen
         return cat
+
+
+_GEN_DIR_RE = re.compile(r"^gen-(\d+)$")
+
+
+def _next_generation(d: Path) -> int:
+    """One more than any generation on disk (committed or left half-written by a crash)."""
+    gen = 0
+    for f in d.iterdir():
+        m = _GEN_DIR_RE.match(f.name)
+        if m:
+            gen = max(gen, int(m.group(1)))
+    try:
+        gen = max(gen, int(read_json(d / "catalog.json").get("generation", 0)))
+    except Exception:
+        pass
+    return gen + 1
+
+
+def _remove_stale_generations(d: Path, keep: str) -> None:
+    """Delete generation folders other than ``keep`` and files of the pre-generation layout.
+
+    Only call with the catalog's writer lock held and ``keep`` committed in catalog.json.
+    """
+    for f in d.iterdir():
+        if f.name == keep:
+            continue
+        try:
+            if _GEN_DIR_RE.match(f.name) and f.is_dir():
+                shutil.rmtree(f)
+            elif f.name == "index" and f.is_dir() and (f / "index.json").exists():  # legacy layout
+                shutil.rmtree(f)
+            elif f.name == "items.jsonl" and f.is_file():  # legacy layout
+                f.unlink()
+        except OSError:  # pragma: no cover - removed at the next save
+            pass
+
+
+def _clean_dead_saves(d: Path) -> None:
+    """With the writer lock held: remove temps, half-written and superseded generations."""
+    from verticore.io import remove_stale_temps
+
+    remove_stale_temps(d, all_dead=True)
+    try:
+        meta = read_json(d / "catalog.json")
+    except DataError:
+        return
+    keep = meta.get("generation_dir") if isinstance(meta, dict) and meta.get("format") == CATALOG_FORMAT else None
+    if isinstance(keep, str) and _GEN_DIR_RE.match(keep) and (d / keep).is_dir():
+        _remove_stale_generations(d, keep)
 
 
 def _dict_predicate(filters: Mapping[str, Any]) -> Callable[[dict[str, Any]], bool]:

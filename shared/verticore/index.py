@@ -53,7 +53,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import numpy as np
 
 from .errors import ArtifactError, DataError, IndexMismatchError
-from .io import atomic_write_bytes, atomic_write_json
+from .io import DirLock, atomic_write_bytes, atomic_write_json, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -698,7 +698,8 @@ class VectorIndex:
             raise ArtifactError(f"cannot create index directory {d}: {exc.strerror}") from None
         if d.exists() and not d.is_dir():
             raise ArtifactError(f"{d} is a file, not a directory")
-        with self._lock:
+        with self._lock, DirLock(d):  # one writer per directory, across processes too
+            remove_stale_temps(d, all_dead=True)  # we hold the writer lock: any temp is a dead save's
             gen = self._next_generation(d)
             name = f"index.{gen}.faiss"
             data = faiss.serialize_index(self._active).tobytes()  # always the CPU index
@@ -719,14 +720,32 @@ class VectorIndex:
             }
             atomic_write_json(d / SIDECAR, sidecar)
             _fsync_dir(d)
-            for f in d.iterdir():  # old generations and leftovers of crashed saves
-                m = _GEN_RE.match(f.name)
-                if m and f.name != name:
-                    try:
-                        f.unlink()
-                    except OSError:  # pragma: no cover
-                        pass
+            self._remove_other_generations(d, name)
         return d
+
+    @staticmethod
+    def _remove_other_generations(d: Path, keep: str) -> None:
+        """Delete generation files other than ``keep`` (older ones and orphans of crashed saves).
+
+        Only call with the directory's writer lock held and ``keep`` read from the sidecar."""
+        for f in d.iterdir():
+            if _GEN_RE.match(f.name) and f.name != keep:
+                try:
+                    f.unlink()
+                except OSError:  # pragma: no cover
+                    pass
+
+    @classmethod
+    def _clean_dead_saves(cls, d: Path) -> None:
+        """Remove what killed saves left in ``d`` (temp files, orphan generations); call with the
+        writer lock held so no live save owns any of it."""
+        remove_stale_temps(d, all_dead=True)
+        try:
+            keep = json.loads((d / SIDECAR).read_text(encoding="utf-8"))["index_file"]
+        except Exception:  # no readable sidecar: nothing is known to be garbage, keep everything
+            return
+        if isinstance(keep, str) and _GEN_RE.match(keep) and (d / keep).exists():
+            cls._remove_other_generations(d, keep)
 
     @staticmethod
     def _next_generation(d: Path) -> int:
@@ -750,11 +769,26 @@ class VectorIndex:
         sidecar or FAISS file, and :class:`~verticore.errors.IndexMismatchError` when
         ``expected_fingerprint`` is given and the index was built with another model.
         """
-        faiss = _faiss()
         d = Path(directory)
-        side = d / SIDECAR
         if not d.is_dir():
             raise ArtifactError(f"no index directory at {d}; build the index first")
+        lock = DirLock(d)
+        if lock.acquire(blocking=False):  # no save running: safe to clear what killed saves left
+            try:
+                cls._clean_dead_saves(d)
+            except OSError:  # read-only directory: loading still works
+                pass
+        else:  # a save is running: wait for it, then read while it cannot delete our generation
+            lock.acquire(shared=True)
+        try:
+            return cls._load_locked(d, expected_fingerprint, use_gpu)
+        finally:
+            lock.release()
+
+    @classmethod
+    def _load_locked(cls, d: Path, expected_fingerprint: str | None, use_gpu: bool | str) -> "VectorIndex":
+        faiss = _faiss()
+        side = d / SIDECAR
         if not side.exists():
             raise ArtifactError(f"{d} holds no index ({SIDECAR} is missing); build the index first")
         try:
@@ -803,6 +837,14 @@ class VectorIndex:
         if index.ntotal != len(ids) + len(tombstones):
             raise ArtifactError(f"index file {path} holds {index.ntotal} vectors but {SIDECAR} lists "
                                 f"{len(ids) + len(tombstones)}; rebuild the index")
+        stored = _stored_ids(index)
+        if stored is not None:
+            # ids that FAISS holds but the sidecar does not name would make every hit vanish in search
+            listed = set(ids) | tombstones
+            if len(stored) != len(listed) or not np.isin(stored, np.fromiter(listed, np.int64, len(listed))).all():
+                unknown = np.setdiff1d(stored, np.fromiter(listed, np.int64, len(listed)))
+                raise ArtifactError(f"index file {path} and {SIDECAR} disagree on vector ids ({len(unknown)} of "
+                                    f"{len(stored)} stored ids are not in the sidecar); rebuild the index")
         try:
             self = cls(dimension, metric=metric, factory=factory, model_fingerprint=saved_fp, use_gpu=use_gpu,
                        nprobe=params.get("nprobe") or None, ef_search=int(params.get("ef_search", 64)),
@@ -824,6 +866,26 @@ class VectorIndex:
         self.created = str(meta.get("created", self.created))
         self.updated = str(meta.get("updated", self.updated))
         return self
+
+
+def _stored_ids(index: Any) -> np.ndarray | None:
+    """The int64 ids a deserialised FAISS index holds (``None`` for types that do not expose them)."""
+    faiss = _faiss()
+    if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except Exception:
+        return None
+    inv = ivf.invlists
+    parts = []
+    for lst in range(ivf.nlist):
+        n = inv.list_size(lst)
+        if n:
+            ptr = inv.get_ids(lst)
+            parts.append(faiss.rev_swig_ptr(ptr, n).astype(np.int64).copy())
+            inv.release_ids(lst, ptr)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 __all__ = ["VectorIndex", "SearchHit", "gpu_available"]

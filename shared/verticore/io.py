@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -14,12 +15,52 @@ from .errors import DataError
 
 PathLike = str | os.PathLike
 
+# ".<name>.<pid>.<random>.tmp" (pid since this version) or ".<name>.<random>.tmp" (older writers)
+_TEMP_RE = re.compile(r"^\.(.+?)\.(?:(\d+)\.)?[A-Za-z0-9_]+\.tmp$")
+
+
+def _temp_prefix(name: str) -> str:
+    """Temp-file prefix of an atomic write of ``name``: it carries the writer's pid so that a
+    later process can tell a dead save's leftover from a live one (see :func:`remove_stale_temps`)."""
+    return f".{name}.{os.getpid()}."
+
+
+def fsync_dir(path: PathLike) -> None:
+    """fsync a directory so renames/creations in it survive a power cut (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` exists on this machine (permission errors count as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename."""
+    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync the dir.
+
+    After a crash ``path`` holds either the old or the new bytes, never a mix; the rename is
+    made durable by fsyncing the directory (POSIX; skipped where the OS cannot).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -30,7 +71,83 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temps(directory: PathLike, *, all_dead: bool = False) -> int:
+    """Remove temp files left in ``directory`` by killed :func:`atomic_write_bytes` calls.
+
+    A temp file (``.<name>.<pid>.<random>.tmp``) is stale when its writer ``pid`` no longer runs
+    on this machine. ``all_dead=True`` declares every temp file stale (the caller holds the
+    directory's writer lock, so no live save can own one), which also covers temps written by
+    older versions without a pid. Returns how many files were removed.
+    """
+    d = Path(directory)
+    removed = 0
+    try:
+        entries = list(d.iterdir())
+    except OSError:
+        return 0
+    for f in entries:
+        m = _TEMP_RE.match(f.name)
+        if not m or not f.is_file():
+            continue
+        pid = int(m.group(2)) if m.group(2) else None
+        if not all_dead and (pid is None or pid == os.getpid() or pid_alive(pid)):
+            continue
+        try:
+            f.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+class DirLock:
+    """An exclusive advisory lock on a directory (``flock`` on the directory itself, no extra file).
+
+    Serialises writers of one directory across threads and processes; the OS drops it when the
+    holder dies, so whoever holds it knows every temp/staging leftover in the directory is stale.
+    ``blocking=False`` makes :meth:`acquire` return False instead of waiting. Where ``flock`` is
+    unavailable (Windows) the lock is a no-op that always succeeds.
+    """
+
+    def __init__(self, directory: PathLike) -> None:
+        self.directory = Path(directory)
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = True, shared: bool = False) -> bool:
+        """Take the lock (``shared=True``: a reader's lock that only excludes writers)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return True
+        try:
+            fd = os.open(self.directory, os.O_RDONLY)
+        except OSError:  # cannot open the directory: no lock to take; a writer goes on without one
+            return blocking
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
+        except OSError:
+            os.close(fd)
+            if blocking:
+                raise
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "DirLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
