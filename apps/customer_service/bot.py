@@ -243,10 +243,10 @@ class Bot:
     # -- helpers ------------------------------------------------------------------------
     def _retrieve(self, query: str, filters: dict[str, Any] | None,
                   query_vector: np.ndarray | None = None) -> list[RetrievedChunk]:
-        passages = self.kb.search(query, k=self.config.top_k, mode=self.config.retrieval_mode, filters=filters,
-                                  query_vector=query_vector)
-        # guardrail on retrieved text: a passage that carries instructions is never used
-        return [p for p in passages if not detect_injection(p.text)]
+        # KB passages are evidence and are never pattern-matched away (benign phrases like "you are now
+        # eligible" used to drop them); the LLM path quotes them as data instead (answer.build_messages)
+        return self.kb.search(query, k=self.config.top_k, mode=self.config.retrieval_mode, filters=filters,
+                              query_vector=query_vector)
 
     def _template_reply(self, sid: str, text: str, tpl: AnswerTemplate, values: dict[str, str], state: dict[str, Any],
                         t0: float, confidence: float | None, history: list[dict[str, Any]], rewritten: str | None = None,

@@ -1,7 +1,7 @@
 """Guardrails: PII redaction, prompt-injection detection, message limits, sentiment and handoff requests.
 
 Everything here is pure Python (regexes and small lexicons) so it costs microseconds per message
-and can run on every user turn and on every retrieved passage.
+and can run on every user turn.
 """
 from __future__ import annotations
 
@@ -15,9 +15,31 @@ MAX_MESSAGE_CHARS = 2000
 
 # -- PII ------------------------------------------------------------------------------------
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
-_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+# an IBAN candidate: country code, check digits, then up to 8 groups (any case, spaces optional);
+# the candidate is trimmed to the longest prefix that passes the country length and mod-97 checks
+_IBAN = re.compile(r"\b[A-Z]{2}[ ]?\d{2}(?:[ ]?[A-Z0-9]{1,4}){3,8}\b", re.IGNORECASE)
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27, "BR": 29,
+    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
+    "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
+    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28,
+    "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20,
+    "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29, "PT": 25,
+    "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27,
+    "SO": 23, "ST": 25, "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}
+# card digits may be grouped with spaces, dashes, dots or slashes; a digit or a separator+digit
+# right before/after means the run is part of a longer number
+_CARD = re.compile(r"(?<!\d)(?<!\d[ ./-])(?:\d[ ./-]?){12,18}\d(?!\d)(?![./-]\d)")
+# US social security number (area 000/666/9xx and group 00 / serial 0000 are never issued)
+_SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\w-])")
 _PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\d{1,3}?[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,4}(?![\w])")
+# dates look like phone numbers to the pattern above: 2024-03-15, 15.03.2024, 03/15/2024
+_DATE = re.compile(r"(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./](?:\d{4}|\d{2}))(?:[T ]\d{1,2}:\d{2}(?::\d{2})?)?")
+# a number right after an order/reference keyword is an identifier, not a phone or card number
+_ID_CONTEXT = re.compile(
+    r"\b(?:order|purchase|invoice|parcel|package|shipment|tracking|booking|reservation|confirmation|ref(?:erence)?|"
+    r"receipt|ticket|case|item|sku|article)\s*(?:number|no\.?|num|id|code|#)?\s*(?:is|was|:)?\s*#?\s*$", re.IGNORECASE)
 
 
 def luhn_ok(digits: str) -> bool:
@@ -34,62 +56,90 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _iban_ok(candidate: str) -> bool:
-    s = candidate.replace(" ", "")
-    if not 15 <= len(s) <= 34:
+def iban_ok(candidate: str) -> bool:
+    """True when ``candidate`` (any case, spaces allowed) is an IBAN: country length and mod-97 check."""
+    s = candidate.replace(" ", "").upper()
+    want = _IBAN_LENGTHS.get(s[:2])
+    if (want is not None and len(s) != want) or not 15 <= len(s) <= 34 or not s[2:4].isdigit() or not s.isalnum():
         return False
-    rearranged = s[4:] + s[:4]
-    try:
-        num = "".join(str(int(c, 36)) for c in rearranged)
-    except ValueError:
-        return False
+    num = "".join(str(int(c, 36)) for c in s[4:] + s[:4])
     return int(num) % 97 == 1
 
 
-def redact_pii(text: str) -> str:
-    """Replace card numbers, IBANs, e-mail addresses and phone numbers with placeholders.
+def _iban(m: re.Match) -> str:
+    # the pattern may run into the words after the IBAN ("... 00 for"): try prefixes, longest first
+    raw = m.group(0)
+    cuts = [i for i, ch in enumerate(raw) if ch == " "] + [len(raw)]
+    for end in reversed(cuts):
+        if iban_ok(raw[:end]):
+            return "[IBAN]" + raw[end:]
+    return raw
 
-    Card numbers must pass the Luhn check and IBANs their mod-97 check, so order ids and
-    amounts are not redacted by accident. Returns the redacted text.
+
+def _is_identifier(m: re.Match) -> bool:
+    return bool(_ID_CONTEXT.search(m.string[max(0, m.start() - 40): m.start()]))
+
+
+def _card(m: re.Match) -> str:
+    digits = re.sub(r"\D", "", m.group(0))
+    if 13 <= len(digits) <= 19 and luhn_ok(digits) and not _is_identifier(m):
+        return "[CARD]"
+    return m.group(0)
+
+
+def _phone(m: re.Match) -> str:
+    raw = m.group(0)
+    stripped = raw.strip()
+    digits = re.sub(r"\D", "", raw)
+    if _is_identifier(m) or any(d.start() < m.end() and m.start() < d.end() for d in _DATE.finditer(m.string)):
+        return raw
+    prefixed = stripped.startswith(("+", "00", "("))
+    separated = bool(re.search(r"[ .()-]", stripped))
+    # without a prefix or separators only 10-12 digit runs read as phone numbers (national numbers
+    # are at most 12 digits); longer bare runs are order, invoice or tracking numbers
+    if 8 <= len(digits) <= 15 and (prefixed or separated or len(digits) <= 12) and (prefixed or separated or len(digits) >= 10):
+        return "[PHONE]"
+    return raw
+
+
+def redact_pii(text: str) -> str:
+    """Replace card numbers, IBANs, US SSNs, e-mail addresses and phone numbers with placeholders.
+
+    Card numbers must pass the Luhn check and IBANs their country length and mod-97 check, so order
+    ids and amounts are not redacted by accident; dates and numbers right after an order/reference
+    keyword are never taken for phone numbers. Returns the redacted text.
     """
     if not text:
         return text
     text = _EMAIL.sub("[EMAIL]", text)
-    text = _IBAN.sub(lambda m: "[IBAN]" if _iban_ok(m.group(0)) else m.group(0), text)
-
-    def card(m: re.Match) -> str:
-        digits = re.sub(r"\D", "", m.group(0))
-        return "[CARD]" if 13 <= len(digits) <= 19 and luhn_ok(digits) else m.group(0)
-
-    text = _CARD.sub(card, text)
-
-    def phone(m: re.Match) -> str:
-        raw = m.group(0)
-        digits = re.sub(r"\D", "", raw)
-        # a phone number has 8-15 digits and is written with a + / separators, or is 10+ digits long
-        if 8 <= len(digits) <= 15 and (raw.strip().startswith(("+", "00", "(")) or re.search(r"[ .()-]", raw.strip()) or len(digits) >= 10):
-            return "[PHONE]"
-        return raw
-
-    return _PHONE.sub(phone, text)
+    text = _IBAN.sub(_iban, text)
+    text = _CARD.sub(_card, text)
+    text = _SSN.sub("[SSN]", text)  # before phones: 123-45-6789 also fits the phone pattern
+    return _PHONE.sub(_phone, text)
 
 
 # -- prompt injection ------------------------------------------------------------------------
+# Deliberately narrow: only phrasings with no everyday customer-service reading. Retrieved KB text
+# is never checked (it is quoted as data in LLM prompts instead); see bench/guard_false_positives.py.
 _INJECTION_PATTERNS = [
-    r"\b(ignore|disregard|forget|override)\b[^.\n]{0,40}\b(previous|prior|above|earlier|all|your|the|system)\b[^.\n]{0,30}\b(instructions?|prompts?|rules?|directions?|guidelines?)",
-    r"\b(reveal|show|print|repeat|leak|output)\b[^.\n]{0,30}\b(system prompt|hidden prompt|initial prompt|your instructions|your prompt)",
-    r"\byou are now\b|\bfrom now on,? you (are|will|must)\b|\bpretend (to be|you are)\b",
-    r"\b(developer|god|dan|jailbreak) mode\b|\bjailbreak\b",
-    r"<\|?(im_start|im_end|system|endoftext)\|?>|\[/?INST\]|<<SYS>>",
-    r"^\s*(system|assistant)\s*:",
-    r"\bnew instructions?\s*:",
-    r"\bdo anything now\b",
+    r"\b(?:ignore|disregard|forget|override)\s+(?:(?:all|any|of|the|your|these|those)\s+){0,3}"
+    r"(?:previous|prior|above|earlier|preceding|original|system)\s+(?:instructions?|prompts?|rules|directions|guidelines)\b",
+    r"\b(?:ignore|disregard|forget|override)\s+(?:all\s+)?your\s+(?:instructions|system prompt|programming|guidelines)\b",
+    r"\b(?:reveal|show|print|repeat|leak|output|display)\b[^.\n]{0,30}\b(?:system|hidden|initial|developer)\s+prompt\b",
+    r"\byou are now (?:DAN\b|an? (?:unrestricted|unfiltered|uncensored|jailbroken)\b|in (?:developer|god|jailbreak|DAN) mode\b)",
+    r"\bjailbreak(?:ing|ed)?\s+(?:mode|prompt|you|the (?:ai|bot|model|assistant))\b|\b(?:god|DAN) mode\b",
+    r"\bdo anything now\b[^.\n]{0,20}\b(?:DAN|no (?:rules|restrictions|limits))\b|\bDAN\s*\(do anything now\)",
+    r"<\|?(?:im_start|im_end|system|endoftext)\|?>|\[/?INST\]|<</?SYS>>",
+    r"^\s*(?:system|assistant)\s*:\s*(?:you (?:are|must|will)|ignore|disregard|new (?:rules|instructions))\b",
 ]
 _INJECTION = re.compile("|".join(f"(?:{p})" for p in _INJECTION_PATTERNS), re.IGNORECASE | re.MULTILINE)
 
 
 def detect_injection(text: str) -> str | None:
-    """Return the matched snippet if ``text`` looks like a prompt-injection attempt, else None."""
+    """Return the matched snippet if a customer message is a clear prompt-injection attempt, else None.
+
+    Only for user messages: knowledge-base passages are never filtered with it.
+    """
     m = _INJECTION.search(text or "")
     return m.group(0).strip()[:80] if m else None
 

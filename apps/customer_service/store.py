@@ -1,18 +1,25 @@
 """Persistent bot state in SQLite: sessions (memory + slots), turns, handoff tickets, feedback.
 
-Everything written here is PII-redacted first (see :func:`customer_service.guardrails.redact_pii`).
+Turns, tickets and feedback are PII-redacted before they are written (see
+:func:`customer_service.guardrails.redact_pii`). Session state holds the template slot values
+(e-mail, card last four digits, order id) that answers need within the conversation, so it is
+not redacted but encrypted at rest (Fernet) with a key kept outside the database: the
+``VERTICORE_CS_KEY`` environment variable, else a ``bot.key`` file (mode 0600) created next to
+``bot.sqlite``. Keep that file out of database backups you share.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from verticore.errors import DataError
+from verticore.errors import ArtifactError, DataError
+from verticore.io import fsync_dir
 from verticore.storage import connect
 
 from .guardrails import redact_pii
@@ -67,16 +74,77 @@ BOT_MIGRATIONS = [
 TICKET_STATUSES = ("open", "in_progress", "resolved")
 
 
+KEY_ENV = "VERTICORE_CS_KEY"
+"""Environment variable holding the session-state key (a Fernet key); overrides the key file."""
+KEY_FILE = "bot.key"
+"""Key file created next to ``bot.sqlite`` when :data:`KEY_ENV` is not set."""
+_ENC_PREFIX = "enc:v1:"
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _fernet(key: bytes | str, where: str):
+    from cryptography.fernet import Fernet
+
+    try:
+        return Fernet(key.strip() if isinstance(key, (bytes, str)) else key)
+    except (ValueError, TypeError):
+        raise ArtifactError(f"the session-state key from {where} is not a valid Fernet key (32 url-safe base64 bytes); "
+                            "generate one with `python -c 'from cryptography.fernet import Fernet; "
+                            "print(Fernet.generate_key().decode())'`") from None
+
+
+def load_or_create_key(key_file: str | Path) -> bytes:
+    """Read the Fernet key in ``key_file``, creating it (mode 0600, atomically, exactly once) if missing."""
+    from cryptography.fernet import Fernet
+
+    key_file = Path(key_file)
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = key_file.with_name(f".{key_file.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(Fernet.generate_key())
+                f.flush()
+                os.fsync(f.fileno())
+            try:  # link() never replaces: a key another process just created wins
+                os.link(tmp, key_file)
+                fsync_dir(key_file.parent)
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    try:
+        return key_file.read_bytes().strip()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read the session-state key {key_file}: {exc.strerror or exc}") from None
 
 
 class BotStore:
     """SQLite store of sessions, turns, tickets and feedback (``bot.sqlite``)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, key: bytes | str | None = None, key_file: str | Path | None = None) -> None:
+        """Open ``path``; session state is encrypted with ``key``, else ``$VERTICORE_CS_KEY``, else the
+        Fernet key in ``key_file`` (default ``bot.key`` next to the database, created if missing)."""
         self.path = path
+        if key is not None:
+            where = "the key argument"
+        elif os.environ.get(KEY_ENV):
+            key, where = os.environ[KEY_ENV], f"${KEY_ENV}"
+        elif str(path) == ":memory:" and key_file is None:
+            from cryptography.fernet import Fernet
+
+            key, where = Fernet.generate_key(), "a generated in-memory key"
+        else:
+            kf = Path(key_file) if key_file is not None else Path(path).parent / KEY_FILE
+            key, where = load_or_create_key(kf), str(kf)
+        self._fernet = _fernet(key, where)
+        self._key_source = where
         self.conn = connect(path, BOT_MIGRATIONS)
+        self._encrypt_plain_states()
 
     # -- sessions -----------------------------------------------------------------------
     def new_session(self) -> str:
@@ -92,13 +160,40 @@ class BotStore:
                           (str(session_id), _now(), _now()))
         return str(session_id)
 
+    def _seal(self, state: dict[str, Any]) -> str:
+        return _ENC_PREFIX + self._fernet.encrypt(json.dumps(state, ensure_ascii=False).encode("utf-8")).decode("ascii")
+
+    def _open(self, session_id: str, stored: str) -> dict[str, Any]:
+        from cryptography.fernet import InvalidToken
+
+        if not stored.startswith(_ENC_PREFIX):  # written before encryption (migrated on open)
+            return json.loads(stored)
+        try:
+            return json.loads(self._fernet.decrypt(stored[len(_ENC_PREFIX):].encode("ascii")))
+        except InvalidToken:
+            raise ArtifactError(f"session {session_id} was encrypted with another key than {self._key_source}; "
+                                f"restore the original key (${KEY_ENV} or {KEY_FILE}) or start a new session") from None
+
+    def _encrypt_plain_states(self) -> None:
+        """Encrypt session states left in plain JSON by older versions (slot values would sit there raw)."""
+        rows = self.conn.execute("SELECT session_id, state FROM sessions WHERE state NOT LIKE ? AND state != '{}'",
+                                 (_ENC_PREFIX + "%",)).fetchall()
+        for sid, stored in rows:
+            try:
+                state = json.loads(stored)
+            except ValueError:
+                state = {}
+            self.conn.execute("UPDATE sessions SET state=? WHERE session_id=? AND state=?", (self._seal(state), sid, stored))
+
     def state(self, session_id: str) -> dict[str, Any]:
+        """The session's memory (slots, pending question, failures), decrypted."""
         row = self.conn.execute("SELECT state FROM sessions WHERE session_id=?", (session_id,)).fetchone()
-        return json.loads(row[0]) if row else {}
+        return self._open(session_id, row[0]) if row else {}
 
     def set_state(self, session_id: str, state: dict[str, Any]) -> None:
+        """Save the session's memory, encrypted (it holds raw slot values such as e-mail addresses)."""
         self.conn.execute("UPDATE sessions SET state=?, updated_at=? WHERE session_id=?",
-                          (json.dumps(state, ensure_ascii=False), _now(), session_id))
+                          (self._seal(state), _now(), session_id))
 
     def history(self, session_id: str, limit: int = 10) -> list[dict[str, Any]]:
         """The last ``limit`` turns of a session, oldest first."""
