@@ -18,7 +18,12 @@ Example (YAML)::
         url: https://hooks.example.com/T000/B000
         format: slack             # json | slack
         secret_env: RISK_HOOK_SECRET
-    allow_hosts: [hooks.example.com, 127.0.0.1]
+        timeout_s: 5             # overall deadline per request (< the 60 s delivery lease)
+    allow_hosts: [hooks.example.com]   # optional: only these hosts (restricts; never permits private ones)
+
+Webhook hosts must be public addresses. Loopback/private receivers need the operator allow-list
+``VERTICORE_WEBHOOK_ALLOW`` (environment, e.g. ``127.0.0.1,::1,10.0.0.0/8``) or the CLI's
+``--webhook-allow``: deliberately not a config key, because the config is editable from the dashboard.
 """
 from __future__ import annotations
 
@@ -27,13 +32,15 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
 from verticore.errors import DataError
+from verticore.netguard import check_public_url
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
+# how long a worker holds one delivery; a webhook's timeout_s (its overall deadline) must be shorter
+DELIVERY_LEASE_S = 60.0
 
 DEFAULT_TOPICS: dict[str, str] = {
     "earnings": "quarterly earnings results, profit, net sales, revenue, operating income, loss per share",
@@ -137,31 +144,21 @@ class MonitorConfig:
         return d
 
 
-def validate_webhook_url(url: str, allow_hosts: list[str] | None = None) -> str:
-    """Accept only ``http(s)://host[:port]/...``; with an allow-list the host must be on it.
+def validate_webhook_url(url: str, allow_hosts: list[str] | None = None, *, allow: Any = None) -> str:
+    """Accept only ``http(s)://host[:port]/...`` whose host is not a literal private, loopback,
+    link-local or metadata address (any numeric spelling); with ``allow_hosts`` the host must also
+    be on that list.
 
-    Raises :class:`DataError` naming the problem (scheme, missing host, host not allowed).
+    ``allow_hosts`` (config, dashboard-editable) only *restricts*; non-public addresses need the
+    operator allow-list (``$VERTICORE_WEBHOOK_ALLOW`` or ``allow``, see :mod:`verticore.netguard`).
+    Host names are resolved and re-checked at send time. Raises :class:`DataError` naming the problem.
     """
-    if not isinstance(url, str) or not url.strip():
-        raise DataError("webhook URL is empty")
-    url = url.strip()
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError on a bad port
-    except ValueError as exc:
-        raise DataError(f"webhook URL {url!r} is malformed: {exc}") from None
-    if parts.scheme.lower() not in ("http", "https"):
-        raise DataError(f"webhook URL {url!r} must use http or https (got scheme {parts.scheme or 'none'!r})")
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise DataError(f"webhook URL {url!r} has no host")
-    if parts.username or parts.password:
-        raise DataError(f"webhook URL {url!r} must not embed credentials; use a secret instead")
+    target = check_public_url(url, allow, resolve=False, what="webhook URL")
+    host = target.host
     if allow_hosts:
         allowed = {h.lower() for h in allow_hosts}
         if host not in allowed and not any(a.startswith(".") and host.endswith(a) for a in allowed):
             raise DataError(f"webhook host {host!r} is not in allow_hosts {sorted(allowed)}")
-    del port
     return url
 
 
@@ -208,6 +205,9 @@ def config_from_dict(data: dict[str, Any] | None, *, origin: str = "config") -> 
                     raise DataError(f"webhook {w.name!r}: format must be json or slack (got {w.format!r})")
                 if w.max_attempts < 1 or w.timeout_s <= 0:
                     raise DataError(f"webhook {w.name!r}: max_attempts must be >= 1 and timeout_s > 0")
+                if w.timeout_s >= DELIVERY_LEASE_S:
+                    raise DataError(f"webhook {w.name!r}: timeout_s must be shorter than the {DELIVERY_LEASE_S:g}s "
+                                    f"delivery lease (got {w.timeout_s:g}); otherwise a second worker re-sends it")
             names = [w.name for w in cfg.webhooks]
             if len(set(names)) != len(names):
                 raise DataError(f"webhook names must be unique (got {names})")

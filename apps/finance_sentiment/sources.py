@@ -11,13 +11,13 @@ import io
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import httpx
-
 from verticore.errors import DataError
+from verticore.netguard import MAX_REDIRECTS, NetError, guarded_request
 
 from .items import parse_timestamp
 from .store import NewsStore
@@ -25,6 +25,8 @@ from .text import decode_bytes
 
 log = logging.getLogger("finance_sentiment.sources")
 MAX_FEED_BYTES = 20 * 1024 * 1024
+# a scheme ("x:") or a scheme-relative "//host": URL-like, so never read as a local path
+_URL_LIKE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.\-]*:|[/\\]{2})")
 
 
 # -- RSS / Atom ---------------------------------------------------------------------------
@@ -63,46 +65,43 @@ def _strip_html(html: str) -> str:
     return unescape(re.sub(r"<[^>]+>", " ", html or ""))
 
 
-def fetch_feed(url: str, *, timeout_s: float = 10.0, client: httpx.Client | None = None) -> list[dict[str, Any]]:
-    """Download and parse one feed (``http(s)://`` or a local path / ``file://``).
+def fetch_feed(url: str | Path, *, timeout_s: float = 10.0, allow: Any = None) -> list[dict[str, Any]]:
+    """Download and parse one feed: an ``http(s)://`` URL (any case), or a local file given as a
+    :class:`~pathlib.Path` or as a plain path string without a scheme.
 
-    A hanging server hits ``timeout_s`` (connect, read and overall) and raises :class:`DataError`;
-    so do HTTP errors, oversized responses and malformed XML.
+    URLs must reach public addresses (``allow`` and ``$VERTICORE_WEBHOOK_ALLOW`` can permit private
+    ones); redirects are followed by hand, at most 5, each hop re-checked, and the connection goes
+    to the checked address. Other schemes (``file:``, ``ftp:``, ``gopher:``) and scheme-relative
+    ``//host`` are refused rather than read as paths. ``timeout_s`` is one overall deadline for the
+    whole download. Every failure raises :class:`DataError`.
     """
-    if url.startswith("file://") or not url.startswith(("http://", "https://")):
-        path = Path(url[7:] if url.startswith("file://") else url)
-        if not path.exists():
+    if isinstance(url, Path) or (isinstance(url, str) and not _URL_LIKE.match(url)):
+        path = Path(url)
+        if not path.is_file():
             raise DataError(f"feed file not found: {path}")
         return parse_feed(path.read_bytes(), str(path))
-    own = client is None
-    client = client or httpx.Client(follow_redirects=True)
-    deadline = time.monotonic() + timeout_s
     try:
-        with client.stream("GET", url, timeout=httpx.Timeout(timeout_s), headers={"User-Agent": "verticore-finance-sentiment/0.1"}) as resp:
-            if resp.status_code >= 400:
-                raise DataError(f"feed {url} answered HTTP {resp.status_code}")
-            buf = bytearray()
-            for chunk in resp.iter_bytes():
-                buf += chunk
-                if len(buf) > MAX_FEED_BYTES:
-                    raise DataError(f"feed {url} is larger than {MAX_FEED_BYTES // 2**20} MiB; skipped")
-                if time.monotonic() > deadline:
-                    raise DataError(f"feed {url} did not finish within {timeout_s:g}s; skipped")
-    except httpx.TimeoutException:
-        raise DataError(f"feed {url} timed out after {timeout_s:g}s; skipped") from None
-    except httpx.HTTPError as exc:
-        raise DataError(f"feed {url} could not be fetched: {type(exc).__name__}: {exc}") from None
-    finally:
-        if own:
-            client.close()
-    return parse_feed(bytes(buf), url)
+        resp = guarded_request("GET", url, allow=allow, deadline_s=timeout_s, max_bytes=MAX_FEED_BYTES,
+                               max_redirects=MAX_REDIRECTS, what="feed URL",
+                               headers={"User-Agent": "verticore-finance-sentiment/0.1"})
+    except NetError as exc:
+        if exc.timeout:
+            raise DataError(f"feed {url} did not finish within {timeout_s:g}s (timed out); skipped") from None
+        raise DataError(f"feed {url} could not be fetched: {exc}") from None
+    except DataError as exc:
+        raise DataError(f"feed {url} refused: {exc}") from None
+    if resp.status >= 400:
+        raise DataError(f"feed {url} answered HTTP {resp.status}")
+    if resp.status >= 300:
+        raise DataError(f"feed {url} answered HTTP {resp.status} without a usable redirect")
+    return parse_feed(resp.body, url)
 
 
-def poll_feeds(urls: Iterable[str], *, timeout_s: float = 10.0) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """Fetch each feed in turn; a failing feed is logged and skipped, the others still come through."""
+def poll_feeds(urls: Iterable[str | Path], *, timeout_s: float = 10.0, allow: Any = None) -> Iterator[tuple[str | Path, list[dict[str, Any]]]]:
+    """Fetch each feed in turn; a failing or refused feed is logged and skipped, the others still come through."""
     for url in urls:
         try:
-            yield url, fetch_feed(url, timeout_s=timeout_s)
+            yield url, fetch_feed(url, timeout_s=timeout_s, allow=allow)
         except DataError as exc:
             log.error("%s", exc)
             yield url, []

@@ -144,10 +144,12 @@ class NewsStore(abc.ABC):
     def enqueue(self, alert_id: int, event: str, target: str, url: str, fmt: str, payload: dict[str, Any],
                 idempotency_key: str, now: float) -> bool: ...
     @abc.abstractmethod
-    def claim_due(self, now: float, limit: int = 20, lease_s: float = 60.0) -> list[dict[str, Any]]: ...
+    def claim_due(self, now: float, limit: int = 20, lease_s: float = 60.0, *,
+                  due_by: float | None = None) -> list[dict[str, Any]]: ...
     @abc.abstractmethod
     def finish_attempt(self, outbox_id: int, *, ok: bool, now: float, duration_s: float, status: int | None,
-                       error: str | None, next_attempt_at: float | None, dead: bool) -> None: ...
+                       error: str | None, next_attempt_at: float | None, dead: bool,
+                       lease: float | None = None) -> bool: ...
     @abc.abstractmethod
     def list_outbox(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]: ...
     @abc.abstractmethod
@@ -211,13 +213,15 @@ class SQLiteStore(NewsStore):
             return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
 
     # -- items -----------------------------------------------------------------------
-    def existing_item_ids(self, item_ids: Sequence[str]) -> set[str]:
-        out: set[str] = set()
-        ids = list(item_ids)
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            rows = self._query(f"SELECT item_id FROM items WHERE item_id IN ({','.join('?' * len(chunk))})", chunk)
-            out.update(r["item_id"] for r in rows)
+    def existing_item_ids(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The ``(source, item_id)`` pairs of ``keys`` already stored (an id is unique per source only)."""
+        wanted = {(str(s), str(i)) for s, i in keys}
+        ids = sorted({i for _, i in wanted})
+        out: set[tuple[str, str]] = set()
+        for n in range(0, len(ids), 500):
+            chunk = ids[n:n + 500]
+            rows = self._query(f"SELECT source, item_id FROM items WHERE item_id IN ({','.join('?' * len(chunk))})", chunk)
+            out.update(k for k in ((r["source"], r["item_id"]) for r in rows) if k in wanted)
         return out
 
     def find_title_hashes(self, hashes: Sequence[str], since: float) -> dict[str, int]:
@@ -347,32 +351,45 @@ class SQLiteStore(NewsStore):
                 (alert_id, event, target, url, fmt, json.dumps(payload, default=str), idempotency_key, now, now))
             return cur.rowcount == 1
 
-    def claim_due(self, now: float, limit: int = 20, lease_s: float = 60.0) -> list[dict[str, Any]]:
-        """Atomically lease up to ``limit`` due deliveries (pending, or 'sending' whose lease expired
-        because a worker died mid-send)."""
+    def claim_due(self, now: float, limit: int = 20, lease_s: float = 60.0, *, due_by: float | None = None) -> list[dict[str, Any]]:
+        """Atomically lease up to ``limit`` due deliveries (pending with ``next_attempt_at <= due_by``
+        (default ``now``), or 'sending' whose lease expired because a worker died mid-send). Each
+        row's ``lease_until`` is its lease token for :meth:`finish_attempt`. Workers claim one row at
+        a time (``limit=1``) right before sending it, so a lease never runs out while the row waits
+        behind others in a batch."""
+        due = now if due_by is None else min(due_by, now)
         with self.transaction() as conn:
             rows = [dict(r) for r in conn.execute(
                 "SELECT * FROM outbox WHERE (state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until < ?)"
-                " ORDER BY next_attempt_at, id LIMIT ?", (now, now, int(limit))).fetchall()]
+                " ORDER BY next_attempt_at, id LIMIT ?", (due, due, int(limit))).fetchall()]
             for r in rows:
-                conn.execute("UPDATE outbox SET state = 'sending', lease_until = ? WHERE id = ?", (now + lease_s, r["id"]))
+                r["lease_until"] = now + lease_s
+                conn.execute("UPDATE outbox SET state = 'sending', lease_until = ? WHERE id = ?", (r["lease_until"], r["id"]))
         for r in rows:
+            r["state"] = "sending"
             r["payload"] = json.loads(r["payload"])
         return rows
 
     def finish_attempt(self, outbox_id: int, *, ok: bool, now: float, duration_s: float, status: int | None,
-                       error: str | None, next_attempt_at: float | None, dead: bool) -> None:
+                       error: str | None, next_attempt_at: float | None, dead: bool,
+                       lease: float | None = None) -> bool:
+        """Record one attempt and move the row on. With ``lease`` (the claim's ``lease_until``) a
+        failure only reschedules the row if this worker still holds it (after an expired lease
+        another worker owns it); a success always marks it delivered, which is the receiver's truth.
+        Returns whether the row's state was changed."""
         with self.transaction() as conn:
             conn.execute("INSERT INTO delivery_attempts (outbox_id, at, duration_s, status_code, error, ok) VALUES (?,?,?,?,?,?)",
                          (outbox_id, now, duration_s, status, error, int(ok)))
             if ok:
-                conn.execute("UPDATE outbox SET state='delivered', attempts=attempts+1, delivered_at=?, last_status=?, last_error=NULL,"
-                             " lease_until=NULL WHERE id=?", (now, status, outbox_id))
+                cur = conn.execute("UPDATE outbox SET state='delivered', attempts=attempts+1, delivered_at=?, last_status=?,"
+                                   " last_error=NULL, lease_until=NULL WHERE id=? AND state != 'delivered'", (now, status, outbox_id))
             else:
-                conn.execute("UPDATE outbox SET state=?, attempts=attempts+1, next_attempt_at=?, last_status=?, last_error=?,"
-                             " lease_until=NULL WHERE id=?",
-                             ("dead" if dead else "pending", next_attempt_at if next_attempt_at is not None else now, status,
-                              (error or "")[:500], outbox_id))
+                held = "" if lease is None else " AND state = 'sending' AND lease_until = ?"
+                cur = conn.execute("UPDATE outbox SET state=?, attempts=attempts+1, next_attempt_at=?, last_status=?, last_error=?,"
+                                   " lease_until=NULL WHERE id=? AND state != 'delivered'" + held,
+                                   ("dead" if dead else "pending", next_attempt_at if next_attempt_at is not None else now, status,
+                                    (error or "")[:500], outbox_id, *(() if lease is None else (lease,))))
+            return cur.rowcount == 1
 
     def list_outbox(self, state: str | None = None, limit: int = 200, *, alert_id: int | None = None) -> list[dict[str, Any]]:
         where, params = [], []
