@@ -224,3 +224,71 @@ def test_state_key_from_env_wrong_key_and_legacy_plain_state(tmp_path, monkeypat
     assert "old@x.example" not in _raw_states(db)
     assert s.state("old")["slots"]["email"] == "old@x.example" and s.state(sid)["slots"]["email"] == "a@b.example"
     s.close()
+
+
+# -- knowledge-base ingest: links and size ---------------------------------------------------------
+@pytest.fixture()
+def empty_kb(tmp_path, default_embedder):
+    from customer_service.kb import KnowledgeBase
+
+    return KnowledgeBase(tmp_path / "kb", embedder=default_embedder)
+
+
+def test_ingest_dir_refuses_links_leading_outside_the_folder(empty_kb, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("# Secret\n\nThe admin password is hunter2.\n")
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "returns.md").write_text("# Returns\n\nReturns are free within 30 days.\n")
+    (docs / "same.md").symlink_to(docs / "returns.md")  # a link inside the folder is fine
+    (docs / "leak.md").symlink_to(outside / "secret.md")
+    (docs / "sub" / "linked").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(DataError) as err:
+        empty_kb.ingest_dir(docs, show_progress=False)
+    msg = str(err.value)
+    assert "leak.md: links outside" in msg and "nothing was ingested" in msg
+    assert empty_kb.documents() == [] and empty_kb.search("admin password", k=3) == []
+    (docs / "leak.md").unlink()
+    (docs / "sub" / "linked").unlink()
+    reports = empty_kb.ingest_dir(docs, show_progress=False)
+    assert sorted(r.doc_id for r in reports) == ["returns.md", "same.md"]
+
+
+def test_ingest_refuses_files_over_the_size_limit(empty_kb, tmp_path):
+    from customer_service.loaders import MAX_FILE_BYTES
+
+    assert MAX_FILE_BYTES == 20 * 2**20 and empty_kb.max_file_bytes == MAX_FILE_BYTES
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "small.md").write_text("# Small\n\nGift cards never expire.\n")
+    big = docs / "big.txt"
+    big.write_text("Delivery takes three days. " * 100)  # 2,700 bytes
+    empty_kb.max_file_bytes = 1000
+    with pytest.raises(DataError, match=r"big.txt is too large .*per-file limit is 1000 bytes.*nothing was ingested"):
+        empty_kb.ingest_dir(docs, show_progress=False)
+    assert empty_kb.documents() == []
+    with pytest.raises(DataError, match="big.txt is too large"):
+        empty_kb.ingest(big)
+    with pytest.raises(DataError, match="upload.txt is too large"):
+        empty_kb.ingest_bytes(big.read_bytes(), "upload.txt")
+    assert empty_kb.documents() == []
+    empty_kb.max_file_bytes = 10_000
+    assert {r.doc_id for r in empty_kb.ingest_dir(docs, show_progress=False)} == {"small.md", "big.txt"}
+
+
+def test_cli_ingest_reports_oversized_files(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from customer_service.cli import main
+
+    doc = tmp_path / "big.md"
+    doc.write_text("# Big\n\n" + "Returns are free within 30 days. " * 100)
+    monkeypatch.setattr(sys, "argv", ["customer-service", "kb", "ingest", str(doc), "--kb", str(tmp_path / "kb"),
+                                      "--max-file-mb", "0.001"])
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code
+    out = capsys.readouterr()
+    assert "error: big.md is too large (3.2 KiB; the per-file limit is 1.0 KiB)" in out.err and "0 documents" in out.out

@@ -38,11 +38,16 @@ def _open_bot(kb: Path, intents: Optional[Path] = None, templates: Optional[Path
 
 @kb_app.command("ingest")
 def kb_ingest(paths: List[Path] = typer.Argument(..., help="files or directories (md, txt, html, csv/jsonl FAQ, pdf)"),
-              kb: Path = KB_OPT, embedder: Optional[str] = typer.Option(None, help="embedder for a new KB (default model)")) -> None:
-    """Add or update documents; re-ingesting a changed file replaces its chunks."""
+              kb: Path = KB_OPT, embedder: Optional[str] = typer.Option(None, help="embedder for a new KB (default model)"),
+              max_file_mb: float = typer.Option(20.0, min=0.001, help="refuse files larger than this many MiB")) -> None:
+    """Add or update documents; re-ingesting a changed file replaces its chunks.
+
+    Links leading outside an ingested folder and files over --max-file-mb are refused with a message.
+    """
     from .kb import KnowledgeBase
 
     base = KnowledgeBase(kb, embedder=embedder)
+    base.max_file_bytes = int(max_file_mb * 2**20)
     for p in paths:
         try:
             reports = base.ingest_dir(p, show_progress=True) if p.is_dir() else [base.ingest(p, show_progress=True)]

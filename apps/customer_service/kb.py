@@ -30,7 +30,7 @@ from verticore.errors import DataError, IndexMismatchError
 from verticore.io import atomic_write_json, read_json
 from verticore.storage import connect
 
-from .loaders import SUPPORTED_SUFFIXES, ParsedDocument, parse_bytes, parse_file
+from .loaders import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, ParsedDocument, ingestable_files, parse_bytes, parse_file
 
 KB_MIGRATIONS = [
     """
@@ -230,23 +230,36 @@ class KnowledgeBase:
             idx.save(self.directory / "dense")
 
     # -- documents ----------------------------------------------------------------------
+    max_file_bytes: int | None = MAX_FILE_BYTES
+    """Per-file ingest limit in bytes (None: no limit); set it on an instance to change it."""
+
     def ingest(self, path: str | Path, doc_id: str | None = None, show_progress: bool = False) -> IngestReport:
         """Ingest one file (Markdown, text, HTML, CSV/JSONL FAQ, PDF); re-ingesting replaces its chunks."""
-        doc = parse_file(path, doc_id=doc_id, chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
+        doc = parse_file(path, doc_id=doc_id, chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap,
+                         max_bytes=self.max_file_bytes)
         return self.add_document(doc, show_progress=show_progress)
 
     def ingest_bytes(self, raw: bytes, name: str, doc_id: str | None = None, show_progress: bool = False) -> IngestReport:
         """Ingest an uploaded file's bytes (the dashboard's upload path)."""
-        doc = parse_bytes(raw, name, doc_id=doc_id, chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
+        doc = parse_bytes(raw, name, doc_id=doc_id, chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap,
+                          max_bytes=self.max_file_bytes)
         return self.add_document(doc, show_progress=show_progress)
 
     def ingest_dir(self, directory: str | Path, show_progress: bool = True,
                    on_progress: Callable[[int, int, str], None] | None = None) -> list[IngestReport]:
-        """Ingest every supported file under ``directory`` (recursively); ids are relative paths."""
+        """Ingest every supported file under ``directory`` (recursively); ids are relative paths.
+
+        Like any other bad file, links leading outside ``directory`` and files over
+        :attr:`max_file_bytes` raise :class:`DataError` (naming every such file) before anything
+        is ingested.
+        """
         directory = Path(directory)
         if not directory.is_dir():
             raise DataError(f"not a directory: {directory}")
-        files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+        files, refused = ingestable_files(directory, self.max_file_bytes)
+        if refused:
+            more = f" (and {len(refused) - 5} more)" if len(refused) > 5 else ""
+            raise DataError(f"refusing to ingest {directory}: {'; '.join(refused[:5])}{more}; nothing was ingested")
         if not files:
             raise DataError(f"no supported documents in {directory} (looked for {sorted(SUPPORTED_SUFFIXES)})")
         reports = []

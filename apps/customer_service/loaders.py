@@ -18,6 +18,20 @@ from typing import Any
 from verticore.errors import DataError
 
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".text", ".html", ".htm", ".csv", ".tsv", ".jsonl", ".ndjson", ".pdf"}
+MAX_FILE_BYTES = 20 * 1024 * 1024
+"""Default per-file size limit for ingestion (20 MiB); help articles are far smaller, and parsing a
+huge upload would stall the bot's process."""
+
+
+def _human(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} bytes"
+
+
+def check_size(size: int, name: str, max_bytes: int | None) -> None:
+    """Raise :class:`DataError` when a ``size``-byte file is over the ``max_bytes`` limit (None: no limit)."""
+    if max_bytes is not None and size > max_bytes:
+        raise DataError(f"{name} is too large ({_human(size)}; the per-file limit is {_human(max_bytes)}); "
+                        "split it into smaller documents or raise the limit (`kb ingest --max-file-mb`)")
 
 
 @dataclass
@@ -223,13 +237,14 @@ def _pdf_chunks(path: Path, raw: bytes, chunk_size: int, chunk_overlap: int) -> 
 
 
 def parse_bytes(raw: bytes, name: str, doc_id: str | None = None, *, chunk_size: int = 800, chunk_overlap: int = 120,
-                updated_at: str | None = None) -> ParsedDocument:
+                updated_at: str | None = None, max_bytes: int | None = MAX_FILE_BYTES) -> ParsedDocument:
     """Parse a document's bytes according to its file name's suffix.
 
-    Raises :class:`DataError` with one line for an unsupported type, non-UTF-8 text, a corrupt
-    PDF, an FAQ without question/answer columns or a document with no text.
+    Raises :class:`DataError` with one line for an unsupported type, a file over ``max_bytes``,
+    non-UTF-8 text, a corrupt PDF, an FAQ without question/answer columns or a document with no text.
     """
     path = Path(name)
+    check_size(len(raw), path.name, max_bytes)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise DataError(f"{path.name}: unsupported file type {suffix or '(none)'}; use one of {sorted(SUPPORTED_SUFFIXES)}")
@@ -275,13 +290,57 @@ def parse_bytes(raw: bytes, name: str, doc_id: str | None = None, *, chunk_size:
                           updated_at=stamp, chunks=chunks, meta={k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))})
 
 
-def parse_file(path: str | Path, doc_id: str | None = None, **kwargs) -> ParsedDocument:
-    """Read and parse one file (see :func:`parse_bytes`); ``updated_at`` defaults to the file's mtime."""
+def parse_file(path: str | Path, doc_id: str | None = None, *, max_bytes: int | None = MAX_FILE_BYTES,
+               **kwargs) -> ParsedDocument:
+    """Read and parse one file (see :func:`parse_bytes`); ``updated_at`` defaults to the file's mtime.
+
+    A file over ``max_bytes`` is refused before it is read.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"file not found: {path}")
     if path.is_dir():
         raise DataError(f"expected a file, got a directory: {path}")
+    st = path.stat()
+    check_size(st.st_size, path.name, max_bytes)
     if "updated_at" not in kwargs:
-        kwargs["updated_at"] = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).isoformat(timespec="seconds")
-    return parse_bytes(path.read_bytes(), path.name, doc_id=doc_id or path.name, **kwargs)
+        kwargs["updated_at"] = _dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc).isoformat(timespec="seconds")
+    try:
+        with path.open("rb") as f:  # read at most one byte past the limit: the file may grow after stat()
+            raw = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_bytes(raw, path.name, doc_id=doc_id or path.name, max_bytes=max_bytes, **kwargs)
+
+
+def ingestable_files(directory: str | Path, max_bytes: int | None = MAX_FILE_BYTES) -> tuple[list[Path], list[str]]:
+    """The supported files under ``directory`` (recursively) and one line per file refused.
+
+    Refused: links (or files under linked folders) that resolve outside ``directory``, broken or
+    looping links, and files over ``max_bytes``. Unsupported suffixes are ignored, as before.
+    """
+    directory = Path(directory)
+    root = directory.resolve()
+    files: list[Path] = []
+    refused: list[str] = []
+    for p in sorted(directory.rglob("*")):
+        if p.suffix.lower() not in SUPPORTED_SUFFIXES or (p.is_dir() and not p.is_symlink()):
+            continue
+        rel = p.relative_to(directory).as_posix()
+        try:
+            target = p.resolve(strict=True)
+        except (OSError, RuntimeError):  # dangling link or a link loop
+            refused.append(f"{rel}: broken or looping link")
+            continue
+        if not target.is_relative_to(root):
+            refused.append(f"{rel}: links outside {directory} (to {target}); copy the file in instead")
+            continue
+        if not target.is_file():
+            continue
+        try:
+            check_size(target.stat().st_size, rel, max_bytes)
+        except DataError as exc:
+            refused.append(str(exc))
+            continue
+        files.append(p)
+    return files, refused
