@@ -205,7 +205,9 @@ class KnowledgeBase:
             from verticore import VectorIndex
 
             dense = self.directory / "dense"
-            if dense.exists() and any(dense.iterdir()):
+            # only a sidecar marks a saved index: a first save killed midway leaves just temp/orphan
+            # files, which must not make the KB unopenable (SQLite is the truth; repair re-embeds)
+            if (dense / "index.json").exists():
                 try:
                     self._index = VectorIndex.load(dense, expected_fingerprint=self.embedder.fingerprint)
                 except IndexMismatchError as exc:

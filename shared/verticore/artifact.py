@@ -16,12 +16,20 @@ Layout of a classifier artifact (an embedder artifact is a sentence-transformers
 from __future__ import annotations
 
 import datetime as _dt
+import logging
+import os
+import re
+import shutil
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactError, DataError
-from .io import atomic_write_json, read_json
+from .io import atomic_write_json, fsync_dir, pid_alive, read_json
+
+log = logging.getLogger(__name__)
 
 ARTIFACT_META = "verticore.json"
 
@@ -120,6 +128,7 @@ def read_temperature(path: Path) -> float:
 def check_artifact_dir(path: Path) -> Path:
     """Fail with one line if ``path`` is not a loadable model directory."""
     path = Path(path)
+    recover_artifact(path)
     if not path.exists():
         raise ArtifactError(f"model directory not found: {path}")
     if not path.is_dir():
@@ -153,3 +162,137 @@ def read_json_and_tensors(path: Path, config_name: str, weights_name: str,
     except Exception as exc:  # safetensors raises assorted errors on damaged files
         raise ArtifactError(f"{path / weights_name} is corrupt ({type(exc).__name__})") from None
     return cfg, tensors
+
+
+# -- crash-safe artifact swaps -------------------------------------------------------------
+#: a legacy staging folder (no pid in its name) older than this is a dead run's leftover
+STALE_STAGING_SECONDS = 3600.0
+
+
+def staging_prefix(out: Path) -> str:
+    """Name prefix of a staging folder for ``out``; it carries the writer's pid so a later run can
+    tell a killed run's folder from a live one."""
+    return f".{Path(out).name}.{os.getpid()}."
+
+
+def _old_sibling(out: Path) -> Path:
+    return out.with_name(f".{out.name}.old")
+
+
+def _staging_re(out: Path) -> re.Pattern[str]:
+    return re.compile(rf"^\.{re.escape(out.name)}\.(?:(\d+)\.)?[A-Za-z0-9_]+\.staging$")
+
+
+def remove_stale_staging(out: str | os.PathLike) -> int:
+    """Delete staging folders of ``out`` left by killed runs; returns how many were removed.
+
+    A folder ``.<name>.<pid>.<random>.staging`` is stale when ``pid`` no longer runs (never ours);
+    one from older versions (no pid) when it is older than :data:`STALE_STAGING_SECONDS` (a
+    staging folder only lives while the final files are written). A ``.<name>.old`` copy is
+    removed once ``out`` itself is present.
+    """
+    out = Path(out)
+    parent = out.parent
+    if not parent.is_dir():
+        return 0
+    pat, removed, now = _staging_re(out), 0, time.time()
+    for f in parent.iterdir():
+        m = pat.match(f.name)
+        stale = False
+        if m and f.is_dir():
+            if m.group(1):
+                pid = int(m.group(1))
+                stale = pid != os.getpid() and not pid_alive(pid)
+            else:
+                try:
+                    stale = now - f.stat().st_mtime > STALE_STAGING_SECONDS
+                except OSError:
+                    stale = False
+        elif f == _old_sibling(out) and f.is_dir() and out.is_dir():
+            stale = True
+        if stale:
+            shutil.rmtree(f, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def recover_artifact(out: str | os.PathLike) -> bool:
+    """Put the previous artifact back at ``out`` if a swap was killed between its two renames.
+
+    Returns True when ``out`` was restored from its ``.<name>.old`` sibling.
+    """
+    out = Path(out)
+    old = _old_sibling(out)
+    if out.exists() or not old.is_dir():
+        return False
+    try:
+        os.rename(old, out)
+    except OSError as exc:  # e.g. a read-only location: say so rather than "not found" later
+        raise ArtifactError(f"{out} is missing after an interrupted update and could not be restored "
+                            f"from {old}: {exc.strerror}; rename it back by hand") from None
+    fsync_dir(out.parent)
+    log.warning("restored %s from %s (an earlier update was interrupted)", out, old.name)
+    return True
+
+
+def fsync_tree(root: str | os.PathLike) -> None:
+    """fsync every file and folder under ``root`` (so a rename that publishes it is durable)."""
+    root = Path(root)
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        fsync_dir(dirpath)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def swap_in(staged: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Publish the complete folder ``staged`` at ``out``, replacing what is there.
+
+    The staged files are fsynced first. Where the OS can swap two paths atomically (Linux) the old
+    and new folders trade places in one step, so ``out`` is always a complete artifact; elsewhere
+    the old one is renamed to ``.<name>.old`` first, and :func:`recover_artifact` (run by every
+    loader) puts it back if a crash falls between the two renames.
+    """
+    staged, out = Path(staged), Path(out)
+    fsync_tree(staged)
+    if out.exists():
+        if _exchange(staged, out):  # staged now holds the old artifact
+            fsync_dir(out.parent)
+            shutil.rmtree(staged, ignore_errors=True)
+            return out
+        old = _old_sibling(out)
+        if old.exists():
+            shutil.rmtree(old)
+        os.rename(out, old)
+        fsync_dir(out.parent)
+        os.rename(staged, out)
+        fsync_dir(out.parent)
+        shutil.rmtree(old, ignore_errors=True)
+        return out
+    os.rename(staged, out)
+    fsync_dir(out.parent)
+    return out

@@ -65,6 +65,10 @@ def resolve_model(spec: str | os.PathLike | None = DEFAULT_MODEL) -> ResolvedMod
     if spec_str in {DEFAULT_MODEL, "", DEFAULT_MODEL_NAME, "all-MiniLM-L6-v2"}:
         return ResolvedModel(spec_str or DEFAULT_MODEL, default_model_path(), DEFAULT_MODEL_NAME)
     path = Path(spec_str).expanduser()
+    if not path.exists():  # a fine-tune's swap killed between its renames: put the old artifact back
+        from .artifact import recover_artifact
+
+        recover_artifact(path)
     if path.exists():
         if not path.is_dir():
             raise ModelResolutionError(f"model path {path} is a file; pass the model directory")

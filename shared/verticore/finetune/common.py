@@ -45,25 +45,24 @@ def autocast_context(device: str, mode: str):
 class StagedDir:
     """Write an artifact into a temp dir beside ``out`` and swap it in at the end.
 
-    A crash mid-training leaves any previous artifact at ``out`` intact.
+    A crash mid-training leaves any previous artifact at ``out`` intact; the swap itself is
+    fsynced and atomic where the OS allows (see :func:`verticore.artifact.swap_in`). Opening a
+    new one first repairs an interrupted swap and removes staging folders of killed runs.
     """
 
     def __init__(self, out: str | Path) -> None:
+        from ..artifact import recover_artifact, remove_stale_staging, staging_prefix
+
         self.out = Path(out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".staging", dir=self.out.parent))
+        recover_artifact(self.out)
+        remove_stale_staging(self.out)
+        self.tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(self.out), suffix=".staging", dir=self.out.parent))
 
     def commit(self) -> Path:
-        old = None
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            self.out.rename(old)
-        self.tmp.rename(self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return self.out
+        from ..artifact import swap_in
+
+        return swap_in(self.tmp, self.out)
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
