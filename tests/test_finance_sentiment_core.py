@@ -371,16 +371,22 @@ def test_folder_source_reads_new_lines_once_across_restarts(tmp_path, caplog):
     f = inbox / "a.jsonl"
     f.write_bytes(b'{"id": "1", "title": "one"}\nnot json\n{"id": "2", "title": "caf\xe9"}\n{"id": "3", "ti')
     with caplog.at_level(logging.WARNING, logger="finance_sentiment.sources"):
-        recs = FolderSource(inbox, store).poll()
+        src = FolderSource(inbox, store)
+        recs = src.poll()
     assert [r["id"] for r in recs] == ["1", "2"] and recs[1]["title"] == "café"
     assert "line 2 is not valid JSON" in caplog.text and "not valid UTF-8" in caplog.text
+    src.ack()  # progress moves only once the caller has stored the records
     with open(f, "ab") as fh:
         fh.write(b'tle": "three"}\n')
-    assert [r["id"] for r in FolderSource(inbox, SQLiteStore(tmp_path / "f.db")).poll()] == ["3"]  # new process
+    src2 = FolderSource(inbox, SQLiteStore(tmp_path / "f.db"))  # new process
+    assert [r["id"] for r in src2.poll()] == ["3"]
+    src2.ack()
     (inbox / "b.csv").write_text("id,title\n4,four\n")
     src = FolderSource(inbox, store)
     assert src.poll() == []  # a CSV is read once it stopped growing
-    assert [r["id"] for r in src.poll()] == ["4"] and src.poll() == []
+    assert [r["id"] for r in src.poll()] == ["4"]
+    src.ack()
+    assert src.poll() == []
     assert list(read_records(b'[1, 2]\n', "x.jsonl")) == []
 
 

@@ -111,6 +111,8 @@ def score(text: str = typer.Argument(..., help="headline or article text"), as_j
 
 def _report(res) -> None:
     s = res.summary()
+    if not any(s.values()):
+        return  # e.g. a batch of blank lines: nothing to say
     typer.echo(" ".join(f"{k}={v}" for k, v in s.items()))
     for e in res.events:
         if e.kind != "updated":
@@ -121,15 +123,17 @@ def _report(res) -> None:
 @_friendly
 def ingest(path: Path = typer.Argument(..., help="JSONL or CSV file (or a folder of them)"), config: Optional[Path] = None,
            home: Optional[Path] = HOME_OPT, batch_size: int = 64) -> None:
-    """Ingest new records from a file or folder once (already-read lines are skipped)."""
+    """Ingest new records from a file or folder once (already-read lines are skipped).
+
+    Each batch is stored together with the file's read position, so a killed run loses and
+    repeats nothing: run it again and it continues where the last committed batch ended."""
     from .sources import FolderSource
     from .webhooks import Deliverer
 
     mon = _monitor(home, config)
     try:
-        recs = FolderSource(path, mon.store).poll()
-        for i in range(0, len(recs), batch_size):
-            _report(mon.process(recs[i:i + batch_size], source=f"file:{path.name}"))
+        for res in mon.ingest(FolderSource(path, mon.store), batch_size=batch_size):
+            _report(res)
         if mon.config.webhooks:
             Deliverer(mon.store, mon.config.webhooks, allow_hosts=mon.config.allow_hosts).run_once()
     finally:
@@ -154,9 +158,8 @@ def watch(path: Path = typer.Argument(..., help="file or folder to watch"), inte
     try:
         while True:
             if src is not None:
-                recs = src.poll()
-                if recs:
-                    _report(mon.process(recs, source=f"file:{path.name}"))
+                for res in mon.ingest(src):
+                    _report(res)
             if feeds and time.time() - last_feed >= feed_interval:
                 for url, recs in poll_feeds(feeds, timeout_s=mon.config.feed_timeout_s):
                     if recs:
@@ -210,9 +213,18 @@ def replay(path: Path = typer.Argument(..., help="JSONL/CSV with published_at"),
 
 @app.command()
 @_friendly
-def serve(host: str = "127.0.0.1", port: int = 8600, config: Optional[Path] = None, home: Optional[Path] = HOME_OPT) -> None:
-    """HTTP ingestion (POST /news, POST /score, GET /alerts) with background webhook delivery."""
+def serve(host: str = "127.0.0.1", port: int = 8600, config: Optional[Path] = None, home: Optional[Path] = HOME_OPT,
+          keys_db: Optional[Path] = typer.Option(None, "--keys-db", help="API keys database (default "
+                                                 "$VERTICORE_HOME/serving/keys.db; create keys with `verticore keys create`)"),
+          insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
+                                                help="serve without API keys (local experiments only)")) -> None:
+    """HTTP API (POST /news, POST /score, GET /alerts, /items, webhook admin) with background webhook delivery.
+
+    Every route needs an API key (``Authorization: Bearer vk_...``) with the route's scope
+    (finance:ingest, finance:read or admin); ``--insecure-no-auth`` turns that off."""
     import uvicorn
+
+    from verticore.serving import ServingSettings
 
     from .server import create_app
     from .webhooks import Deliverer
@@ -220,26 +232,72 @@ def serve(host: str = "127.0.0.1", port: int = 8600, config: Optional[Path] = No
     mon = _monitor(home, config)
     deliverer = Deliverer(mon.store, mon.config.webhooks, allow_hosts=mon.config.allow_hosts)
     deliverer.start()
+    settings = ServingSettings(keys_db=keys_db, insecure_no_auth=insecure_no_auth)
     try:
-        uvicorn.run(create_app(mon), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(mon, settings=settings, config_path=config or _paths(home).config, deliverer=deliverer),
+                    host=host, port=port, log_level="info")
     finally:
         deliverer.stop()
         mon.close()
 
 
+def _apply_webhook_allow(entries: list[str]) -> None:
+    """``--webhook-allow``: the operator allow-list for this process (added to $VERTICORE_WEBHOOK_ALLOW,
+    so config validation and every send see it)."""
+    if not entries:
+        return
+    import os
+
+    from verticore.netguard import ENV_ALLOW, parse_allow_list
+
+    parse_allow_list(entries)  # a bad entry is an error here, not at the first send
+    os.environ[ENV_ALLOW] = ",".join(p for p in [os.environ.get(ENV_ALLOW, ""), *entries] if p)
+
+
+WEBHOOK_ALLOW_OPT = typer.Option([], "--webhook-allow", help="permit a non-public webhook host, IP or CIDR "
+                                 "(repeatable; adds to $VERTICORE_WEBHOOK_ALLOW), e.g. 127.0.0.1 or 10.0.0.0/8")
+
+
 @app.command()
 @_friendly
-def deliver(config: Optional[Path] = None, home: Optional[Path] = HOME_OPT) -> None:
-    """Attempt every due webhook delivery once."""
+def deliver(config: Optional[Path] = None, home: Optional[Path] = HOME_OPT,
+            until_empty: bool = typer.Option(False, "--until-empty", help="keep going (waiting for retries) until no "
+                                             "delivery is pending or in flight, then exit"),
+            max_seconds: Optional[float] = typer.Option(None, help="with --until-empty: stop after this long (exit 1 if work is left)"),
+            lease_s: float = typer.Option(60.0, help="lease per delivery; a killed worker's row is retried after it"),
+            webhook_allow: list[str] = WEBHOOK_ALLOW_OPT) -> None:
+    """Attempt every due webhook delivery once (or, with --until-empty, until the outbox is drained)."""
     from .config import MonitorConfig, load_config
     from .store import SQLiteStore
     from .webhooks import Deliverer
 
+    _apply_webhook_allow(webhook_allow)
     paths = _paths(home)
     cfg = load_config(config or (paths.config if paths.config.exists() else None)) if (config or paths.config.exists()) else MonitorConfig()
     store = SQLiteStore(paths.db)
-    r = Deliverer(store, cfg.webhooks, allow_hosts=cfg.allow_hosts).run_once()
+    try:
+        d = Deliverer(store, cfg.webhooks, allow_hosts=cfg.allow_hosts, lease_s=lease_s)
+        r = d.run_once()
+        if until_empty:
+            end = None if max_seconds is None else time.monotonic() + max_seconds
+            while d.pending():
+                if end is not None and time.monotonic() >= end:
+                    typer.echo(f"delivered={r.delivered} retried={r.retried} dead={r.dead} left={len(d.pending())}")
+                    raise typer.Exit(1)
+                time.sleep(min(max(d.next_due() - time.time(), 0.05), 1.0))
+                r += d.run_once()
+    finally:
+        store.close()
     typer.echo(f"delivered={r.delivered} retried={r.retried} dead={r.dead}")
+
+
+@app.command("receiver-stats")
+@_friendly
+def receiver_stats(db: Path = typer.Option(..., "--db", help="the receiver's database")) -> None:
+    """What a `finance-sentiment receiver --db` saw: unique deliveries, duplicate sends, requests (JSON)."""
+    from .receiver import receiver_counts
+
+    _echo_json(receiver_counts(db))
 
 
 @app.command()
@@ -330,19 +388,36 @@ def demo(home: Optional[Path] = typer.Option(None, help="VERTICORE_HOME (default
 
 
 @app.command()
-def receiver(port: int = 8700, secret: Optional[str] = None) -> None:
-    """Run a local webhook receiver that prints each alert event once (to try a configuration)."""
+@_friendly
+def receiver(port: int = 8700, secret: Optional[str] = None,
+             db: Optional[Path] = typer.Option(None, "--db", help="SQLite file: accepted keys survive restarts, counts for benches"),
+             mode: str = typer.Option("ok", help="ok | fail (503) | reject (400) | hang | slow | trickle"),
+             slow_s: float = typer.Option(5.0, help="slow: seconds to wait before processing and answering"),
+             hang_s: float = typer.Option(2.0, help="hang: seconds to wait after processing, before answering"),
+             trickle_s: float = typer.Option(1.0, help="trickle: seconds between the answer's bytes"),
+             host: str = "127.0.0.1", quiet: bool = typer.Option(False, help="do not print payloads")) -> None:
+    """Run a local webhook receiver that records each alert event once (to try a configuration, or for a bench).
+    SIGTERM or Ctrl-C stops it cleanly."""
+    import signal
+
     from .receiver import LocalReceiver
 
-    rx = LocalReceiver(port, secret=secret).start()
-    typer.echo(f"listening on {rx.url}; Ctrl-C stops")
-    seen = 0
+    rx = LocalReceiver(port, secret=secret, db=db, mode=mode, slow_s=slow_s, hang_s=hang_s, trickle_s=trickle_s,
+                       host=host).start()
+
+    def _term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    typer.echo(f"listening on {rx.url} (mode {mode}{', db ' + str(db) if db else ''}); Ctrl-C stops")
+    seen = len(rx.processed)
     try:
         while True:
             time.sleep(0.5)
             items = list(rx.processed.items())
-            for key, payload in items[seen:]:
-                typer.echo(json.dumps(payload)[:500])
+            if not quiet:
+                for key, payload in items[seen:]:
+                    typer.echo(json.dumps(payload)[:500])
             seen = len(items)
     except KeyboardInterrupt:
         rx.stop()

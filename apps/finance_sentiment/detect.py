@@ -12,6 +12,14 @@ and the one-sided binomial z-score ``(k - n p0) / sqrt(n p0 (1 - p0))`` reaches 
 The first hot window opens an episode (one alert); further hot windows update it; the episode
 resolves after ``resolve_minutes`` without a hot window, and a cooldown then suppresses a new
 episode for the same series.
+
+Event time never runs ahead of the clock: when the caller passes ``now`` (the pipeline always
+does), a series' time is capped at ``now + max_skew_s``, so one item stamped 2099 cannot evict
+every later item and silence the series; state saved by older code with such a time is pulled
+back on the next call. Late (out-of-order) items older than the window go straight into the
+baseline. An episode's ``alert_key`` is ``rule|kind|key|<start>`` where ``<start>`` is the
+publication time of the first negative (positive) item of the window that opened it: the same
+items always give the same key, whichever process detects them.
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .config import Rule
-from .items import ScoredItem
+from .items import MAX_FUTURE_SKEW_S, ScoredItem
 
 MAX_EVIDENCE = 10
 
@@ -59,15 +67,32 @@ class SeriesState:
     last_ts: float = 0.0
     episode: dict[str, Any] | None = None
     cooldown_until: float = 0.0
+    last_start: int = 0  # start second of the last episode (keeps alert keys of later episodes distinct)
 
     def to_json(self) -> dict[str, Any]:
         return {"window": [o.to_json() for o in self.window], "base_hits": self.base_hits, "base_n": self.base_n,
-                "base_ts": self.base_ts, "last_ts": self.last_ts, "episode": self.episode, "cooldown_until": self.cooldown_until}
+                "base_ts": self.base_ts, "last_ts": self.last_ts, "episode": self.episode, "cooldown_until": self.cooldown_until,
+                "last_start": self.last_start}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "SeriesState":
         return cls(deque(Obs.from_json(o) for o in d["window"]), float(d["base_hits"]), float(d["base_n"]),
-                   d.get("base_ts"), float(d.get("last_ts", 0.0)), d.get("episode"), float(d.get("cooldown_until", 0.0)))
+                   d.get("base_ts"), float(d.get("last_ts", 0.0)), d.get("episode"), float(d.get("cooldown_until", 0.0)),
+                   int(d.get("last_start", 0)))
+
+    def pull_back(self, cap: float, cooldown_s: float) -> None:
+        """Bring times that ran ahead of the clock (``cap``) back to it, so the series is live again.
+        (Every time in the state is at most ``last_ts`` (+ cooldown), so checking it is enough.)"""
+        if self.last_ts <= cap:
+            return
+        self.last_ts = cap
+        for o in self.window:
+            o.ts = min(o.ts, cap)
+        if self.base_ts is not None and self.base_ts > cap:
+            self.base_ts = cap
+        if self.episode is not None:
+            self.episode["last_hot"] = min(float(self.episode["last_hot"]), cap)
+        self.cooldown_until = min(self.cooldown_until, cap + cooldown_s)
 
 
 @dataclass
@@ -91,9 +116,10 @@ class WindowStats:
 class SurgeDetector:
     """Event-time surge detector over scored items (see module docstring). State is JSON-serialisable."""
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
+    def __init__(self, rules: Iterable[Rule], *, max_skew_s: float = MAX_FUTURE_SKEW_S) -> None:
         self.rules = [r for r in rules if r.enabled]
         self.states: dict[str, SeriesState] = {}
+        self.max_skew_s = float(max_skew_s)
 
     # -- state -----------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -115,23 +141,35 @@ class SurgeDetector:
         return [("all", "*")]
 
     # -- core ------------------------------------------------------------------------
-    def observe(self, items: Iterable[ScoredItem]) -> list[AlertEvent]:
-        """Feed scored, non-duplicate items (any order; processed by ``published_at``)."""
+    def observe(self, items: Iterable[ScoredItem], now: float | None = None) -> list[AlertEvent]:
+        """Feed scored, non-duplicate items (any order; processed by ``published_at``).
+
+        ``now`` is the processing clock: no series' time goes past ``now + max_skew_s`` (without it,
+        item times are trusted as they are, e.g. in offline analyses)."""
+        cap = math.inf if now is None else float(now) + self.max_skew_s
         events: list[AlertEvent] = []
         for it in sorted((i for i in items if not i.is_duplicate and i.sentiment), key=lambda i: i.item.published_at):
             ts = it.item.published_at
+            if not math.isfinite(ts):
+                continue  # ingest clamps these; a NaN would corrupt the window order
+            ts = min(ts, cap)
             for rule in self.rules:
                 for kind, key in self.series_of(rule, it):
                     skey = f"{rule.name}|{kind}|{key}"
                     st = self.states.setdefault(skey, SeriesState())
+                    st.pull_back(cap, rule.cooldown_minutes * 60.0)
                     obs = Obs(ts, int(it.rowid or 0), it.sentiment == rule.direction, float(it.sentiment_score or 0.0),
                               str(it.sentiment), it.item.title, it.item.url, it.item.source)
-                    self._evict(st, rule, max(ts, st.last_ts))
-                    st.window.append(obs)
-                    if len(st.window) > 1 and st.window[-2].ts > ts:  # late item: keep the window sorted
-                        st.window = deque(sorted(st.window, key=lambda o: o.ts))
-                    st.last_ts = max(st.last_ts, ts)
-                    ev = self._evaluate(st, rule, kind, key, st.last_ts)
+                    t = max(ts, st.last_ts)
+                    self._evict(st, rule, t)
+                    if ts < t - rule.window_minutes * 60.0:
+                        self._to_baseline(st, rule, obs)  # older than the window: history, not a signal
+                    else:
+                        st.window.append(obs)
+                        if len(st.window) > 1 and st.window[-2].ts > ts:  # late item: keep the window sorted
+                            st.window = deque(sorted(st.window, key=lambda o: o.ts))
+                    st.last_ts = t
+                    ev = self._evaluate(st, rule, kind, key, t)
                     if ev:
                         events.append(ev)
         return events
@@ -140,10 +178,11 @@ class SurgeDetector:
         """Advance event time to ``now`` for every series with an open episode (resolves quiet ones)."""
         events = []
         for skey, st in self.states.items():
-            if st.episode is None or now <= st.last_ts:
-                continue
             rule = next((r for r in self.rules if r.name == skey.split("|", 1)[0]), None)
             if rule is None:
+                continue
+            st.pull_back(now + self.max_skew_s, rule.cooldown_minutes * 60.0)
+            if st.episode is None or now <= st.last_ts:
                 continue
             _, kind, key = skey.split("|", 2)
             self._evict(st, rule, now)
@@ -165,16 +204,19 @@ class SurgeDetector:
 
     def _evict(self, st: SeriesState, rule: Rule, now: float) -> None:
         horizon = now - rule.window_minutes * 60.0
-        half = rule.baseline_halflife_hours * 3600.0
         while st.window and st.window[0].ts < horizon:
-            o = st.window.popleft()
-            if st.base_ts is not None and o.ts > st.base_ts:
-                f = 0.5 ** ((o.ts - st.base_ts) / half)
-                st.base_hits *= f
-                st.base_n *= f
-            st.base_hits += 1.0 if o.hit else 0.0
-            st.base_n += 1.0
-            st.base_ts = o.ts if st.base_ts is None else max(st.base_ts, o.ts)
+            self._to_baseline(st, rule, st.window.popleft())
+
+    @staticmethod
+    def _to_baseline(st: SeriesState, rule: Rule, o: Obs) -> None:
+        half = rule.baseline_halflife_hours * 3600.0
+        if st.base_ts is not None and o.ts > st.base_ts:
+            f = 0.5 ** ((o.ts - st.base_ts) / half)
+            st.base_hits *= f
+            st.base_n *= f
+        st.base_hits += 1.0 if o.hit else 0.0
+        st.base_n += 1.0
+        st.base_ts = o.ts if st.base_ts is None else max(st.base_ts, o.ts)
 
     def _evaluate(self, st: SeriesState, rule: Rule, kind: str, key: str, now: float) -> AlertEvent | None:
         s = self.stats(rule, st)
@@ -185,7 +227,11 @@ class SurgeDetector:
             if ep is None:
                 if now < st.cooldown_until:
                     return None
-                ep = st.episode = {"alert_key": f"{rule.name}|{kind}|{key}|{int(now)}", "opened_at": now, "last_hot": now,
+                # the key comes from the data (first hit of the window), never from a clock or counter
+                start = int(min((o.ts for o in st.window if o.hit), default=now))
+                start = max(start, st.last_start + 1)
+                st.last_start = start
+                ep = st.episode = {"alert_key": f"{rule.name}|{kind}|{key}|{start}", "opened_at": now, "last_hot": now,
                                    "evidence": {}, "peak_z": s.z}
                 self._add_evidence(ep, st)
                 return AlertEvent("opened", self._alert(rule, kind, key, ep, s, "open", now))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
@@ -16,6 +17,11 @@ log = logging.getLogger("finance_sentiment")
 
 MAX_TITLE_CHARS = 1_000
 MAX_BODY_CHARS = 100_000
+# Accepted range of ``published_at`` around the ingest clock. A timestamp outside it (year 2099, a
+# feed in the wrong time zone, NaN/inf, 1970) is clamped into it and the item marked, so one bad
+# clock cannot push event time ahead and silence detection.
+MAX_FUTURE_SKEW_S = 15 * 60.0
+MAX_ITEM_AGE_S = 3650 * 86400.0
 
 
 @dataclass
@@ -47,13 +53,18 @@ class NewsItem:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None, now: float | None = None,
-                  max_body_chars: int = MAX_BODY_CHARS) -> "NewsItem":
+                  max_body_chars: int = MAX_BODY_CHARS, max_skew_s: float = MAX_FUTURE_SKEW_S,
+                  max_age_s: float = MAX_ITEM_AGE_S) -> "NewsItem":
         """Validate and normalise a raw record (JSON object, CSV row, feed entry).
 
         Accepted keys: ``id``/``item_id``/``guid``, ``title``/``headline``, ``body``/``text``/``summary``/
         ``content``, ``url``/``link``, ``source``, ``published_at``/``published``/``timestamp``/``time``
         (epoch seconds, epoch ms, or ISO-8601). Raises :class:`DataError` for an empty title or an
         unparseable timestamp. Enormous bodies are truncated to ``max_body_chars`` with a log line.
+
+        A timestamp outside ``[now - max_age_s, now + max_skew_s]`` (or NaN/inf) is clamped into that
+        range; the item keeps the original in ``meta["original_published_at"]`` and gets
+        ``meta["time_clamped"] = True``.
         """
         if not isinstance(data, Mapping):
             raise DataError(f"news item must be an object, got {type(data).__name__}")
@@ -69,13 +80,20 @@ class NewsItem:
         url = clean_text(_first(data, "url", "link"), 2_000)
         src = clean_text(source or _first(data, "source") or "unknown", 200)
         ts_raw = _first(data, "published_at", "published", "timestamp", "time", "date")
-        published = parse_timestamp(ts_raw) if ts_raw not in (None, "") else now
+        published = _parse_timestamp(ts_raw) if ts_raw not in (None, "") else now
         item_id = clean_text(_first(data, "item_id", "id", "guid"), 500)
         if not item_id:
             item_id = "h:" + hashlib.sha1(f"{src}\x1f{url}\x1f{title}".encode("utf-8")).hexdigest()[:20]
-        meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+        meta = dict(data.get("meta")) if isinstance(data.get("meta"), dict) else {}
+        clamped = clamp_timestamp(published, now, max_skew_s=max_skew_s, max_age_s=max_age_s)
+        if clamped != published or meta.get("time_clamped"):
+            if clamped != published:
+                log.warning("item %r: published_at %s is outside [now - %gd, now + %gs]; clamped", title[:60],
+                            str(ts_raw)[:40], max_age_s / 86400.0, max_skew_s)
+                meta.setdefault("original_published_at", str(ts_raw)[:100])
+            meta["time_clamped"] = True
         return cls(item_id=item_id, title=title, body=body if body != title else "", url=url, source=src,
-                   published_at=float(published), ingested_at=float(now), meta=dict(meta))
+                   published_at=float(clamped), ingested_at=float(now), meta=meta)
 
 
 def _first(data: Mapping[str, Any], *keys: str) -> Any:
@@ -86,8 +104,24 @@ def _first(data: Mapping[str, Any], *keys: str) -> Any:
     return None
 
 
+def clamp_timestamp(ts: float, now: float, *, max_skew_s: float = MAX_FUTURE_SKEW_S, max_age_s: float = MAX_ITEM_AGE_S) -> float:
+    """``ts`` limited to ``[now - max_age_s, now + max_skew_s]``; NaN becomes ``now``."""
+    if math.isnan(ts):
+        return float(now)
+    return float(min(max(ts, now - max_age_s), now + max_skew_s))
+
+
 def parse_timestamp(value: Any) -> float:
-    """Epoch seconds from epoch s/ms numbers, ISO-8601 strings or RFC-822 dates; :class:`DataError` otherwise."""
+    """Epoch seconds from epoch s/ms numbers, ISO-8601 strings or RFC-822 dates; :class:`DataError` otherwise
+    (also for NaN and infinities, which are no point in time)."""
+    ts = _parse_timestamp(value)
+    if not math.isfinite(ts):
+        raise DataError(f"timestamp {str(value)[:40]!r} is not a finite time; use ISO-8601 or epoch seconds")
+    return ts
+
+
+def _parse_timestamp(value: Any) -> float:
+    """Like :func:`parse_timestamp` but lets NaN/inf through (ingest clamps them and keeps the item)."""
     if isinstance(value, _dt.datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
         return dt.timestamp()

@@ -5,7 +5,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -15,14 +15,22 @@ from .config import MonitorConfig, load_config
 from .dedupe import Deduplicator
 from .detect import AlertEvent, SurgeDetector
 from .entities import Watchlist
-from .items import NewsItem, ScoredItem
+from .items import MAX_FUTURE_SKEW_S, MAX_ITEM_AGE_S, NewsItem, ScoredItem
 from .paths import SAMPLES, AppPaths
 from .scoring import SentimentModel, TopicModel
 from .store import NewsStore, SQLiteStore
 from .webhooks import build_payload, idempotency_key
 
+if TYPE_CHECKING:
+    from .sources import FolderSource
+
 log = logging.getLogger("finance_sentiment")
 DETECTOR_KEY = "detector_state"
+DETECTOR_GEN_KEY = "detector_generation"
+
+
+class _Raced(Exception):
+    """Another process stored some of this batch's ids between validation and commit: redo the batch."""
 
 
 @dataclass
@@ -53,8 +61,13 @@ class Monitor:
     """Runs the whole pipeline over batches of raw news records.
 
     Every stage is batched (one classifier pass per batch), and each batch is committed in one
-    transaction together with the detector state, alert changes and outbox rows, so a crash
-    never leaves an alert without its deliveries or items the detector has not seen.
+    transaction together with the detector state, alert changes, outbox rows, rejected records and
+    the source's read position (``on_commit``), so a crash never leaves an alert without its
+    deliveries, items the detector has not seen, or a read position ahead of the stored items.
+
+    Detection state lives in the database: each transaction first reloads it when another process
+    (``watch`` and ``serve`` on the same directory) has changed it since, so all writers share one
+    detector and one burst gives one alert.
     """
 
     def __init__(self, store: NewsStore, sentiment: SentimentModel, topics: TopicModel, watchlist: Watchlist,
@@ -70,8 +83,10 @@ class Monitor:
         dim = int(getattr(self.embedder, "dimension", 384))
         self.deduper = Deduplicator(store, dimension=dim, threshold=self.config.near_duplicate_threshold,
                                     window_hours=self.config.dedupe_window_hours, model_fingerprint=fp)
-        self.detector = SurgeDetector(self.config.rules)
-        self.detector.load_json(store.kv_get(DETECTOR_KEY))
+        self.detector = SurgeDetector(self.config.rules, max_skew_s=MAX_FUTURE_SKEW_S)
+        self._detector_gen: Any = None
+        with store.transaction():
+            self._sync_detector()
 
     # -- construction ----------------------------------------------------------------
     @classmethod
@@ -101,40 +116,92 @@ class Monitor:
         return mon
 
     # -- pipeline --------------------------------------------------------------------
-    def validate(self, records: Iterable[Mapping[str, Any] | NewsItem], source: str, now: float) -> tuple[list[NewsItem], int, int]:
-        """Turn raw records into items; bad ones are logged, recorded in ``rejected`` and skipped."""
+    def _sync_detector(self) -> None:
+        """Reload the detector when the stored state is newer than ours (call inside a transaction)."""
+        gen = self.store.kv_get(DETECTOR_GEN_KEY)
+        if self._detector_gen is not None and gen == self._detector_gen:
+            return
+        self.detector = SurgeDetector(self.config.rules, max_skew_s=MAX_FUTURE_SKEW_S)
+        self.detector.load_json(self.store.kv_get(DETECTOR_KEY))
+        self._detector_gen = gen if gen is not None else 0
+
+    def _save_detector(self) -> None:
+        gen = int(self.store.kv_get(DETECTOR_GEN_KEY) or 0) + 1  # serialised by the write transaction
+        self.store.kv_set(DETECTOR_KEY, self.detector.to_json())
+        self.store.kv_set(DETECTOR_GEN_KEY, gen)
+        self._detector_gen = gen
+
+    def _validate(self, records: Iterable[Mapping[str, Any] | NewsItem], source: str,
+                  now: float) -> tuple[list[NewsItem], list[tuple[str, str, str]], int]:
+        """Items, rejected ``(source, reason, raw)`` and the number skipped as already stored.
+        An item's identity is ``(source, item_id)``: two feeds may reuse the same guid."""
         items: list[NewsItem] = []
-        rejected = 0
+        rejects: list[tuple[str, str, str]] = []
         for rec in records:
             if isinstance(rec, NewsItem):
                 items.append(rec)
                 continue
             try:
                 items.append(NewsItem.from_dict(rec, source=rec.get("source") if isinstance(rec, Mapping) and rec.get("source") else source,
-                                                now=now, max_body_chars=self.config.max_body_chars))
+                                                now=now, max_body_chars=self.config.max_body_chars,
+                                                max_skew_s=MAX_FUTURE_SKEW_S, max_age_s=MAX_ITEM_AGE_S))
             except DataError as exc:
-                rejected += 1
                 log.warning("rejected item from %s: %s", source, exc)
-                self.store.record_rejected(source, str(exc), repr(rec)[:2000])
-        seen: set[str] = set()
-        existing = self.store.existing_item_ids([i.item_id for i in items])
+                rejects.append((source, str(exc), repr(rec)[:2000]))
+        seen: set[tuple[str, str]] = set()
+        existing = self.store.existing_item_ids([(i.source, i.item_id) for i in items])
         out: list[NewsItem] = []
         skipped = 0
         for it in items:
-            if it.item_id in existing or it.item_id in seen:
+            k = (it.source, it.item_id)
+            if k in existing or k in seen:
                 skipped += 1
                 log.info("skipped item %r from %s: id already ingested", it.item_id, it.source)
                 continue
-            seen.add(it.item_id)
+            seen.add(k)
             out.append(it)
-        return out, rejected, skipped
+        return out, rejects, skipped
 
-    def process(self, records: Iterable[Mapping[str, Any] | NewsItem], *, source: str = "api", now: float | None = None) -> ProcessResult:
-        """Run one batch through the pipeline and commit it; returns counts and alert events."""
+    def validate(self, records: Iterable[Mapping[str, Any] | NewsItem], source: str, now: float) -> tuple[list[NewsItem], int, int]:
+        """Turn raw records into items; bad ones are logged, recorded in ``rejected`` and skipped."""
+        items, rejects, skipped = self._validate(records, source, now)
+        with self.store.transaction():
+            for r in rejects:
+                self.store.record_rejected(*r)
+        return items, len(rejects), skipped
+
+    def process(self, records: Iterable[Mapping[str, Any] | NewsItem], *, source: str = "api", now: float | None = None,
+                on_commit: Callable[[], None] | None = None) -> ProcessResult:
+        """Run one batch through the pipeline and commit it; returns counts and alert events.
+
+        ``on_commit`` runs inside the same transaction (a source marks the batch as read there), so
+        the batch is stored and marked read together or not at all. Items whose ``(source, id)``
+        is already stored are skipped, so re-processing a batch after a crash is harmless."""
         now = time.time() if now is None else now
-        items, rejected, skipped = self.validate(records, source, now)
-        result = ProcessResult(rejected=rejected, skipped_ids=skipped)
+        records = list(records)
+        for _ in range(5):
+            try:
+                return self._process_once(records, source, now, on_commit)
+            except _Raced:
+                log.info("another process stored part of this batch meanwhile; processing it again")
+        raise DataError("batch could not be committed: other processes kept storing the same items")
+
+    def ingest(self, src: "FolderSource", *, batch_size: int = 64, now: float | None = None) -> Iterator[ProcessResult]:
+        """Process what is new in a :class:`~finance_sentiment.sources.FolderSource`, batch by batch;
+        each batch's read position is committed with its items."""
+        for b in src.batches(batch_size):
+            yield self.process(b.records, source=f"file:{Path(b.path).name}", now=now,
+                               on_commit=lambda b=b: src.commit(b))
+
+    def _process_once(self, records: list[Any], source: str, now: float, on_commit: Callable[[], None] | None) -> ProcessResult:
+        items, rejects, skipped = self._validate(records, source, now)
+        result = ProcessResult(rejected=len(rejects), skipped_ids=skipped)
         if not items:
+            with self.store.transaction():
+                for r in rejects:
+                    self.store.record_rejected(*r)
+                if on_commit is not None:
+                    on_commit()
             return result
         emb = np.asarray(self.embedder.encode([it.title for it in items]), dtype=np.float32)
         dups = self.deduper.find(items, emb)
@@ -159,6 +226,11 @@ class Monitor:
             scored.append(s)
         try:
             with self.store.transaction():
+                if self.store.existing_item_ids([(s.item.source, s.item.item_id) for s in scored]):
+                    raise _Raced()
+                self._sync_detector()
+                for r in rejects:
+                    self.store.record_rejected(*r)
                 # originals first so in-batch duplicates can point at their row ids
                 self.store.insert_items([s for s, (_, d) in zip(scored, dups) if d is None])
                 for i, (s, (_, d)) in enumerate(zip(scored, dups)):
@@ -167,12 +239,15 @@ class Monitor:
                     elif d is not None:
                         s.duplicate_of = d
                 self.store.insert_items([s for s in scored if s.is_duplicate])
-                events = self.detector.observe(scored)
+                events = self.detector.observe(scored, now=now)
                 self._handle(events, now)
-                self.store.kv_set(DETECTOR_KEY, self.detector.to_json())
+                self._save_detector()
+                if on_commit is not None:
+                    on_commit()
         except BaseException:
-            self.detector = SurgeDetector(self.config.rules)
-            self.detector.load_json(self.store.kv_get(DETECTOR_KEY))
+            self._detector_gen = None  # in-memory state may be ahead of the database: reload next time
+            for s in scored:
+                s.rowid = None
             raise
         self.deduper.remember([s.rowid for s in scored if not s.is_duplicate], emb[originals],
                               [s.item.published_at for s in scored if not s.is_duplicate])
@@ -185,11 +260,16 @@ class Monitor:
     def tick(self, now: float | None = None) -> list[AlertEvent]:
         """Advance detection time without new items (resolves episodes that went quiet)."""
         now = time.time() if now is None else now
-        with self.store.transaction():
-            events = self.detector.tick(now)
-            if events:
-                self._handle(events, now)
-                self.store.kv_set(DETECTOR_KEY, self.detector.to_json())
+        try:
+            with self.store.transaction():
+                self._sync_detector()
+                events = self.detector.tick(now)
+                if events:
+                    self._handle(events, now)
+                    self._save_detector()
+        except BaseException:
+            self._detector_gen = None
+            raise
         return events
 
     def _handle(self, events: Sequence[AlertEvent], now: float) -> None:

@@ -7,12 +7,14 @@ and skipped while the rest of the batch goes through.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -132,20 +134,46 @@ def read_records(data: bytes, name: str) -> Iterator[dict[str, Any]]:
         yield rec
 
 
-class FolderSource:
-    """Watch a JSONL/CSV file or a folder of them; each :meth:`poll` returns the new records.
+@dataclass
+class FileBatch:
+    """Records read from one file, and that file's read position just after them.
 
-    Progress is kept in the store (``kv``), so a restart neither re-reads nor skips anything:
-    appended JSONL lines are read from the last complete-line offset; a new file in the folder
-    is read once it has stopped growing (same size on two polls).
+    Pass the batch to :meth:`FolderSource.commit` *inside the transaction that stores its records*
+    (``Monitor.process(..., on_commit=...)`` does): then a crash loses nothing and repeats nothing.
+    ``entry`` is ``None`` for a batch that must not move the position (all but the last batch of a CSV).
     """
 
-    def __init__(self, path: str | Path, store: NewsStore, *, patterns: tuple[str, ...] = ("*.jsonl", "*.ndjson", "*.csv")) -> None:
+    path: str
+    records: list[dict[str, Any]]
+    entry: dict[str, Any] | None
+
+
+HEAD_BYTES = 4096
+READ_BLOCK = 1 << 20
+
+
+class FolderSource:
+    """Watch a JSONL/CSV file or a folder of them and read what is new.
+
+    Progress (per file: byte offset, inode, a hash of the first bytes) is kept in the store (``kv``)
+    and only moves when the caller commits a batch together with its stored records, so a restart
+    neither re-reads nor skips anything. JSONL is read line by line from the committed offset; a
+    last line without its newline is taken only once it is a complete JSON object (a writer still
+    appending is waited for). A file that shrank below the offset, got a new inode or different
+    first bytes (rotated, truncated, replaced) is read again from the start; re-read items are
+    skipped by their ids. A CSV is read whole once it has stopped growing: the same size on two
+    polls, or unmodified for ``settle_s`` seconds (so one-shot ``ingest`` reads it too).
+    """
+
+    def __init__(self, path: str | Path, store: NewsStore, *, patterns: tuple[str, ...] = ("*.jsonl", "*.ndjson", "*.csv"),
+                 settle_s: float = 2.0) -> None:
         self.path = Path(path)
         self.store = store
         self.patterns = patterns
+        self.settle_s = float(settle_s)
         self._key = f"folder_source:{self.path.resolve()}"
         self._sizes: dict[str, int] = {}
+        self._pending: list[FileBatch] = []
 
     def _files(self) -> list[Path]:
         if self.path.is_file():
@@ -155,38 +183,178 @@ class FolderSource:
         files: set[Path] = set()
         for p in self.patterns:
             files.update(self.path.glob(p))
-        return sorted(files, key=lambda f: (f.stat().st_mtime, f.name))
+        out = []
+        for f in files:
+            try:
+                out.append((f.stat().st_mtime, f.name, f))
+            except FileNotFoundError:  # removed (rotated away) while listing
+                continue
+        return [f for _, _, f in sorted(out)]
 
-    def poll(self) -> list[dict[str, Any]]:
-        state: dict[str, int] = self.store.kv_get(self._key) or {}
-        out: list[dict[str, Any]] = []
+    def _state(self) -> dict[str, Any]:
+        return self.store.kv_get(self._key) or {}
+
+    @staticmethod
+    def _entry(raw: Any) -> dict[str, Any]:
+        # databases written before per-file entries kept a bare offset
+        return {"offset": int(raw)} if isinstance(raw, (int, float)) else dict(raw or {})
+
+    def _start_offset(self, f: Path, entry: dict[str, Any], st: os.stat_result) -> int:
+        """The committed offset, or 0 when the file is no longer the one it refers to."""
+        offset = int(entry.get("offset", 0))
+        if not offset:
+            return 0
+        why = None
+        if st.st_size < offset:
+            why = "shrank below the read position (truncated)"
+        elif entry.get("ino") is not None and entry["ino"] != st.st_ino:
+            why = "is a new file (rotated or replaced)"
+        elif entry.get("head") and _head_hash(f, int(entry.get("head_len", 0))) != entry["head"]:
+            why = "starts differently than before (replaced)"
+        if why:
+            log.warning("%s %s; reading it again from the start", f, why)
+            return 0
+        return offset
+
+    def batches(self, batch_size: int = 64) -> Iterator[FileBatch]:
+        """New records of every file, at most ``batch_size`` per batch. Nothing is marked as read
+        until the batch is passed to :meth:`commit`."""
+        state = self._state()
+        single = self.path.is_file()
         for f in self._files():
             name = str(f.resolve())
-            size = f.stat().st_size
-            done = int(state.get(name, 0))
-            if size <= done:
+            try:
+                st = f.stat()
+            except FileNotFoundError:
                 continue
-            is_jsonl = f.suffix.lower() in (".jsonl", ".ndjson")
-            if not is_jsonl and self._sizes.get(name) != size and not self.path.is_file():
-                self._sizes[name] = size  # still being written: wait for one more poll
+            entry = self._entry(state.get(name))
+            if f.suffix.lower() in (".jsonl", ".ndjson"):
+                yield from self._jsonl(f, name, self._start_offset(f, entry, st), st, batch_size)
                 continue
-            with open(f, "rb") as fh:
-                fh.seek(done if is_jsonl else 0)
-                data = fh.read(size - (done if is_jsonl else 0))
-            if is_jsonl:
-                cut = data.rfind(b"\n") + 1  # only complete lines
-                if cut == 0:
-                    continue
-                data = data[:cut]
-                state[name] = done + cut
-            else:
-                state[name] = size
+            # CSV: read whole, once it is complete; again only if it changed
+            if entry and entry.get("offset") == st.st_size and entry.get("mtime_ns") in (None, st.st_mtime_ns) \
+                    and entry.get("ino") in (None, st.st_ino):
+                continue
+            settled = self._sizes.get(name) == st.st_size or time.time() - st.st_mtime >= self.settle_s
+            if not single and not settled:
+                self._sizes[name] = st.st_size  # still being written: wait
+                continue
+            try:
+                data = f.read_bytes()
+            except FileNotFoundError:
+                continue
             recs = list(read_records(data, f.name))
             for r in recs:
                 r.setdefault("source", f"file:{f.name}")
-            out.extend(recs)
-        self.store.kv_set(self._key, state)
-        return out
+            done = {"offset": len(data), "ino": st.st_ino, "mtime_ns": st.st_mtime_ns}
+            chunks = [recs[i:i + batch_size] for i in range(0, len(recs), batch_size)] or [[]]
+            for i, chunk in enumerate(chunks):
+                yield FileBatch(name, chunk, done if i == len(chunks) - 1 else None)
+
+    def _jsonl(self, f: Path, name: str, offset: int, st: os.stat_result, batch_size: int) -> Iterator[FileBatch]:
+        if st.st_size <= offset:
+            return
+        try:
+            fh = open(f, "rb")
+        except FileNotFoundError:
+            return
+        with fh:
+            head = fh.read(HEAD_BYTES)
+            fh.seek(offset)
+            cursor = offset  # file offset just past the last consumed line
+            lineno = 0
+            lossy = False
+            recs: list[dict[str, Any]] = []
+            tail = b""
+
+            def batch() -> FileBatch:
+                n = min(cursor, len(head))
+                return FileBatch(name, recs, {"offset": cursor, "ino": st.st_ino, "head_len": n,
+                                              "head": hashlib.sha1(head[:n]).hexdigest()})
+
+            while True:
+                block = fh.read(READ_BLOCK)
+                if not block:
+                    break
+                lines = (tail + block).split(b"\n")
+                tail = lines.pop()  # no newline yet
+                for raw in lines:
+                    cursor += len(raw) + 1
+                    lineno += 1
+                    rec, bad = _jsonl_record(raw, f.name, lineno)
+                    lossy |= bad
+                    if rec is not None:
+                        rec.setdefault("source", f"file:{f.name}")
+                        recs.append(rec)
+                        if len(recs) >= batch_size:
+                            yield batch()
+                            recs = []
+            if tail.strip():
+                # an unterminated last line counts only once it is a whole JSON object (a complete
+                # object cannot be the prefix of a longer valid line, so nothing is cut short)
+                rec = _complete_object(tail)
+                if rec is not None:
+                    cursor += len(tail)
+                    rec.setdefault("source", f"file:{f.name}")
+                    recs.append(rec)
+            if lossy:
+                log.warning("%s is not valid UTF-8; decoded as Windows-1252", f.name)
+            if recs or cursor != offset:
+                yield batch()
+
+    def commit(self, batch: FileBatch) -> None:
+        """Mark ``batch`` as read (call inside the transaction that stored its records)."""
+        if batch.entry is None:
+            return
+        with self.store.transaction():
+            state = self._state()
+            state[batch.path] = batch.entry
+            self.store.kv_set(self._key, state)
+
+    def poll(self, batch_size: int = 1_000_000) -> list[dict[str, Any]]:
+        """All new records. Nothing is marked as read until :meth:`ack` (call it once they are stored)."""
+        self._pending = list(self.batches(batch_size))
+        return [r for b in self._pending for r in b.records]
+
+    def ack(self) -> None:
+        """Mark what the last :meth:`poll` returned as read."""
+        with self.store.transaction():
+            for b in self._pending:
+                self.commit(b)
+        self._pending = []
+
+
+def _head_hash(f: Path, n: int) -> str:
+    try:
+        with open(f, "rb") as fh:
+            return hashlib.sha1(fh.read(n)).hexdigest()
+    except FileNotFoundError:
+        return ""
+
+
+def _jsonl_record(raw: bytes, name: str, lineno: int) -> tuple[dict[str, Any] | None, bool]:
+    """One JSONL line as a record (``None`` for a blank or bad line, logged) and whether it was not UTF-8."""
+    text, lossy = decode_bytes(raw)
+    if not text.strip():
+        return None, lossy
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        log.warning("%s line %d is not valid JSON (%s); skipped", name, lineno, exc.msg)
+        return None, lossy
+    if not isinstance(rec, dict):
+        log.warning("%s line %d is not a JSON object; skipped", name, lineno)
+        return None, lossy
+    return rec, lossy
+
+
+def _complete_object(raw: bytes) -> dict[str, Any] | None:
+    text, _ = decode_bytes(raw)
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
 # -- replay ------------------------------------------------------------------------------

@@ -118,6 +118,51 @@ MIGRATIONS: list[str] = [
         raw TEXT NOT NULL DEFAULT ''
     );
     """,
+    # v3: item ids are per source (two feeds may both use guid "1" for different stories).
+    # SQLite cannot drop a UNIQUE constraint, so the table is rebuilt. The new table references
+    # itself as items_v3 (the RENAME below rewrites that to items), and item_series is copied
+    # aside first because dropping the old table cascades into it.
+    """
+    CREATE TABLE items_v3 (
+        id INTEGER PRIMARY KEY,
+        item_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        url TEXT NOT NULL DEFAULT '',
+        title TEXT NOT NULL,
+        body TEXT NOT NULL DEFAULT '',
+        published_at REAL NOT NULL,
+        ingested_at REAL NOT NULL,
+        title_hash TEXT NOT NULL,
+        duplicate_of INTEGER REFERENCES items_v3(id),
+        sentiment TEXT,
+        sentiment_score REAL,
+        p_positive REAL,
+        p_neutral REAL,
+        p_negative REAL,
+        topics TEXT NOT NULL DEFAULT '[]',
+        entities TEXT NOT NULL DEFAULT '[]',
+        evidence TEXT NOT NULL DEFAULT '[]',
+        model_version TEXT,
+        meta TEXT NOT NULL DEFAULT '{}',
+        topic_model_version TEXT,
+        UNIQUE (source, item_id)
+    );
+    INSERT INTO items_v3 (id, item_id, source, url, title, body, published_at, ingested_at, title_hash, duplicate_of,
+        sentiment, sentiment_score, p_positive, p_neutral, p_negative, topics, entities, evidence, model_version, meta,
+        topic_model_version)
+    SELECT id, item_id, source, url, title, body, published_at, ingested_at, title_hash, duplicate_of,
+        sentiment, sentiment_score, p_positive, p_neutral, p_negative, topics, entities, evidence, model_version, meta,
+        topic_model_version FROM items;
+    CREATE TABLE item_series_v3_copy AS SELECT item_rowid, kind, key FROM item_series;
+    DROP TABLE items;
+    ALTER TABLE items_v3 RENAME TO items;
+    DELETE FROM item_series;
+    INSERT OR IGNORE INTO item_series (item_rowid, kind, key) SELECT item_rowid, kind, key FROM item_series_v3_copy;
+    DROP TABLE item_series_v3_copy;
+    CREATE INDEX items_published ON items(published_at);
+    CREATE INDEX items_title_hash ON items(title_hash, published_at);
+    CREATE INDEX items_item_id ON items(item_id);
+    """,
 ]
 
 
@@ -127,7 +172,7 @@ class NewsStore(abc.ABC):
     @abc.abstractmethod
     def transaction(self): ...
     @abc.abstractmethod
-    def existing_item_ids(self, item_ids: Sequence[str]) -> set[str]: ...
+    def existing_item_ids(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]: ...
     @abc.abstractmethod
     def find_title_hashes(self, hashes: Sequence[str], since: float) -> dict[str, int]: ...
     @abc.abstractmethod
