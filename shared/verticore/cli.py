@@ -1,4 +1,4 @@
-"""The ``verticore`` command line: finetune, predict, embed, index, eval, serve, info.
+"""The ``verticore`` command line: finetune, predict, embed, index, eval, serve, keys, usage, info.
 
 Every user mistake (missing file, missing column, non-UTF-8 input, corrupt artifact, ...)
 prints one ``error: ...`` line and exits with status 2.
@@ -211,25 +211,189 @@ def evaluate(
     typer.echo(json.dumps({k: v for k, v in m.items() if isinstance(v, (int, float))}, indent=2))
 
 
+def _serving_paths(home: Optional[Path], keys_db: Optional[Path] = None, usage_db: Optional[Path] = None):
+    """Resolve --home / --keys-db / --usage-db (a --home also becomes $VERTICORE_HOME for the apps)."""
+    import os
+
+    from .dashboard import HOME_ENV
+    from .dashboard import home as default_home
+
+    if home is not None:
+        os.environ[HOME_ENV] = str(home)
+    base = home or default_home()
+    return keys_db or base / "serving" / "keys.db", usage_db or base / "serving" / "usage.db"
+
+
 @app.command()
 def serve(
-    model: Optional[str] = typer.Option(None, help="classifier artifact directory for /classify"),
-    embedder: str = typer.Option("default", help="embedder for /embed"),
+    model: Optional[str] = typer.Option(None, help="classifier artifact directory for /v1/classify"),
+    embedder: str = typer.Option("default", help="embedder for /v1/embed ('none' to serve no embedder)"),
+    apps: str = typer.Option("all", "--apps", help="apps to mount: all | none | comma-separated names"),
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     device: str = typer.Option("auto"),
     backend: str = typer.Option("torch"),
+    insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
+                                          help="serve WITHOUT API keys (trusted local machine only)"),
+    batching: bool = typer.Option(True, "--batching/--no-batching", help="micro-batch concurrent requests"),
+    max_batch: int = typer.Option(64, help="texts per merged model call"),
+    max_wait_ms: float = typer.Option(5.0, help="how long a micro-batch waits to fill"),
+    max_queue: int = typer.Option(1024, help="texts waiting per model before 503"),
+    home: Optional[Path] = typer.Option(None, help="VERTICORE_HOME (demo state, keys, usage)"),
+    keys_db: Optional[Path] = typer.Option(None, help="API keys database (default HOME/serving/keys.db)"),
+    usage_db: Optional[Path] = typer.Option(None, help="usage database (default HOME/serving/usage.db)"),
+    warm: bool = typer.Option(True, "--warm/--no-warm", help="load the models before accepting requests"),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="one JSON log line per request"),
 ) -> None:
-    """Serve /classify, /embed and /health over HTTP (OpenAPI docs at /docs)."""
+    """Serve the core (/v1/classify, /v1/embed) and every installed app's API (/v1/<app>/...) in one
+    process, with API keys, quotas, metering, /metrics and OpenAPI docs at /docs."""
+    import logging
+
     import uvicorn
 
+    from .errors import DataError
+    from .plugins import discover_apps
     from .server import create_app
+    from .serving import ServingSettings
+    from .serving.observability import configure_json_logging
 
+    configure_json_logging()
+    keys_path, usage_path = _serving_paths(home, keys_db, usage_db)
     if model:
         from .artifact import check_artifact_dir
 
         check_artifact_dir(Path(model))
-    uvicorn.run(create_app(model, embedder, device=device, backend=backend), host=host, port=port)
+    log = logging.getLogger("verticore.serving")
+    found = {} if apps.strip() == "none" else discover_apps()
+    if apps.strip() not in ("all", "none"):
+        wanted = [a.strip() for a in apps.split(",") if a.strip()]
+        unknown = [a for a in wanted if a not in found]
+        if unknown:
+            raise DataError(f"unknown app(s) {', '.join(unknown)}; installed: {', '.join(sorted(found)) or 'none'}")
+        found = {a: found[a] for a in wanted}
+    settings = ServingSettings(keys_db=keys_path, usage_db=usage_path, insecure_no_auth=insecure_no_auth,
+                               batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                               access_log=access_log)
+    server_app = create_app(model, None if embedder.lower() == "none" else embedder, device=device, backend=backend,
+                            serving=settings, apps=found, home=home)
+    if warm:
+        server_app.state.warm_up()
+    log.info("serving on http://%s:%d (auth %s, batching %s, apps: %s)", host, port,
+             "DISABLED" if insecure_no_auth else "on", "on" if batching else "off", ", ".join(found) or "none")
+    uvicorn.run(server_app, host=host, port=port, log_config=None, timeout_graceful_shutdown=30)
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="Create, list, revoke and rotate API keys of `verticore serve`.")
+app.add_typer(keys_app, name="keys")
+_HOME_OPT = typer.Option(None, "--home", help="VERTICORE_HOME (default: $VERTICORE_HOME, <repo>/.verticore, ~/.verticore)")
+_KEYS_OPT = typer.Option(None, "--keys-db", help="keys database (default HOME/serving/keys.db)")
+
+
+def _key_store(home: Optional[Path], keys_db: Optional[Path]):
+    from .serving import KeyStore
+
+    return KeyStore(_serving_paths(home, keys_db)[0])
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Option(..., help="unique key name (shows up in usage and logs)"),
+    scopes: str = typer.Option(..., help="comma-separated: classify, embed, support:chat, support:agent, "
+                                         "finance:ingest, finance:read, rec:read, rec:write, admin"),
+    rate: Optional[str] = typer.Option(None, help="rate limit, e.g. 20/s or 600/min"),
+    quota: Optional[str] = typer.Option(None, help="daily quota, e.g. 100000/day"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object (key included)"),
+    home: Optional[Path] = _HOME_OPT,
+    keys_db: Optional[Path] = _KEYS_OPT,
+) -> None:
+    """Create a key and print it ONCE (only its hash is stored)."""
+    key, rec = _key_store(home, keys_db).create(name, scopes.split(","), rate=rate, quota=quota)
+    if as_json:
+        typer.echo(json.dumps({"key": key, **rec.to_dict()}))
+        return
+    typer.echo(key)
+    typer.echo(f"created key {rec.name!r} (scopes {','.join(rec.scopes)}; rate {rec.rate or 'unlimited'}; "
+               f"quota {rec.quota or 'unlimited'}). Store it now: it is not shown again.", err=True)
+
+
+@keys_app.command("list")
+def keys_list(
+    as_json: bool = typer.Option(False, "--json"),
+    home: Optional[Path] = _HOME_OPT,
+    keys_db: Optional[Path] = _KEYS_OPT,
+) -> None:
+    """List keys (name, prefix, scopes, limits, last use); never the keys themselves."""
+    from datetime import datetime, timezone
+
+    recs = _key_store(home, keys_db).list()
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in recs], indent=2))
+        return
+
+    def when(ts):
+        return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+    typer.echo(f"{'name':<20} {'prefix':<12} {'status':<8} {'scopes':<36} {'rate':<10} {'quota':<12} last used (UTC)")
+    for r in recs:
+        typer.echo(f"{r.name:<20} {r.prefix + '…':<12} {'active' if r.active else 'revoked':<8} "
+                   f"{','.join(r.scopes):<36} {r.rate or '-':<10} {r.quota or '-':<12} {when(r.last_used)}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str = typer.Argument(...), home: Optional[Path] = _HOME_OPT,
+                keys_db: Optional[Path] = _KEYS_OPT) -> None:
+    """Revoke a key; it stops working at once (running servers included)."""
+    _key_store(home, keys_db).revoke(name)
+    typer.echo(f"revoked key {name!r}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json"),
+                home: Optional[Path] = _HOME_OPT, keys_db: Optional[Path] = _KEYS_OPT) -> None:
+    """Give a key a new secret (same name, scopes, limits); prints it ONCE, the old one stops working."""
+    key = _key_store(home, keys_db).rotate(name)
+    if as_json:
+        typer.echo(json.dumps({"name": name, "key": key}))
+        return
+    typer.echo(key)
+    typer.echo(f"rotated key {name!r}; the old key no longer works. Store the new one now.", err=True)
+
+
+@app.command()
+def usage(
+    key: Optional[str] = typer.Option(None, "--key", help="only this key name"),
+    since: Optional[str] = typer.Option(None, help="from this UTC day on (YYYY-MM-DD)"),
+    as_json: bool = typer.Option(False, "--json", help="JSON rows"),
+    as_csv: bool = typer.Option(False, "--csv", help="CSV rows"),
+    home: Optional[Path] = _HOME_OPT,
+    usage_db: Optional[Path] = typer.Option(None, "--usage-db", help="usage database (default HOME/serving/usage.db)"),
+) -> None:
+    """Usage per key, endpoint and UTC day: requests, units, input tokens (approx.), errors, latency."""
+    import csv
+    import io as _io
+
+    from .serving.metering import FIELDS, query_usage
+
+    if as_json and as_csv:
+        raise VerticoreError("give --json or --csv, not both")
+    rows = query_usage(_serving_paths(home, None, usage_db)[1], key=key, since=since)
+    cols = ["day", "key", "endpoint", *FIELDS, "mean_latency_ms"]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif as_csv:
+        buf = _io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        typer.echo(buf.getvalue(), nl=False)
+    elif not rows:
+        typer.echo("no usage recorded" + (f" for key {key!r}" if key else "") + (f" since {since}" if since else ""))
+    else:
+        typer.echo(f"{'day':<10} {'key':<16} {'endpoint':<40} {'requests':>9} {'units':>8} {'tokens':>9} "
+                   f"{'errors':>7} {'mean ms':>8}")
+        for r in rows:
+            typer.echo(f"{r['day']:<10} {r['key']:<16} {r['endpoint']:<40} {r['requests']:>9} {r['units']:>8} "
+                       f"{r['input_tokens']:>9} {r['errors']:>7} {r['mean_latency_ms']:>8.1f}")
 
 
 @app.command()
