@@ -292,3 +292,71 @@ def test_cli_ingest_reports_oversized_files(tmp_path, capsys, monkeypatch):
         assert not exc.code
     out = capsys.readouterr()
     assert "error: big.md is too large (3.2 KiB; the per-file limit is 1.0 KiB)" in out.err and "0 documents" in out.out
+
+
+# -- dashboards: customer and KB text is shown literally ------------------------------------------
+EVIL = "hi ![x](http://evil/t.png) [click](http://evil) <img src=x onerror=alert(1)> $x$ :red[alarm]"
+
+
+def _rendered(md: str) -> str:
+    """CommonMark HTML of ``md`` (what Streamlit's renderer would make of it)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").render(md)
+
+
+def _assert_literal(md: str, original: str) -> None:
+    html = _rendered(md)
+    assert "<img" not in html and "<a " not in html, html
+    text = _rendered(md).replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&")
+    assert original in text, text  # every character shows, as typed
+
+
+def test_ticket_markdown_escapes_customer_text():
+    from customer_service.dashboard.common import ticket_markdown
+
+    t = {"ticket_id": "T-1", "status": "open", "reason": "human_requested", "created_at": "2024-01-01",
+         "summary": f"human_requested: {EVIL}",
+         "transcript": [{"role": "customer", "text": EVIL + "\n# not a heading"}, {"role": "bot", "text": "ok [1]"}]}
+    view = ticket_markdown(t)
+    assert view["lines"][0] == ("🧑 Customer: hi \\!\\[x\\]\\(http\\:\\/\\/evil\\/t\\.png\\) \\[click\\]\\(http\\:\\/\\/evil\\) "
+                                "\\<img src\\=x onerror\\=alert\\(1\\)\\> \\$x\\$ \\:red\\[alarm\\]  \n\\# not a heading")
+    _assert_literal(view["lines"][0], EVIL)
+    assert "<h1>" not in _rendered(view["lines"][0])
+    _assert_literal(view["summary"], EVIL)
+    assert view["label"] == "T\\-1 · open · human\\_requested · 2024\\-01\\-01"
+
+
+def test_reply_and_citation_markdown_escape_kb_text():
+    from customer_service.dashboard.common import citation_markdown, md_block, reply_markdown
+
+    md = reply_markdown(f"See {EVIL} [1] and [2](http://evil)")
+    _assert_literal(md, EVIL)
+    assert md.endswith("[1] and [2]\\(http\\:\\/\\/evil\\)")  # citation markers stay readable, never links
+    c = {"n": 1, "title": EVIL, "section": "s", "source": "x.md", "updated_at": "", "score": 0.5}
+    _assert_literal(citation_markdown(c), EVIL)
+    _assert_literal(md_block(EVIL), EVIL)
+
+
+def test_handoff_page_shows_a_hostile_message_as_text(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from customer_service.dashboard import PAGES
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "kb.json").write_text("{}")  # the page only needs the bot directory and its store
+    monkeypatch.setenv("CUSTOMER_SERVICE_KB", str(kb))
+    store = BotStore(kb / "bot.sqlite")
+    sid = store.new_session()
+    store.open_ticket(sid, "human_requested", f"human_requested: {EVIL}", pending=[{"role": "customer", "text": EVIL}])
+    store.close()
+    page = next(p["path"] for p in PAGES if p["title"] == "Handoff queue")
+    at = AppTest.from_file(page, default_timeout=60).run()
+    assert not at.exception
+    shown = [m.value for m in at.markdown if "evil" in m.value]
+    assert len(shown) == 2  # summary and the transcript line
+    for md in shown:
+        assert "\\!\\[x\\]\\(http" in md and "\\<img" in md and not re.search(r"(?<!\\)[<\[\]]", md.replace("**", ""))
+        _assert_literal(md, EVIL)
+    assert at.expander[0].label.startswith("T\\-")

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bot_or_stop  # noqa: E402
+from common import bot_or_stop, citation_markdown, escape_markdown, md_block, reply_markdown  # noqa: E402
 
 import streamlit as st  # noqa: E402
 
@@ -22,28 +22,28 @@ with st.sidebar:
     st.subheader("Conversation")
     if st.button("New conversation", icon=":material/refresh:"):
         state["cs_messages"], state["cs_session"] = [], None
-    st.caption(f"session: {state['cs_session'] or '(new)'}")
+    st.caption(f"session: {escape_markdown(state['cs_session'] or '(new)')}")
     st.caption(f"knowledge base: {bot.kb.chunk_count()} passages · intents: "
-               f"{len(bot.intents.labels) if bot.intents else 'none'} · generator: {bot.config.llm or 'extractive'}")
+               f"{len(bot.intents.labels) if bot.intents else 'none'} · generator: {escape_markdown(bot.config.llm or 'extractive')}")
 
 STATUS_ICON = {"answered": ":material/check_circle:", "needs_info": ":material/help:", "escalated": ":material/support_agent:",
                "no_answer": ":material/help:", "refused": ":material/block:", "rejected": ":material/error:"}
 
 
 def render_reply(i: int, r: dict) -> None:
-    st.markdown(r["text"])
+    st.markdown(reply_markdown(r["text"]))  # answers quote KB files and customer slot values: escaped
     conf = f"{r['confidence']:.2f}" if r.get("confidence") is not None else "–"
-    intent = r.get("intent") or ("out of scope" if r.get("out_of_scope") else "–")
-    bits = [f"intent **{intent}**", f"confidence **{conf}**", f"status **{r['status']}**", f"{r['latency_ms']:.0f} ms"]
+    intent = escape_markdown(r.get("intent") or ("out of scope" if r.get("out_of_scope") else "–"))
+    bits = [f"intent **{intent}**", f"confidence **{conf}**", f"status **{escape_markdown(r['status'])}**",
+            f"{r['latency_ms']:.0f} ms"]
     if r.get("escalated"):
-        bits.append(f"ticket **{r['ticket_id']}** ({r['reason']})")
+        bits.append(f"ticket **{escape_markdown(r['ticket_id'])}** \\({escape_markdown(r['reason'])}\\)")
     st.caption(" · ".join(bits))
     if r.get("citations"):
         with st.expander(f"Sources ({len(r['citations'])})"):
             for c in r["citations"]:
-                where = c["title"] + (f" › {c['section']}" if c["section"] and c["section"] != c["title"] else "")
-                st.markdown(f"**[{c['n']}] {where}**  \n`{c['source']}` · updated {c['updated_at'] or '–'} · score {c['score']:.2f}")
-                st.caption(c["snippet"])
+                st.markdown(citation_markdown(c))
+                st.caption(md_block(c["snippet"]))
     if r.get("turn_id") and r["status"] in {"answered", "needs_info"}:
         vote = st.feedback("thumbs", key=f"fb_{r['turn_id']}")
         if vote is not None and state.get(f"voted_{r['turn_id']}") != vote:
@@ -60,14 +60,14 @@ if not state["cs_messages"] and prompt is None:
 for i, m in enumerate(state["cs_messages"]):
     with st.chat_message(m["role"]):
         if m["role"] == "user":
-            st.markdown(m["text"])
+            st.markdown(md_block(m["text"]))
         else:
             render_reply(i, m["reply"])
 
 if prompt is not None:
     state["cs_messages"].append({"role": "user", "text": prompt})
     with st.chat_message("user"):
-        st.markdown(prompt)
+        st.markdown(md_block(prompt))
     with st.chat_message("assistant"):
         with st.spinner("Looking it up…"):
             reply = bot.ask(prompt, session_id=state["cs_session"]).to_dict()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -11,6 +12,45 @@ for _p in (_APPS, _APPS.parent / "shared"):
         sys.path.insert(0, str(_p))
 
 import streamlit as st  # noqa: E402
+
+from verticore.text_safety import escape_markdown  # noqa: E402
+
+# Everything below that reaches st.markdown / captions / labels comes from customers, KB files or
+# config, so it is escaped: a message like ![x](http://evil/t.png) must show as text, not load a
+# tracking image (or make a link, raw HTML, LaTeX or a colour directive) in an agent's browser.
+
+
+def md_block(text: object) -> str:
+    """Literal multi-line text for ``st.markdown``: every line escaped, line breaks kept as hard breaks."""
+    lines = [escape_markdown(line) for line in str("" if text is None else text).splitlines()]
+    return "  \n".join(line for line in lines if line)
+
+
+_CITE_MARK = re.compile(r"\\\[(\d{1,3})\\\]")
+
+
+def reply_markdown(text: object) -> str:
+    """A bot answer for ``st.markdown``: escaped like :func:`md_block`, with the ``[n]`` citation
+    markers left readable (a bare ``[n]`` is no link: its definition would need an unescaped ``[n]:``)."""
+    return _CITE_MARK.sub(r"[\1]", md_block(text))
+
+
+def ticket_markdown(t: dict) -> dict:
+    """The markdown of one handoff ticket: ``label`` (expander), ``summary`` and one line per transcript message."""
+    label = " · ".join(escape_markdown(t.get(k)) for k in ("ticket_id", "status", "reason", "created_at"))
+    lines = []
+    for m in t.get("transcript") or []:
+        who = "🧑 Customer" if m.get("role") == "customer" else "🤖 Bot"
+        lines.append(f"{who}: {md_block(m.get('text'))}")
+    return {"label": label, "summary": f"**Summary:** {escape_markdown(t.get('summary'))}", "lines": lines}
+
+
+def citation_markdown(c: dict) -> str:
+    """One source under an answer: title › section, source file, date and score (all escaped)."""
+    where = escape_markdown(c["title"]) + (f" › {escape_markdown(c['section'])}"
+                                           if c.get("section") and c["section"] != c["title"] else "")
+    return (f"**\\[{int(c['n'])}\\] {where}**  \n{escape_markdown(c['source'])} · updated "
+            f"{escape_markdown(c.get('updated_at') or '–')} · score {float(c['score']):.2f}")
 
 
 def home() -> Path:
@@ -33,8 +73,8 @@ def require_bot_dir() -> Path:
     """Stop the page with a hint when no bot has been prepared yet."""
     d = kb_dir()
     if not (d / "kb.json").exists():
-        st.info(f"No customer-service bot at `{d}` yet. Run `make demo` (or `customer-service demo --home {home()}`) "
-                "to build the demo knowledge base and intent model.")
+        st.info(f"No customer-service bot at {escape_markdown(d)} yet. Run `make demo` (or `customer-service demo "
+                f"--home` {escape_markdown(home())}) to build the demo knowledge base and intent model.")
         st.stop()
     return d
 
@@ -50,7 +90,7 @@ def get_bot(directory: str):
 
 
 def show_error(exc: Exception) -> None:
-    st.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    st.error(escape_markdown(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
 
 
 def bot_or_stop():

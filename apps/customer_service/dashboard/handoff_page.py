@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import require_bot_dir  # noqa: E402
+from common import require_bot_dir, ticket_markdown  # noqa: E402
 
 import streamlit as st  # noqa: E402
 
@@ -23,11 +23,11 @@ st.metric("Tickets", len(tickets))
 if not tickets:
     st.info("No tickets with this status.")
 for t in tickets:
-    with st.expander(f"{t['ticket_id']} · {t['status']} · {t['reason']} · {t['created_at']}", expanded=t is tickets[0]):
-        st.markdown(f"**Summary:** {t['summary']}")
-        for m in t["transcript"]:
-            who = "🧑 Customer" if m["role"] == "customer" else "🤖 Bot"
-            st.markdown(f"{who}: {m['text']}")
+    view = ticket_markdown(t)  # customer text is escaped: it shows as typed, never as images/links/HTML
+    with st.expander(view["label"], expanded=t is tickets[0]):
+        st.markdown(view["summary"])
+        for line in view["lines"]:
+            st.markdown(line)
         b1, b2, _ = st.columns([1, 1, 3])
         if t["status"] == "open" and b1.button("Take over", key=f"take_{t['ticket_id']}"):
             store.set_ticket_status(t["ticket_id"], "in_progress")

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bot_or_stop, show_error  # noqa: E402
+from common import bot_or_stop, escape_markdown, md_block, show_error  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
@@ -32,9 +32,10 @@ if files and st.button("Ingest", type="primary", icon=":material/upload:"):
     for i, f in enumerate(files):
         try:
             rep = kb.ingest_bytes(f.getvalue(), f.name)
-            st.success(f"{rep.status}: {rep.doc_id} ({rep.chunks} passages, {rep.embedded} embedded, {rep.removed} removed)")
+            st.success(f"{rep.status}: {escape_markdown(rep.doc_id)} ({rep.chunks} passages, {rep.embedded} embedded, "
+                       f"{rep.removed} removed)")
         except VerticoreError as exc:
-            st.error(f"{f.name}: {exc}")
+            st.error(escape_markdown(f"{f.name}: {exc}"))
         bar.progress((i + 1) / len(files), text=f"{i + 1}/{len(files)} {f.name}")
     docs = kb.documents()
 
@@ -47,7 +48,7 @@ if docs:
     if col_b.button("Delete", icon=":material/delete:"):
         try:
             n = kb.delete(target)
-            st.success(f"deleted {target} ({n} passages)")
+            st.success(f"deleted {escape_markdown(target)} ({n} passages)")
             st.rerun()
         except VerticoreError as exc:
             show_error(exc)
@@ -63,15 +64,17 @@ st.subheader("Try retrieval")
 q = st.text_input("Query", value="How long does delivery take?")
 mode = st.radio("Mode", ["hybrid", "bm25", "dense"], horizontal=True)
 fusion = kb.fusion
-st.caption(f"Hybrid fusion: {fusion['method']}, dense weight {fusion['dense_weight']}"
-           + (f" (calibrated on {fusion['calibrated_on']} labelled questions, dev hit@1 {fusion.get('dev_hit1')}; "
-              f"dense alone {fusion.get('dev_dense_only_hit1', '?')}, BM25 alone {fusion.get('dev_bm25_only_hit1', '?')})"
-              if fusion.get("calibrated_on") else " (default; tune it with `customer-service kb calibrate`)"))
+st.caption(escape_markdown(  # kb.json is config, shown as text
+    f"Hybrid fusion: {fusion['method']}, dense weight {fusion['dense_weight']}"
+    + (f" (calibrated on {fusion['calibrated_on']} labelled questions, dev hit@1 {fusion.get('dev_hit1')}; "
+       f"dense alone {fusion.get('dev_dense_only_hit1', '?')}, BM25 alone {fusion.get('dev_bm25_only_hit1', '?')})"
+       if fusion.get("calibrated_on") else " (default; tune it with customer-service kb calibrate)")))
 if q.strip():
     hits = kb.search(q, k=5, mode=mode)
     if not hits:
         st.caption("no results")
     for i, h in enumerate(hits, 1):
         score = f"cosine {h.dense_score:.2f}" if h.dense_score is not None else f"bm25 {h.bm25_score or 0:.2f}"
-        with st.expander(f"{i}. {h.title}{' › ' + h.section if h.section and h.section != h.title else ''} ({h.source}) · {score}"):
-            st.write(h.text)
+        where = escape_markdown(h.title) + (f" › {escape_markdown(h.section)}" if h.section and h.section != h.title else "")
+        with st.expander(f"{i}\\. {where} \\({escape_markdown(h.source)}\\) · {score}"):
+            st.markdown(md_block(h.text))  # KB files are untrusted markup
