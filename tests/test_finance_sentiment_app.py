@@ -179,10 +179,14 @@ def test_pipeline_dedupes_rejects_bad_input_and_alerts_exactly_once_across_resta
 def test_http_news_endpoint(tmp_path, default_embedder):
     from fastapi.testclient import TestClient
 
+    from verticore.serving import KeyStore, ServingSettings
+
     from finance_sentiment.server import create_app
 
     mon = _monitor(tmp_path / "h.db", default_embedder)
-    client = TestClient(create_app(mon))
+    key, _ = KeyStore(tmp_path / "keys.db").create("ingest", ["finance:ingest", "finance:read"])
+    client = TestClient(create_app(mon, settings=ServingSettings(keys_db=tmp_path / "keys.db", usage_db=tmp_path / "u.db")),
+                        headers={"Authorization": f"Bearer {key}"})
     assert client.get("/health").json()["ok"]
     r = client.post("/news", json=[{"title": "Aurora Bank beats estimates", "id": "h1"}, {"title": ""}, 42])
     body = r.json()

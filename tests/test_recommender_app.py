@@ -69,7 +69,10 @@ def test_http_api(demo_rec, tmp_path):
     from recommender import Recommender
 
     rec = Recommender.load(tmp_path / "state")
-    client = TestClient(create_app(rec, state_dir=tmp_path / "state"))
+    from verticore.serving import ServingSettings
+
+    client = TestClient(create_app(rec, state_dir=tmp_path / "state",  # auth is covered in test_app_apis.py
+                                   settings=ServingSettings(insecure_no_auth=True, usage_db=tmp_path / "u.db")))
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["items"] == len(rec.catalog)
     user = rec.interactions.users[0]
@@ -78,8 +81,8 @@ def test_http_api(demo_rec, tmp_path):
     recs = r.json()["recommendations"]
     assert len(recs) == 5 and all(x["explanation"] for x in recs)
     assert not {x["item"] for x in recs} & rec.interactions.seen(user)
-    assert client.get("/recommend/nobody").status_code == 404
-    assert "unknown user" in client.get("/recommend/nobody").json()["detail"]
+    cold = client.get("/recommend/nobody")  # an unknown user gets a cold start, not a 404
+    assert cold.status_code == 200 and cold.json()["cold_start"] is True and cold.json()["recommendations"]
     item = rec.catalog.ids[0]
     sim = client.get(f"/similar/{item}", params={"k": 3}).json()["similar"]
     assert len(sim) == 3 and item not in {x["item"] for x in sim}

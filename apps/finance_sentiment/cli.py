@@ -291,6 +291,35 @@ def deliver(config: Optional[Path] = None, home: Optional[Path] = HOME_OPT,
     typer.echo(f"delivered={r.delivered} retried={r.retried} dead={r.dead}")
 
 
+@app.command("queue-test-alerts")
+@_friendly
+def queue_test_alerts(count: int = typer.Option(10, "--count", "-n", help="how many synthetic alerts"),
+                      url: Optional[str] = typer.Option(None, help="webhook URL (default: the config's webhooks)"),
+                      target: str = typer.Option("test", help="target name used with --url"),
+                      prefix: str = typer.Option("synthetic", help="alert-key prefix (keep it unique per run)"),
+                      config: Optional[Path] = None, home: Optional[Path] = HOME_OPT,
+                      webhook_allow: list[str] = WEBHOOK_ALLOW_OPT) -> None:
+    """Queue synthetic alerts for delivery without running models (to try a receiver, or for a fault bench)."""
+    from verticore.errors import DataError
+
+    from .config import MonitorConfig, WebhookTarget, load_config, validate_webhook_url
+    from .store import SQLiteStore
+    from .webhooks import queue_alerts, synthetic_alert
+
+    _apply_webhook_allow(webhook_allow)
+    paths = _paths(home)
+    cfg = load_config(config or paths.config) if (config or paths.config.exists()) else MonitorConfig()
+    targets = [WebhookTarget(target, validate_webhook_url(url))] if url else cfg.webhooks
+    if not targets:
+        raise DataError("no webhook to queue for: pass --url or a config with webhooks")
+    store = SQLiteStore(paths.db)
+    try:
+        n = queue_alerts(store, [synthetic_alert(i, prefix) for i in range(count)], targets)
+    finally:
+        store.close()
+    typer.echo(f"queued {n} deliveries for {count} alert(s)")
+
+
 @app.command("receiver-stats")
 @_friendly
 def receiver_stats(db: Path = typer.Option(..., "--db", help="the receiver's database")) -> None:

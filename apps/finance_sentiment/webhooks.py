@@ -292,3 +292,30 @@ class Deliverer:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
+
+
+# -- synthetic alerts (tests, fault benches: exercise delivery without running models) ---------------
+def synthetic_alert(i: int, prefix: str = "synthetic", now: float | None = None) -> dict[str, Any]:
+    """A well-formed alert episode ``{prefix}|entity|SYN{i}`` (what the detector would store)."""
+    t = time.time() if now is None else now
+    return {"alert_key": f"{prefix}|entity|SYN{i}", "rule": "synthetic", "series_kind": "entity", "series_key": f"SYN{i}",
+            "direction": "negative", "severity": "high", "state": "open", "opened_at": t, "updated_at": t,
+            "resolved_at": None, "window_count": 6, "hit_count": 5, "share": 0.83, "baseline": 0.1, "z": 6.0,
+            "evidence": [{"item": i, "title": f"Synthetic headline {i}", "url": f"https://news.example/{i}", "source": "synthetic",
+                          "published_at": t, "sentiment": "negative", "score": -0.9}],
+            "summary": f"synthetic negative surge {i}"}
+
+
+def queue_alerts(store: NewsStore, alerts: Sequence[dict[str, Any]], targets: Sequence[WebhookTarget], *,
+                 event: str = "opened", now: float | None = None) -> int:
+    """Store each alert and its outbox rows in one transaction (as the monitor does); returns rows queued."""
+    t = time.time() if now is None else now
+    queued = 0
+    for alert in alerts:
+        with store.transaction():
+            alert_id = store.upsert_alert(alert)
+            for target in targets:
+                key = idempotency_key(alert["alert_key"], event, target.name)
+                queued += store.enqueue(alert_id, event, target.name, target.url, target.format,
+                                        build_payload(alert, event, target.format, key), key, t)
+    return queued

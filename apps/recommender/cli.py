@@ -165,13 +165,23 @@ def finetune(
 
 
 @app.command()
-def serve(state: Path = STATE, host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8010)) -> None:
-    """Serve /recommend, /similar, /search, /items and /health over HTTP (docs at /docs)."""
+def serve(state: Path = STATE, host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8010),
+          keys_db: Optional[Path] = typer.Option(None, "--keys-db", help="API keys database (default "
+                                                 "$VERTICORE_HOME/serving/keys.db; create keys with `verticore keys create`)"),
+          insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
+                                                help="serve without API keys (local experiments only)")) -> None:
+    """Serve /recommend, /similar, /search, /events, /items and /health over HTTP (docs at /docs).
+
+    Every route needs an API key (``Authorization: Bearer vk_...``): reads the ``rec:read`` scope,
+    writes ``rec:write``; ``--insecure-no-auth`` turns that off."""
     import uvicorn
+
+    from verticore.serving import ServingSettings
 
     from .api import create_app
 
-    uvicorn.run(create_app(_load(state), state_dir=state), host=host, port=port)
+    settings = ServingSettings(keys_db=keys_db, insecure_no_auth=insecure_no_auth)
+    uvicorn.run(create_app(_load(state), state_dir=state, settings=settings), host=host, port=port)
 
 
 @app.command()

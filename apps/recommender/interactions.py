@@ -1,7 +1,10 @@
 """User-item interactions: (user, item, weight, timestamp) from CSV or pandas."""
 from __future__ import annotations
 
+import csv
+import io
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,6 +22,8 @@ ITEM_COLS = ("item", "item_id", "itemId", "movieId", "product_id", "id")
 WEIGHT_COLS = ("weight", "rating", "score", "count")
 TIME_COLS = ("timestamp", "ts", "time", "date")
 COLUMNS = ["user", "item", "weight", "timestamp"]
+# implicit-feedback event kinds and the weight each gets when the caller gives none (ratings are 1..5)
+EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "like": 4.0, "purchase": 5.0}
 
 
 def _pick(columns: Iterable[str], wanted: str | None, candidates: tuple[str, ...], what: str, required: bool) -> str | None:
@@ -172,6 +177,17 @@ class Interactions:
         self.df = row if self.df.empty else pd.concat([self.df, row], ignore_index=True)
         self._groups = None
 
+    def add_many(self, rows: Iterable[tuple[str, str, float, float]]) -> int:
+        """Append ``(user, item, weight, timestamp)`` rows in one concat (cheaper than :meth:`add` per row)."""
+        rows = list(rows)
+        if not rows:
+            return 0
+        new = pd.DataFrame(rows, columns=COLUMNS).astype({"user": "object", "item": "object", "weight": "float64",
+                                                          "timestamp": "float64"})
+        self.df = new if self.df.empty else pd.concat([self.df, new], ignore_index=True)
+        self._groups = None
+        return len(rows)
+
     def drop_items(self, items: Iterable[Any]) -> int:
         """Remove interactions with ``items`` (e.g. items removed from the catalog)."""
         gone = {str(i) for i in items}
@@ -183,6 +199,65 @@ class Interactions:
     def save(self, path: str | Path) -> Path:
         """Write as CSV atomically."""
         return atomic_write_text(path, self.df[COLUMNS].to_csv(index=False))
+
+
+def append_rows(path: str | Path, rows: Iterable[tuple[str, str, float, float]]) -> int:
+    """Durably append interaction rows to the CSV that :meth:`Interactions.save` writes.
+
+    One ``write`` of whole lines on an ``O_APPEND`` descriptor, then ``fsync``: after a crash
+    the file holds every acknowledged row; at worst the last, unacknowledged line is torn, and
+    :func:`repair_tail` drops it (it is also dropped before the next append, so a torn line
+    never swallows the next row). Creates the file with a header when missing.
+    """
+    rows = list(rows)
+    if not rows:
+        return 0
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repair_tail(path)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if not path.exists() or path.stat().st_size == 0:
+        w.writerow(COLUMNS)
+    for user, item, weight, ts in rows:
+        w.writerow([user, item, repr(float(weight)), repr(float(ts))])
+    data = buf.getvalue().encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return len(rows)
+
+
+def repair_tail(path: str | Path) -> bool:
+    """Truncate a torn last line (a crash mid-append) back to the last newline; True if it did."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    if size == 0:
+        return False
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return False
+        # walk back to the last newline (lines are short; read a bounded tail)
+        back = min(size, 1 << 16)
+        f.seek(size - back)
+        tail = f.read(back)
+        cut = tail.rfind(b"\n")
+        keep = (size - back + cut + 1) if cut >= 0 else 0
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    log.warning("interactions: dropped a torn last line in %s (%d bytes)", path, size - keep)
+    return True
 
 
 def _as_key(v: Any) -> str | None:

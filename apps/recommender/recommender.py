@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -14,7 +16,7 @@ from verticore.io import atomic_write_json, read_json
 
 from .catalog import Catalog, Filters
 from .cf import EASE
-from .interactions import Interactions
+from .interactions import EVENT_WEIGHTS, Interactions, append_rows, repair_tail
 from .profiles import Interest, decay_weights, interleave, multi_interest, weighted_mean
 from .rerank import mmr, popularity_prior
 
@@ -43,6 +45,8 @@ class Recommendation:
             return "because you liked " + " and ".join(self.because_titles)
         if self.source == "query":
             return "matches your description"
+        if self.source == "popular":
+            return "popular right now"
         return "popular with similar users" if self.source == "cf" else "similar to your taste"
 
     def to_json(self) -> dict[str, Any]:
@@ -118,6 +122,61 @@ class Recommender:
             self.interactions.add(user, item, weight, timestamp)
             self._pop_cache = None
 
+    def record_events(self, events: Sequence[dict[str, Any]], persist_to: str | Path | None = None,
+                      now: float | None = None) -> int:
+        """Record interaction events ``{user, item, event, weight?, timestamp?}``, all or none.
+
+        ``event`` is one of :data:`~recommender.interactions.EVENT_WEIGHTS` (its weight applies
+        unless ``weight`` is given). Every row is checked first (unknown item, bad event, bad
+        number): any problem raises :class:`DataError` listing the bad rows and nothing is
+        recorded. With ``persist_to`` (the state's ``interactions.csv``) the rows are appended and
+        fsynced before they change the in-memory histories, so an acknowledged event survives a
+        crash. Profiles are computed from the histories, so the next recommendation reflects them.
+        """
+        now = time.time() if now is None else float(now)
+        rows: list[tuple[str, str, float, float]] = []
+        problems: list[str] = []
+        with self._lock:
+            for n, ev in enumerate(events):
+                try:
+                    rows.append(self._event_row(ev, now))
+                except DataError as exc:
+                    problems.append(f"event {n}: {exc}")
+            if problems:
+                more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+                raise DataError("; ".join(problems[:5]) + more + "; nothing was recorded")
+            if not rows:
+                return 0
+            if persist_to is not None:
+                append_rows(persist_to, rows)
+            self.interactions.add_many(rows)
+            self._pop_cache = None
+        return len(rows)
+
+    def _event_row(self, ev: Any, now: float) -> tuple[str, str, float, float]:
+        if not isinstance(ev, dict):
+            raise DataError("must be an object with user, item and event")
+        user, item = ev.get("user"), ev.get("item")
+        if not isinstance(user, (str, int)) or not str(user).strip():
+            raise DataError("user is missing or empty")
+        if not isinstance(item, (str, int)) or not str(item).strip():
+            raise DataError("item is missing or empty")
+        item = str(item).strip()
+        if item not in self.catalog:
+            raise DataError(f"unknown item {item!r}")
+        kind = ev.get("event")
+        if kind not in EVENT_WEIGHTS:
+            raise DataError(f"event must be one of {list(EVENT_WEIGHTS)} (got {kind!r})")
+        weight = ev.get("weight")
+        weight = EVENT_WEIGHTS[kind] if weight is None else weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+            raise DataError(f"weight must be a positive number (got {weight!r})")
+        ts = ev.get("timestamp")
+        ts = now if ts is None else ts
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts < 0:
+            raise DataError(f"timestamp must be seconds since the epoch (got {ts!r})")
+        return str(user).strip(), item, float(weight), float(ts)
+
     # -- items --------------------------------------------------------------------------
     def upsert_items(self, records: Iterable[dict[str, Any]] | Any, show_progress: bool = False):
         """Add/update catalog items; new items are recommendable immediately (text only)."""
@@ -145,6 +204,55 @@ class Recommender:
             return self._recommend_from(items, weights, k=k, exclude=set(self.interactions.seen(user)) if exclude_seen else set(),
                                         filters=filters, diversity=diversity, prior=prior, candidates=candidates,
                                         n_interests=n_interests, mode=mode, explain=explain)
+
+    def has_profile(self, user: Any) -> bool:
+        """True when ``user`` has history with items still in the catalog (else they are cold)."""
+        return any(i in self.catalog for i in self.interactions.seen(user))
+
+    def recommend_or_cold_start(self, user: Any, k: int = 10, *, text: str | None = None,
+                                items: Sequence[Any] | None = None, exclude_seen: bool = True, filters: Filters = None,
+                                diversity: float = 0.0, prior: float = 0.0, explain: bool = True,
+                                ) -> tuple[list[Recommendation], str]:
+        """Recommendations for any user: from their history when they have one, else a cold start.
+
+        A cold start uses the hints in order: ``items`` (seed items the user picked), ``text``
+        (a description of their taste), else the most popular items. Returns the list and the
+        strategy used (``"history"``, ``"items"``, ``"text"`` or ``"popular"``). Explanations only
+        name the user's own history or the seed items passed in: never other users' data.
+        """
+        with self._lock:
+            if self.has_profile(user):
+                return self.recommend(user, k, exclude_seen=exclude_seen, filters=filters, diversity=diversity,
+                                      prior=prior, explain=explain), "history"
+            seen = self.interactions.seen(user) if exclude_seen else set()
+            if items:
+                recs = self.recommend_for_items(items, k + len(seen), filters=filters, diversity=diversity,
+                                                prior=prior, explain=explain)
+                return [r for r in recs if r.item not in seen][:k], "items"
+            if text is not None and text.strip():
+                return self.recommend_for_text(text, k, filters=filters, diversity=diversity, prior=prior,
+                                               exclude=seen), "text"
+            return self.popular(k, filters=filters, exclude=seen), "popular"
+
+    def popular(self, k: int = 10, *, filters: Filters = None, exclude: Iterable[Any] = ()) -> list[Recommendation]:
+        """The most interacted-with items (time-decayed when the recommender decays history).
+
+        With no interactions at all, the catalog's first items in catalog order (still a list,
+        never an error, so a brand-new deployment can serve its first visitor).
+        """
+        if k <= 0:
+            raise DataError("k must be at least 1")
+        with self._lock:
+            if len(self.catalog) == 0:
+                raise DataError("the catalog is empty: add items before asking for recommendations")
+            excl = {str(e) for e in exclude}
+            allow = self.catalog.allowed(filters, None, excl)
+            pool = [i for i in (allow if allow is not None else self.catalog.ids) if i not in excl]
+            counts = self._popularity()
+            total = max(sum(counts.values()), 1e-12)
+            order = sorted(range(len(pool)), key=lambda j: (-counts.get(pool[j], 0.0), j))[:k]
+            return [Recommendation(item=pool[j], score=float(counts.get(pool[j], 0.0) / total),
+                                   title=self.catalog.title(pool[j]), source="popular") for j in order]
 
     def recommend_for_items(self, items: Sequence[Any], k: int = 10, **kwargs: Any) -> list[Recommendation]:
         """Cold-start user from a few picked items (which are excluded from the result)."""
@@ -341,6 +449,8 @@ class Recommender:
         except DataError as exc:
             raise ArtifactError(str(exc)) from None
         catalog = Catalog.load(d / "catalog", embedder=embedder)
+        if (d / "interactions.csv").exists():
+            repair_tail(d / "interactions.csv")  # a crash mid-append (record_events) leaves a torn last line
         inter = Interactions.from_file(d / "interactions.csv", allow_empty=True) \
             if (d / "interactions.csv").exists() else Interactions.empty()
         cf = EASE.load(d / "cf") if (d / "cf" / "ease.json").exists() else None

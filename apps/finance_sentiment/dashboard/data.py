@@ -4,7 +4,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import re
+
 import pandas as pd
+
+from verticore.text_safety import escape_html, escape_markdown
 
 from ..store import SQLiteStore
 
@@ -42,11 +46,43 @@ def alerts_frame(store: SQLiteStore, limit: int = 200) -> pd.DataFrame:
         "attempts": a["attempts"], "evidence": len(a["evidence"])} for a in rows])
 
 
+def shown_error(error: str | None) -> str:
+    """A delivery error as the dashboard shows it. Rows written before receivers' bodies stopped
+    being stored (``HTTP 503: <body>``) are cut back to the status: a receiver's answer is never shown."""
+    if not error:
+        return ""
+    m = re.match(r"HTTP (\d{3})", error)
+    if m:
+        from ..webhooks import http_reason
+
+        return http_reason(int(m.group(1)))
+    return error[:300]
+
+
 def outbox_frame(store: SQLiteStore, state: str | None = None) -> pd.DataFrame:
     rows = store.list_outbox(state=state, limit=500)
     return pd.DataFrame([{"id": r["id"], "alert": r["alert_id"], "event": r["event"], "target": r["target"], "state": r["state"],
-                          "attempts": r["attempts"], "last_status": r["last_status"], "last_error": r["last_error"] or ""}
+                          "attempts": r["attempts"], "last_status": r["last_status"], "last_error": shown_error(r["last_error"])}
                          for r in rows])
+
+
+# -- markup: everything from feeds, users or config is escaped before Streamlit renders it --------
+def evidence_heading_md(title: str, sentiment: str | None, score: float | None) -> str:
+    """Markdown heading of one article's evidence (the title is literal text, never markup)."""
+    return f"**{escape_markdown(title)}** — {escape_markdown(sentiment)} ({float(score or 0.0):+.2f})"
+
+
+def alert_label_md(alert: dict[str, Any]) -> str:
+    """Expander label of an alert (the summary names config-defined series: escaped)."""
+    return f"\\#{int(alert['id'])} \\[{escape_markdown(alert['state'])}\\] {escape_markdown(alert['summary'])}"
+
+
+def score_badge_html(colour: str, label: str, score: float, topics: list[str], companies: list[str]) -> str:
+    """The coloured "score this text" result (``unsafe_allow_html``): topic names come from the
+    editable config and tickers from the watchlist, so every value is HTML-escaped."""
+    return (f"<div style='background:{escape_html(colour)};padding:8px;border-radius:6px'><b>{escape_html(label)}</b> "
+            f"(score {float(score):+.3f}) · topics: {escape_html(', '.join(topics))} · "
+            f"companies: {escape_html(', '.join(companies)) or '—'}</div>")
 
 
 def alert_markers(store: SQLiteStore, kind: str, key: str) -> list[dict[str, Any]]:

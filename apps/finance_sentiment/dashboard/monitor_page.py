@@ -22,10 +22,12 @@ import yaml  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 
 from verticore.errors import VerticoreError  # noqa: E402
+from verticore.text_safety import escape_markdown  # noqa: E402
 
 from finance_sentiment.config import config_from_dict, dump_config_yaml, load_config  # noqa: E402
-from finance_sentiment.dashboard.data import (SENTIMENT_COLOURS, alert_markers, alerts_frame, feed_frame,  # noqa: E402
-                                              outbox_frame, trend_frame)
+from finance_sentiment.dashboard.data import (SENTIMENT_COLOURS, alert_label_md, alert_markers, alerts_frame,  # noqa: E402
+                                              evidence_heading_md, feed_frame, outbox_frame, score_badge_html,
+                                              trend_frame)
 from finance_sentiment.entities import Watchlist  # noqa: E402
 from finance_sentiment.paths import SAMPLES, AppPaths  # noqa: E402
 from finance_sentiment.store import SQLiteStore  # noqa: E402
@@ -78,7 +80,7 @@ def feed_tab(store: SQLiteStore) -> None:
         if not multi:
             st.caption("No multi-sentence articles among the shown items (headlines are scored whole).")
         for r in multi:
-            st.markdown(f"**{r['title']}** — {r['sentiment']} ({r['sentiment_score']:+.2f})")
+            st.markdown(evidence_heading_md(r["title"], r["sentiment"], r["sentiment_score"]))
             st.dataframe(pd.DataFrame(r["evidence"]), hide_index=True, width="stretch")
 
 
@@ -106,7 +108,7 @@ def trends_tab(store: SQLiteStore) -> None:
     fig.update_yaxes(title_text="items", secondary_y=True)
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h"))
     st.plotly_chart(fig, width="stretch")
-    st.caption(f"{int(tf['volume'].sum()) if not tf.empty else 0} items on {kind} {key}; "
+    st.caption(f"{int(tf['volume'].sum()) if not tf.empty else 0} items on {kind} {escape_markdown(key)}; "
                f"red markers: alerts opened on this series.")
 
 
@@ -117,7 +119,7 @@ def alerts_tab(store: SQLiteStore) -> None:
     else:
         st.dataframe(af, hide_index=True, width="stretch")
         for a in store.list_alerts(limit=20):
-            with st.expander(f"#{a['id']} [{a['state']}] {a['summary']}"):
+            with st.expander(alert_label_md(a)):
                 ev = pd.DataFrame(a["evidence"])
                 if not ev.empty:
                     st.dataframe(ev[[c for c in ("title", "sentiment", "score", "source", "url") if c in ev]], hide_index=True,
@@ -143,7 +145,7 @@ def settings_tab(paths: AppPaths) -> None:
     try:
         wl = Watchlist.load(wl_path)
     except VerticoreError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         return
     df = pd.DataFrame([{"ticker": e.ticker, "name": e.name, "aliases": "|".join(e.aliases)} for e in wl.entries])
     edited = st.data_editor(df, num_rows="dynamic", hide_index=True, key="wl_editor", width="stretch")
@@ -151,9 +153,9 @@ def settings_tab(paths: AppPaths) -> None:
         try:
             new = Watchlist.from_csv_text(edited.fillna("").to_csv(index=False), origin="edited watchlist")
             new.save(paths.watchlist)
-            st.success(f"saved {len(new)} companies to {paths.watchlist} (the monitor picks them up on restart)")
+            st.success(f"saved {len(new)} companies to {escape_markdown(paths.watchlist)} (the monitor picks them up on restart)")
         except VerticoreError as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(str(exc)))
     st.markdown("**Rules and webhooks** (YAML)")
     text = paths.config.read_text(encoding="utf-8") if paths.config.exists() else dump_config_yaml(config_from_dict({}))
     new_text = st.text_area("config.yaml", text, height=300, key="rules_text")
@@ -165,9 +167,9 @@ def settings_tab(paths: AppPaths) -> None:
             atomic_write_text(paths.config, new_text)
             st.success(f"valid: {len(cfg.rules)} rule(s), {len(cfg.webhooks)} webhook(s); saved")
         except yaml.YAMLError as exc:
-            st.error(f"not valid YAML: {str(exc).splitlines()[0]}")
+            st.error(f"not valid YAML: {escape_markdown(str(exc).splitlines()[0])}")
         except VerticoreError as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(str(exc)))
 
 
 def score_tab(paths: AppPaths) -> None:
@@ -190,11 +192,9 @@ def score_tab(paths: AppPaths) -> None:
             tps = topics.assign([sents[0]])[0]
             wl = Watchlist.load(paths.watchlist if paths.watchlist.exists() else SAMPLES / "watchlist.csv")
         except VerticoreError as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(str(exc)))
             return
-        c = SENTIMENT_COLOURS[r.label]
-        st.markdown(f"<div style='background:{c};padding:8px;border-radius:6px'><b>{r.label}</b> "
-                    f"(score {r.score:+.3f}) · topics: {', '.join(tps)} · companies: {', '.join(wl.tickers_in(text)) or '—'}</div>",
+        st.markdown(score_badge_html(SENTIMENT_COLOURS[r.label], r.label, r.score, list(tps), list(wl.tickers_in(text))),
                     unsafe_allow_html=True)
         if r.evidence:
             st.dataframe(pd.DataFrame([e.to_dict() for e in r.evidence]), hide_index=True, width="stretch")
@@ -204,16 +204,16 @@ def main() -> None:
     st.title("Finance sentiment monitor")
     paths = _paths()
     if not paths.db.exists():
-        st.info(f"No monitor state at {paths.root}. Run `make demo` or `finance-sentiment demo` to prepare it.")
+        st.info(f"No monitor state at {escape_markdown(paths.root)}. Run `make demo` or `finance-sentiment demo` to prepare it.")
         return
     try:
         store = SQLiteStore(paths.db)
     except VerticoreError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
         return
     n_items, n_open = store.count_items(False), len(store.list_alerts(state="open"))
     n_dead = len(store.list_outbox("dead"))
-    st.caption(f"{n_items} items · {n_open} open alert(s) · {n_dead} dead-lettered deliveries · state in {paths.root}")
+    st.caption(f"{n_items} items · {n_open} open alert(s) · {n_dead} dead-lettered deliveries · state in {escape_markdown(paths.root)}")
     tabs = st.tabs(["Live feed", "Trends", "Alerts", "Watchlist & rules", "Score text"])
     with tabs[0]:
         feed_tab(store)

@@ -1,0 +1,26 @@
+"""The recommender as a hub app: ``verticore serve --apps recommender`` mounts it under ``/v1/rec``.
+
+It serves the state that ``recommender demo`` (or the hub's ``make demo``) prepared under
+``$VERTICORE_HOME/recommender/state``; events and item changes are persisted there.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from verticore.errors import ArtifactError
+from verticore.plugins import AppSpec, ServingContext
+
+
+def create_router(ctx: ServingContext) -> APIRouter:
+    """Load the recommender state under ``ctx.home`` and build its routes."""
+    from .api import create_router as build
+    from .demo import demo_dir
+    from .recommender import Recommender
+
+    state = demo_dir(ctx.home) / "state"
+    if not (state / "recommender.json").exists():
+        raise ArtifactError(f"no recommender state in {state}; run `recommender demo --home {ctx.home}` first")
+    return build(Recommender.load(state), state_dir=state)
+
+
+APP = AppSpec(name="recommender", title="Recommender", api_prefix="rec", create_router=create_router)
