@@ -221,6 +221,26 @@ def test_state_poisoned_by_old_code_recovers():
     assert [e.kind for e in det.tick(NOW + 3 * 3600)] == ["resolved"]
 
 
+def test_bad_timestamp_through_the_pipeline_does_not_silence_alerts(tmp_path, default_embedder):
+    db = tmp_path / "m.db"
+    mon = _monitor(db, default_embedder)
+    bg = [{"id": f"bg{i}", "title": f"Meridian Airlines adds route number {i}", "published_at": NOW - 20 * 3600 + i * 1800}
+          for i in range(30)]
+    mon.process(bg, source="feed", now=NOW)
+    r = mon.process([{"id": "x", "title": "Meridian Airlines schedules investor day", "published_at": "2099-01-01T00:00:00Z"}],
+                    source="feed", now=NOW)
+    row = mon.store.recent_items(limit=1, entity="MRD")[0]
+    assert row["published_at"] == NOW + MAX_FUTURE_SKEW_S and row["meta"]["time_clamped"] is True
+    assert row["meta"]["original_published_at"] == "2099-01-01T00:00:00Z" and r.accepted == 1
+    mon.close()
+    mon = _monitor(db, default_embedder)  # the persisted detector state is fine too
+    events = []
+    for rec in _burst(NOW + 60, n=8):
+        events += mon.process([rec], source="feed", now=rec["published_at"]).events
+    assert len([e for e in events if e.kind == "opened"]) == 1
+    mon.close()
+
+
 def test_late_items_are_baseline_not_signal():
     det = SurgeDetector([RULE])
     _hist(det, NOW - 40 * 600)
