@@ -362,3 +362,41 @@ def test_recommender_plugin_serves_the_state_under_home(rec_base, tmp_path, keys
         assert client.get("/v1/rec/recommend/x").status_code == 401
         r = client.get("/v1/rec/recommend/x", headers=h["rec-read"])
         assert r.status_code == 200 and r.json()["cold_start"] is True
+
+
+def test_finance_plugin_runs_the_deliverer_while_serving(fin, tmp_path, keys, monkeypatch):
+    import threading
+
+    from fastapi import FastAPI
+
+    from verticore.errors import ArtifactError
+    from verticore.plugins import ServingContext
+    from verticore.serving import install_serving
+
+    from finance_sentiment.pipeline import Monitor
+    from finance_sentiment.plugin import APP
+
+    settings, h = keys
+    with pytest.raises(ArtifactError, match="no sentiment model"):
+        APP.create_router(ServingContext(home=tmp_path / "empty", settings=settings))
+    _, mon, _, _, _ = fin
+    opened = []
+    monkeypatch.setattr(Monitor, "open", classmethod(lambda cls, paths, **kw: opened.append(paths) or mon))
+
+    def workers():
+        return [t for t in threading.enumerate() if t.name == "webhook-deliverer" and t.is_alive()]
+
+    before = len(workers())
+    app = FastAPI()
+    install_serving(app, settings)
+    app.include_router(APP.create_router(ServingContext(home=tmp_path / "home", settings=settings)), prefix="/v1/finance")
+    assert opened[0].root == tmp_path / "home" / "finance_sentiment"
+    with TestClient(app) as client:
+        assert len(workers()) == before + 1  # started once, with the server
+        assert client.post("/v1/finance/news", json={"title": "Aurora Bank beats estimates"}).status_code == 401
+        r = client.post("/v1/finance/news", json={"title": "Aurora Bank beats estimates"}, headers=h["fin-ingest"])
+        assert r.status_code == 200 and r.json()["accepted"] == 1
+        r = client.post("/v1/finance/webhooks", json={"name": "w", "url": "https://hooks.example.com/w"}, headers=h["admin"])
+        assert r.status_code == 201
+        assert (tmp_path / "home" / "finance_sentiment" / "config.yaml").exists()  # the monitor's own config file
+    assert len(workers()) == before  # stopped with the server
