@@ -4,7 +4,7 @@ Run it with ``python -m verticore.demo`` (prepares demo state first) or directly
 
     streamlit run shared/verticore/dashboard/hub.py
 
-Pages: Home, Core: models, then every page the installed apps list in ``<app>.dashboard.PAGES``,
+Pages: Home, Core: models, Usage (API usage per key), then every page the installed apps list in ``<app>.dashboard.PAGES``,
 one navigation section per app. A broken app module shows a warning instead of breaking the hub.
 """
 from __future__ import annotations
@@ -26,9 +26,10 @@ st.set_page_config(page_title="Verticore", page_icon=":material/hub:", layout="w
 
 home_page = st.Page(HOME_PAGE, title="Home", icon=":material/home:", default=True)
 core_page = st.Page(CORE_PAGE, title="Core: models", icon=":material/memory:", url_path=CORE_URL_PATH)
-sections: dict[str, list] = {"Verticore": [home_page, core_page]}
+usage_page = st.Page(CORE_PAGE.with_name("usage_page.py"), title="Usage", icon=":material/bar_chart:", url_path="usage")
+sections: dict[str, list] = {"Verticore": [home_page, core_page, usage_page]}
 problems: list[str] = []
-seen_urls = {"", CORE_URL_PATH}
+seen_urls = {"", CORE_URL_PATH, "usage"}
 
 for entry in discover_pages():
     problems.extend(entry.warnings)

@@ -93,6 +93,25 @@ class ServingMetrics:
         return observe
 
 
+def route_template(scope: dict) -> str | None:
+    """The matched route's full template (``/v1/rec/items/{item_id}``), never the raw path.
+
+    FastAPI may hand over the included router's own route (``/items/{item_id}``, without the
+    ``include_router`` prefix); the prefix is then the leading segments of the real path that
+    the template does not cover (a prefix holds no parameters here).
+    """
+    route = scope.get("route")
+    tmpl = getattr(route, "path", None)
+    if not tmpl:
+        return None
+    path = scope.get("path", "")
+    if ":path}" in tmpl or path.count("/") <= tmpl.count("/"):
+        return tmpl
+    parts = path.split("/")
+    prefix = "/".join(parts[: len(parts) - tmpl.count("/")])
+    return prefix + tmpl
+
+
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
 
@@ -154,8 +173,7 @@ class ServingMiddleware:
         finally:
             metrics.in_progress.dec()
             ms = (time.perf_counter() - start) * 1000.0
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or ("unmatched" if status == 404 else "other")
+            endpoint = route_template(scope) or ("unmatched" if status == 404 else "other")
             method = scope.get("method", "")
             metrics.requests.labels(endpoint, method, str(status)).inc()
             metrics.latency.labels(endpoint, method, str(status)).observe(ms / 1000.0)
