@@ -2,7 +2,6 @@
 encrypted at rest, a narrow injection guard that never drops KB evidence, prompts that quote untrusted
 text as data, safe KB ingest (symlinks, file size) and escaped dashboard markup."""
 import json
-import os
 import re
 import sqlite3
 import stat
