@@ -444,3 +444,54 @@ def test_staging_folders_of_killed_runs_are_removed_live_ones_kept(tmp_path):
     assert live.tmp.name in names and nxt.tmp.name in names
     live.abort()
     nxt.abort()
+
+
+# -- recommender CF model ---------------------------------------------------------------------
+def test_ease_save_killed_between_weights_and_item_list_keeps_the_old_pair(tmp_path, monkeypatch):
+    """EASE wrote ease.safetensors then ease.json: a kill between them paired new weights with
+    the old item list (same size, other items: silently wrong scores). Now the old pair loads."""
+    import pandas as pd
+
+    from recommender import cf as cf_mod
+    from recommender.cf import EASE
+    from recommender.interactions import Interactions
+
+    def model(users, items):
+        return EASE(l2=1.0).fit(Interactions.from_dataframe(pd.DataFrame({"user_id": users, "item_id": items})))
+
+    old = model(["u1", "u1", "u2", "u2", "u3"], ["a", "b", "b", "c", "a"])
+    new = model(["u1", "u1", "u1", "u2", "u3", "u3"], ["x", "y", "z", "x", "y", "z"])  # same size, other items
+    assert old.B.shape == new.B.shape and not np.allclose(old.B, new.B)
+    old.save(tmp_path)
+
+    def crash(*a, **k):
+        raise Crash("killed before ease.json")
+
+    monkeypatch.setattr(cf_mod, "atomic_write_json", crash)
+    with pytest.raises(Crash):
+        new.save(tmp_path)
+    monkeypatch.undo()
+    back = EASE.load(tmp_path)
+    assert back.items == old.items
+    np.testing.assert_array_equal(back.B, old.B)
+    new.save(tmp_path)  # the next save leaves one weights file
+    assert EASE.load(tmp_path).items == new.items
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".safetensors"] == ["ease.3.safetensors"]
+
+
+def test_ease_saved_by_older_versions_still_loads(tmp_path):
+    import pandas as pd
+    from safetensors.numpy import save
+
+    from recommender.cf import EASE
+    from recommender.interactions import Interactions
+
+    df = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "b"]})
+    m = EASE(l2=1.0).fit(Interactions.from_dataframe(df))
+    (tmp_path / "ease.safetensors").write_bytes(save({"B": m.B}))
+    (tmp_path / "ease.json").write_text(json.dumps({"format": "verticore-ease/1", "l2": 1.0, "implicit": True,
+                                                    "items": m.items}))
+    np.testing.assert_array_equal(EASE.load(tmp_path).B, m.B)
+    m.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ease.1.safetensors", "ease.json"]
+    np.testing.assert_array_equal(EASE.load(tmp_path).B, m.B)

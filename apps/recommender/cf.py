@@ -1,6 +1,8 @@
 """Collaborative baselines: popularity and EASE (closed-form linear autoencoder, Steck 2019)."""
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -10,6 +12,8 @@ from verticore.errors import ArtifactError, DataError
 from verticore.io import atomic_write_bytes, atomic_write_json, read_json
 
 from .interactions import Interactions
+
+_WEIGHTS_RE = re.compile(r"^ease\.(\d+)\.safetensors$")
 
 
 class Popularity:
@@ -113,21 +117,39 @@ class EASE:
             raise ArtifactError("EASE model is not fitted; nothing to save")
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(d / "ease.safetensors", save({"B": self.B}))
+        # weights go to a new generation file first and ease.json (the commit point) names it, so a
+        # crash in between leaves the old item list with the old matrix, never a misaligned pair
+        gens = [int(m.group(1)) for f in d.iterdir() if (m := _WEIGHTS_RE.match(f.name))]
+        name = f"ease.{max(gens, default=0) + 1}.safetensors"
+        data = save({"B": self.B})
+        atomic_write_bytes(d / name, data)
         atomic_write_json(d / "ease.json", {"format": "verticore-ease/1", "l2": self.l2, "implicit": self.implicit,
-                                            "items": self.items})
+                                            "items": self.items, "weights_file": name,
+                                            "weights_sha256": hashlib.sha256(data).hexdigest()})
+        for f in d.iterdir():  # superseded generations, the pre-generation file, orphans of crashed saves
+            if f.name != name and (_WEIGHTS_RE.match(f.name) or f.name == "ease.safetensors"):
+                try:
+                    f.unlink()
+                except OSError:  # pragma: no cover - removed by the next save
+                    pass
         return d
 
     @classmethod
     def load(cls, directory: str | Path) -> "EASE":
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load
 
         d = Path(directory)
-        if not (d / "ease.json").exists() or not (d / "ease.safetensors").exists():
+        if not (d / "ease.json").exists():
             raise ArtifactError(f"no EASE model in {d}")
         try:
             meta = read_json(d / "ease.json", "EASE config")
-            B = load_file(str(d / "ease.safetensors"))["B"]
+            name = str(meta.get("weights_file") or "ease.safetensors")  # older saves: one fixed name
+            if name != "ease.safetensors" and not _WEIGHTS_RE.match(name):
+                raise ValueError(f"unexpected weights file {name!r}")
+            raw = (d / name).read_bytes()
+            if meta.get("weights_sha256") and hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
+                raise ValueError(f"{name} checksum mismatch")
+            B = load(raw)["B"]
         except Exception as exc:
             raise ArtifactError(f"EASE model in {d} is corrupt: {str(exc).splitlines()[0]}") from None
         m = cls(meta["l2"], meta.get("implicit", True))
