@@ -31,6 +31,10 @@ own serialiser into a new generation file ``index.<n>.faiss`` (written atomicall
 sidecar ``index.json`` naming that file (and holding dimension, metric, factory, model
 fingerprint, key->id map, tombstones, counts, checksum) is atomically replaced, and only then
 are older generations removed. A crash at any point leaves a sidecar that names a complete file.
+Saves hold an exclusive ``flock`` on the directory (loads a shared one while a save runs), so the
+temp files and orphan generations a killed save leaves are known to be dead and are removed by
+the next save or load. Loading checks that the ids FAISS stores are exactly those the sidecar
+names (a mismatch raises :class:`~verticore.errors.ArtifactError` instead of searching to nothing).
 
 GPU: with a GPU build of FAISS and a visible GPU (``faiss.get_num_gpus() > 0``) and
 ``use_gpu`` ``"auto"`` or ``True``, searches run on a GPU copy of the index
