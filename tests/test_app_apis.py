@@ -159,6 +159,8 @@ def test_events_update_the_profile_at_once_and_are_persisted(rec_client, rec_sta
                   {"user": "u", "item": liked, "event": "view", "weight": -1}):
         assert client.post("/events", json={"events": [wrong]}, headers=h["rec-write"]).status_code == 422
     assert client.post("/events", json={"events": []}, headers=h["rec-write"]).status_code == 422
+    r = client.post("/events", json={"events": [{"user": 12345, "item": liked, "event": "view"}]}, headers=h["rec-write"])
+    assert r.status_code == 200 and rec.interactions.seen("12345") == {liked}  # numeric ids are kept as text
     # durable: a fresh process sees the event (appended to the state's interactions.csv)
     again = Recommender.load(rec_state, embedder=default_embedder)
     assert again.interactions.seen("newbie") == {liked}

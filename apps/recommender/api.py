@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from verticore.errors import DataError, VerticoreError
 from verticore.serving import DEFAULT_MAX_BODY_BYTES, ServingSettings, install_serving, require_scope
@@ -39,11 +39,19 @@ class ItemsDelete(BaseModel):
     ids: list[str] = Field(..., description="item ids to remove")
 
 
+def _id_text(v: Any) -> Any:
+    """Numeric ids (MovieLens-style ``42``) are accepted and kept as their text, like the CSV loader does."""
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+IdText = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=200)]
+
+
 class Event(BaseModel):
     """One interaction. ``weight`` defaults by kind (view 1, click 2, like 4, purchase 5)."""
 
-    user: str = Field(..., min_length=1, max_length=200)
-    item: str = Field(..., min_length=1, max_length=200)
+    user: IdText
+    item: IdText
     event: Literal["view", "click", "like", "purchase"]
     weight: float | None = Field(None, gt=0, le=1e6)
     timestamp: float | None = Field(None, ge=0, description="seconds since the epoch (default: now)")
