@@ -323,7 +323,7 @@ def test_ticket_markdown_escapes_customer_text():
     _assert_literal(view["lines"][0], EVIL)
     assert "<h1>" not in _rendered(view["lines"][0])
     _assert_literal(view["summary"], EVIL)
-    assert view["label"] == "T\\-1 · open · human\\_requested · 2024\\-01\\-01"
+    assert _rendered(view["label"]) == "<p>T-1 · open · human_requested · 2024-01-01</p>\n"
 
 
 def test_reply_and_citation_markdown_escape_kb_text():
