@@ -1,7 +1,7 @@
 """Escaping for text that comes from users, feeds or config before it reaches a renderer.
 
-* :func:`escape_markdown` for Streamlit ``st.markdown`` / captions / labels: every ASCII punctuation
-  character is backslash-escaped (CommonMark renders ``\\x`` as a literal ``x``), so a title such
+* :func:`escape_markdown` for Streamlit ``st.markdown`` / captions / labels: ASCII punctuation
+  (all but ``_``) is backslash-escaped (CommonMark renders ``\\x`` as a literal ``x``), so a title such
   as ``![x](http://evil/t.png)`` or ``<img src=x>`` shows as text instead of loading an image,
   making a link, raw HTML, LaTeX (``$``) or a Streamlit colour directive (``:red[...]``).
 * :func:`escape_html` for the rare ``unsafe_allow_html`` snippet.
@@ -15,7 +15,8 @@ import re
 import string
 from urllib.parse import quote, urlsplit
 
-_MD_SPECIAL = frozenset(string.punctuation)
+# all ASCII punctuation except "_" (emphasis at worst, and identifiers like min_count stay readable)
+_MD_SPECIAL = frozenset(string.punctuation) - {"_"}
 _WS = re.compile(r"\s+")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):(//)")
 
