@@ -47,6 +47,8 @@ class Recommendation:
             return "matches your description"
         if self.source == "popular":
             return "popular right now"
+        if self.source == "catalog":
+            return "from the catalog"  # cold start before anyone interacted with it
         return "popular with similar users" if self.source == "cf" else "similar to your taste"
 
     def to_json(self) -> dict[str, Any]:
@@ -252,7 +254,8 @@ class Recommender:
             total = max(sum(counts.values()), 1e-12)
             order = sorted(range(len(pool)), key=lambda j: (-counts.get(pool[j], 0.0), j))[:k]
             return [Recommendation(item=pool[j], score=float(counts.get(pool[j], 0.0) / total),
-                                   title=self.catalog.title(pool[j]), source="popular") for j in order]
+                                   title=self.catalog.title(pool[j]),
+                                   source="popular" if counts.get(pool[j], 0.0) > 0 else "catalog") for j in order]
 
     def recommend_for_items(self, items: Sequence[Any], k: int = 10, **kwargs: Any) -> list[Recommendation]:
         """Cold-start user from a few picked items (which are excluded from the result)."""
