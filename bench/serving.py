@@ -1,0 +1,283 @@
+"""Serving bench: `verticore serve` as real subprocesses on 127.0.0.1, driven by a bounded async load generator.
+
+Three servers, same run, same models:
+  A  auth on,  micro-batching on   (the default `verticore serve`; also mounts the installed apps)
+  B  auth on,  --no-batching       (one model call per request: the batching baseline)
+  C  --insecure-no-auth, batching  (the auth + metering overhead baseline)
+
+Measures /v1/embed and /v1/classify at concurrency 32 with single-sentence requests (batched vs
+unbatched), auth overhead (A vs C on /v1/embed, alternated), POST /v1/support/sessions/{id}/messages
+when the customer_service app is mounted, 5xx count, and server A's RSS over the run.
+Writes bench/results/serving.json. Loopback only; every phase is bounded in requests and seconds.
+
+    .venv/bin/python bench/serving.py [--model DIR] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ARTIFACTS, ROOT, print_table, write_result  # noqa: E402
+
+import httpx  # noqa: E402
+
+CONCURRENCY = 32
+SENTENCES = [line.split(",")[0].strip('"') for line in (ROOT / "tests" / "data" / "tiny_sentiment.csv")
+             .read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def tiny_classifier(model: str | None) -> str:
+    """The given artifact, or a tiny one trained once (6 steps on 30 invented sentences, ~20 s)."""
+    if model:
+        return model
+    out = ARTIFACTS / "serving_tiny_clf"
+    if (out / "labels.json").exists():
+        return str(out)
+    import pandas as pd
+
+    from verticore.finetune import ClassifierTrainingConfig, train_classifier
+
+    df = pd.read_csv(ROOT / "tests" / "data" / "tiny_sentiment.csv")
+    cfg = ClassifierTrainingConfig(epochs=1, batch_size=8, max_steps=6, eval_every=3, learning_rate=1e-4,
+                                   max_length=64, device="cpu")
+    train_classifier(df.text.tolist(), df.label.tolist(), df.text.tolist()[::3], df.label.tolist()[::3], out, cfg,
+                     show_progress=False)
+    return str(out)
+
+
+class Server:
+    def __init__(self, name: str, args: list[str], workdir: Path) -> None:
+        self.name, self.port = name, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(workdir / f"server_{name}.log", "w")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "verticore.cli", "serve", "--host", "127.0.0.1",
+                                      "--port", str(self.port), "--device", "cpu", "--keys-db", str(workdir / "keys.db"),
+                                      "--usage-db", str(workdir / f"usage_{name}.db"), *args],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def wait_ready(self, timeout: float = 180) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server {self.name} exited ({self.proc.returncode}); see {self.log.name}")
+            try:
+                r = httpx.get(self.url + "/health", timeout=2)
+                if r.status_code == 200:
+                    return r.json()
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"server {self.name} not ready after {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: graceful shutdown (drain batches, flush usage)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+async def load(url: str, path: str, headers: dict, n: int, max_s: float, concurrency: int = CONCURRENCY,
+               body=None) -> dict:
+    """``n`` POSTs (at most ``max_s`` seconds) from ``concurrency`` workers; one sentence each."""
+    lat: list[float] = []
+    statuses: dict[int, int] = {}
+    sent = 0
+    deadline = time.perf_counter() + max_s
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
+        async def worker() -> None:
+            nonlocal sent
+            while sent < n and time.perf_counter() < deadline:
+                i = sent
+                sent += 1
+                payload = body(i) if body else {"text": SENTENCES[i % len(SENTENCES)]}
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(path, json=payload)
+                    code = r.status_code
+                except httpx.HTTPError:
+                    code = 599
+                lat.append((time.perf_counter() - t0) * 1000)
+                statuses[code] = statuses.get(code, 0) + 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    lat.sort()
+    q = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else None  # noqa: E731
+    return {"requests": len(lat), "rps": round(len(lat) / wall, 1), "p50_ms": q(0.50), "p95_ms": q(0.95),
+            "p99_ms": q(0.99), "statuses": statuses}
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def served(url: str) -> int:
+    """Requests a server has answered, from its /metrics."""
+    lines = httpx.get(url + "/metrics").text.splitlines()
+    return int(sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith("verticore_http_requests_total{")))
+
+
+def find_support(openapi: dict) -> tuple[str | None, str | None]:
+    paths = openapi.get("paths", {})
+    create = next((p for p in paths if p.rstrip("/") == "/v1/support/sessions" and "post" in paths[p]), None)
+    msgs = next((p for p in paths if p.startswith("/v1/support/sessions/{") and p.endswith("/messages")
+                 and "post" in paths[p]), None)
+    return create, msgs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="classifier artifact for /v1/classify (default: a tiny one trained here)")
+    ap.add_argument("--quick", action="store_true", help="a few hundred requests per phase (smoke run)")
+    args = ap.parse_args()
+    scale = 0.1 if args.quick else 1.0
+    model = tiny_classifier(args.model)
+    work = Path(tempfile.mkdtemp(prefix="vc_serving_bench_"))
+    from verticore.serving import KeyStore
+
+    key, _ = KeyStore(work / "keys.db").create("bench", ["admin"])
+    auth = {"Authorization": f"Bearer {key}"}
+    common = ["--model", model, "--embedder", "default", "--no-access-log"]
+    servers = {"A": Server("A", [*common, "--apps", "all"], work),
+               "B": Server("B", [*common, "--apps", "none", "--no-batching"], work),
+               "C": Server("C", [*common, "--apps", "none", "--insecure-no-auth"], work)}
+    results: dict = {}
+    total = 0
+    errors_5xx = 0
+
+    def tally(res: dict) -> dict:
+        nonlocal total, errors_5xx
+        total += res["requests"]
+        errors_5xx += sum(v for k, v in res["statuses"].items() if k >= 500)
+        return res
+
+    try:
+        health = {k: s.wait_ready() for k, s in servers.items()}
+        assert health["A"]["auth"] == "on" and health["C"]["auth"].startswith("DISABLED")
+        A, B, C = servers["A"].url, servers["B"].url, servers["C"].url
+        for url in (A, B, C):  # warm-up: models, connections, allocator
+            for path in ("/v1/embed", "/v1/classify"):
+                tally(run(load(url, path, auth, int(300 * scale) + 50, 30)))
+        rss_start = rss_mb(servers["A"].proc.pid)
+
+        for ep in ("embed", "classify"):
+            batched = tally(run(load(A, f"/v1/{ep}", auth, int(5000 * scale), 25)))
+            unbatched = tally(run(load(B, f"/v1/{ep}", auth, int(2000 * scale), 20)))
+            results[ep] = {"concurrency": CONCURRENCY, "batched_rps": batched["rps"], "unbatched_rps": unbatched["rps"],
+                           "ratio": round(batched["rps"] / unbatched["rps"], 2) if unbatched["rps"] else None,
+                           "p50_ms": batched["p50_ms"], "p95_ms": batched["p95_ms"], "p99_ms": batched["p99_ms"]}
+
+        # Auth + metering overhead: alternate A (auth) and C (no auth) to spread out machine noise.
+        on_n = off_n = 0
+        on_s = off_s = 0.0
+        for _ in range(2):
+            for url, is_on in ((A, True), (C, False)):
+                r = tally(run(load(url, "/v1/embed", auth, int(2500 * scale), 15)))
+                if is_on:
+                    on_n, on_s = on_n + r["requests"], on_s + r["requests"] / r["rps"]
+                else:
+                    off_n, off_s = off_n + r["requests"], off_s + r["requests"] / r["rps"]
+        auth_ratio = round((on_n / on_s) / (off_n / off_s), 3)
+
+        support = {"concurrency": None, "rps": None, "p95_ms": None}
+        create, msgs = find_support(httpx.get(A + "/openapi.json").json())
+        if create and msgs:
+            sessions = []
+            with httpx.Client(base_url=A, headers=auth, timeout=60) as c:
+                for _ in range(8):
+                    r = c.post(create, json={})
+                    if r.status_code < 300:
+                        body = r.json()
+                        sessions.append(body.get("session_id") or body.get("id"))
+            if sessions and all(sessions):
+                param = msgs.split("{")[1].split("}")[0]
+                conc = 8
+                res = tally(run(_support_load(A, msgs, param, sessions, auth, int(600 * scale), conc)))
+                support = {"concurrency": conc, "rps": res["rps"], "p95_ms": res["p95_ms"]}
+                results["_support_statuses"] = res["statuses"]
+            else:
+                print("customer_service is mounted but creating a session failed; support_message = null")
+        else:
+            print(f"customer_service router not mounted on server A (apps: {health['A'].get('apps')}); "
+                  "support_message = null")
+        # Top up server A to >= 20,000 requests in this run for the memory check.
+        served_a = served(A)
+        if served_a < 20_000 and not args.quick:
+            tally(run(load(A, "/v1/embed", auth, 20_000 - served_a, 60)))
+        rss_end = rss_mb(servers["A"].proc.pid)
+        served_a = served(A)
+    finally:
+        for s in servers.values():
+            s.stop()
+
+    out = {"embed": results["embed"], "classify": results["classify"], "support_message": support,
+           "auth_overhead_ratio": auth_ratio, "errors_5xx": errors_5xx, "rss_mb_start": round(rss_start, 1),
+           "rss_mb_end": round(rss_end, 1), "requests": total}
+    print_table(["endpoint", "conc", "batched rps", "unbatched rps", "ratio", "p50 ms", "p95 ms", "p99 ms"],
+                [[ep, r["concurrency"], r["batched_rps"], r["unbatched_rps"], r["ratio"], r["p50_ms"], r["p95_ms"],
+                  r["p99_ms"]] for ep, r in (("embed", out["embed"]), ("classify", out["classify"]))])
+    print(f"support_message: {support}")
+    print(f"auth_overhead_ratio {auth_ratio}  errors_5xx {errors_5xx}  requests {total} (server A {served_a})  "
+          f"RSS A {out['rss_mb_start']} -> {out['rss_mb_end']} MB")
+    if not args.quick:
+        write_result("serving", out)
+    else:
+        print(json.dumps(out, indent=2))
+
+
+async def _support_load(url: str, path: str, param: str, sessions: list, headers: dict, n: int, conc: int) -> dict:
+    """Customer messages, round-robin over sessions (one JSON body {"text": ...})."""
+    lat: list[float] = []
+    statuses: dict[int, int] = {}
+    sent = 0
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+        async def worker() -> None:
+            nonlocal sent
+            while sent < n:
+                i = sent
+                sent += 1
+                p = path.replace("{" + param + "}", str(sessions[i % len(sessions)]))
+                t0 = time.perf_counter()
+                r = await client.post(p, json={"text": "How long does delivery take?"})
+                lat.append((time.perf_counter() - t0) * 1000)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(conc)))
+        wall = time.perf_counter() - t0
+    lat.sort()
+    return {"requests": len(lat), "rps": round(len(lat) / wall, 1),
+            "p95_ms": round(lat[int(0.95 * (len(lat) - 1))], 2) if lat else None, "statuses": statuses}
+
+
+if __name__ == "__main__":
+    main()
