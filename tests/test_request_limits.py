@@ -67,8 +67,10 @@ def test_bad_content_length_is_a_400():
     assert out[0]["status"] == 400
 
 
-def test_every_server_limits_bodies(tmp_path):
+def test_every_server_limits_bodies(tmp_path, monkeypatch):
     from verticore.server import create_app
+
+    monkeypatch.setenv("VERTICORE_HOME", str(tmp_path))  # the servers' key/usage databases go here
 
     core = create_app(classifier=None, embedder=None, max_body_bytes=2000)
 
