@@ -495,3 +495,29 @@ def test_ease_saved_by_older_versions_still_loads(tmp_path):
     m.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ease.1.safetensors", "ease.json"]
     np.testing.assert_array_equal(EASE.load(tmp_path).B, m.B)
+
+
+def test_load_during_a_running_save_waits_and_leaves_the_writers_files_alone(tmp_path):
+    """Cleanup only happens when no save holds the directory: a load that finds one running
+    waits for it (so the generation it reads cannot vanish) and removes nothing of it."""
+    import threading
+
+    from verticore.index import VectorIndex
+    from verticore.io import DirLock
+
+    idx, _ = _small_index()
+    idx.save(tmp_path)
+    writer = DirLock(tmp_path)
+    assert writer.acquire() and writer.held  # stands for a save in progress in another process
+    live_temp = tmp_path / f".index.json.{os.getpid()}.inflight.tmp"
+    live_temp.write_text("{}")
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.setdefault("index", VectorIndex.load(tmp_path)))
+    t.start()
+    t.join(0.5)
+    assert t.is_alive() and live_temp.exists()  # waiting for the writer, nothing removed
+    writer.release()
+    t.join(10)
+    assert len(result["index"]) == 40 and live_temp.exists()
+    VectorIndex.load(tmp_path)  # no save running now: the leftover is cleared
+    assert not live_temp.exists()

@@ -353,8 +353,8 @@ class Catalog:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ArtifactError(f"cannot create catalog directory {d}: {exc.strerror}") from None
-        with DirLock(d):  # one writer per catalog directory, across processes too
-            remove_stale_temps(d, all_dead=True)
+        with DirLock(d) as dlock:  # one writer per catalog directory, across processes too
+            remove_stale_temps(d, all_dead=dlock.held)
             gen = _next_generation(d)
             gdir = d / f"gen-{gen}"
             if gdir.exists():  # a dead save's half-written folder (numbers only grow, so never a live one)
@@ -392,7 +392,7 @@ class Catalog:
         if not (d / "catalog.json").exists():
             raise ArtifactError(f"no saved catalog in {d} (catalog.json missing)")
         lock = DirLock(d)
-        if lock.acquire(blocking=False):  # no save running: clear what killed saves left behind
+        if lock.acquire(blocking=False) and lock.held:  # no save running: clear what killed saves left
             try:
                 _clean_dead_saves(d)
             except OSError:  # read-only directory: loading still works

@@ -702,8 +702,8 @@ class VectorIndex:
             raise ArtifactError(f"cannot create index directory {d}: {exc.strerror}") from None
         if d.exists() and not d.is_dir():
             raise ArtifactError(f"{d} is a file, not a directory")
-        with self._lock, DirLock(d):  # one writer per directory, across processes too
-            remove_stale_temps(d, all_dead=True)  # we hold the writer lock: any temp is a dead save's
+        with self._lock, DirLock(d) as dlock:  # one writer per directory, across processes too
+            remove_stale_temps(d, all_dead=dlock.held)  # holding the writer lock, any temp is a dead save's
             gen = self._next_generation(d)
             name = f"index.{gen}.faiss"
             data = faiss.serialize_index(self._active).tobytes()  # always the CPU index
@@ -777,12 +777,12 @@ class VectorIndex:
         if not d.is_dir():
             raise ArtifactError(f"no index directory at {d}; build the index first")
         lock = DirLock(d)
-        if lock.acquire(blocking=False):  # no save running: safe to clear what killed saves left
+        if lock.acquire(blocking=False) and lock.held:  # no save running: clear what killed saves left
             try:
                 cls._clean_dead_saves(d)
             except OSError:  # read-only directory: loading still works
                 pass
-        else:  # a save is running: wait for it, then read while it cannot delete our generation
+        else:  # a save may be running: wait for it, then read while it cannot delete our generation
             lock.acquire(shared=True)
         try:
             return cls._load_locked(d, expected_fingerprint, use_gpu)

@@ -1,6 +1,7 @@
 """Small I/O helpers: atomic writes, robust table reading, data fingerprints."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -109,31 +110,39 @@ class DirLock:
 
     Serialises writers of one directory across threads and processes; the OS drops it when the
     holder dies, so whoever holds it knows every temp/staging leftover in the directory is stale.
-    ``blocking=False`` makes :meth:`acquire` return False instead of waiting. Where ``flock`` is
-    unavailable (Windows) the lock is a no-op that always succeeds.
+    Where ``flock`` is unavailable (Windows, some network filesystems) a blocking :meth:`acquire`
+    still returns True so the caller goes on, but :attr:`held` stays False: only clean up what
+    is provably dead (by pid) then.
     """
 
     def __init__(self, directory: PathLike) -> None:
         self.directory = Path(directory)
         self._fd: int | None = None
 
+    @property
+    def held(self) -> bool:
+        """True while this object really holds the OS lock."""
+        return self._fd is not None
+
     def acquire(self, blocking: bool = True, shared: bool = False) -> bool:
-        """Take the lock (``shared=True``: a reader's lock that only excludes writers)."""
+        """Take the lock (``shared=True``: a reader's lock that only excludes writers).
+
+        ``blocking=False`` returns False instead of waiting when another holder has it."""
         try:
             import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            return True
+        except ImportError:  # pragma: no cover - Windows: no advisory locks to take
+            return blocking
         try:
             fd = os.open(self.directory, os.O_RDONLY)
-        except OSError:  # cannot open the directory: no lock to take; a writer goes on without one
+        except OSError:  # cannot open the directory: nothing to lock
             return blocking
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
-        except OSError:
+        except OSError as exc:
             os.close(fd)
-            if blocking:
-                raise
-            return False
+            if not blocking and exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False
+            return blocking  # the filesystem has no flock: go on unlocked (held stays False)
         self._fd = fd
         return True
 
