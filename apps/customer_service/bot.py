@@ -293,6 +293,13 @@ class Bot:
         self.store.set_state(reply.session_id, state)
         return reply
 
+    def intent_labels(self) -> list[str]:
+        """Labels an agent may give a question: the intent model's, the templates', and ``out_of_scope``."""
+        from .store import OUT_OF_SCOPE_LABEL
+
+        labels = set(getattr(self.intents, "labels", None) or []) | set(self.templates.templates)
+        return sorted(labels - {OUT_OF_SCOPE_LABEL}) + [OUT_OF_SCOPE_LABEL]
+
     def feedback(self, turn_id: int, rating: int | str, comment: str | None = None) -> None:
         """Thumbs up/down for one answer."""
         self.store.add_feedback(turn_id, rating, comment)
@@ -300,6 +307,27 @@ class Bot:
     def close(self) -> None:
         self.store.close()
         self.kb.close()
+
+
+def known_intent_labels(directory: str | Path) -> list[str]:
+    """:meth:`Bot.intent_labels` of the bot in ``directory``, read from its files without loading models."""
+    from verticore.artifact import read_labels
+
+    from .store import OUT_OF_SCOPE_LABEL
+
+    directory = Path(directory)
+    cfg_file = directory / "bot.json"
+    data = read_json(cfg_file, "bot settings") if cfg_file.exists() else {}
+    labels: set[str] = set()
+    if data.get("intents"):
+        idir = _rel(directory, data["intents"])
+        found = read_labels(idir) if idir.is_dir() else None
+        if found is None and idir.is_dir():  # an ensemble: its members hold the label files
+            found = next((ls for f in sorted(idir.rglob("labels.json")) if (ls := read_labels(f.parent))), None)
+        labels |= set(found.labels if found else [])
+    if data.get("templates") and _rel(directory, data["templates"]).exists():
+        labels |= set(TemplateSet.load(_rel(directory, data["templates"])).templates)
+    return sorted(labels - {OUT_OF_SCOPE_LABEL}) + [OUT_OF_SCOPE_LABEL]
 
 
 def _rel(base: Path, p: str) -> Path:
