@@ -231,3 +231,51 @@ def test_known_intent_labels_from_files(tmp_path):
     labels = known_intent_labels(tmp_path)
     assert labels[-1] == "out_of_scope" and {"a_intent", "b_intent", "track_order"} <= set(labels)
     assert known_intent_labels(tmp_path / "missing") == ["out_of_scope"]
+
+
+def test_handoff_page_reply_and_resolve(tmp_path, monkeypatch):
+    """The dashboard's agent flow: the reply lands in the customer's session (escaped on the page),
+    the intent selectbox offers the bot's labels, and Resolve stores a labelled example."""
+    from streamlit.testing.v1 import AppTest
+
+    from customer_service.dashboard import PAGES
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "kb.json").write_text("{}")  # the page needs only the bot directory, its store and label files
+    (kb / "templates.yaml").write_text((SAMPLES / "templates.yaml").read_text())
+    (kb / "bot.json").write_text('{"templates": "templates.yaml"}')
+    monkeypatch.setenv("CUSTOMER_SERVICE_KB", str(kb))
+    store = BotStore(kb / "bot.sqlite")
+    sid = store.new_session()
+    question = "Where is my parcel ![x](http://evil.example/t.png)? Call +49 30 1234567"
+    tid = store.open_ticket(sid, "no_evidence", f"no_evidence: {question}", pending=[{"role": "customer", "text": question}])
+    store.add_turn(sid, question, "I'm handing this conversation to a colleague.", "escalated", escalated=True)
+    store.close()
+
+    page = next(p["path"] for p in PAGES if p["title"] == "Handoff queue")
+    at = AppTest.from_file(page, default_timeout=60).run()
+    assert not at.exception
+    assert at.selectbox(key=f"intent_{tid}").options[-1] == "out_of_scope"
+    assert "track_order" in at.selectbox(key=f"intent_{tid}").options
+    at.text_input(key="agent_name").input("Dana").run()
+    at.text_area(key=f"reply_{tid}").input("Your parcel left our warehouse today: [track](http://x.example)").run()
+    at.button(key=f"send_{tid}").click().run()
+    assert not at.exception and "Reply sent" in at.success[0].value
+    store = BotStore(kb / "bot.sqlite")
+    last = store.messages(sid)[-1]
+    assert last["role"] == "agent" and last["agent"] == "Dana" and "left our warehouse" in last["text"]
+    assert store.ticket(tid)["status"] == "claimed"  # replying claims an open ticket
+    at.segmented_control[0].set_value("claimed").run()
+    assert at.text_area(key=f"reply_{tid}").value == ""  # cleared after sending
+    shown = [m.value for m in at.markdown if "warehouse" in m.value]
+    assert shown and "\\[track\\]\\(http" in shown[0]  # the agent's text is escaped too
+    assert not any("evil" in m.value and "![x](" in m.value for m in at.markdown)
+    at.selectbox(key=f"intent_{tid}").set_value("track_order").run()
+    at.button(key=f"res_{tid}").click().run()
+    assert not at.exception
+    ex = store.labelled_examples("agent_resolution")
+    assert [(e["intent"], e["agent"], e["ticket_id"]) for e in ex] == [("track_order", "Dana", tid)]
+    assert "[PHONE]" in ex[0]["text"] and "1234567" not in ex[0]["text"]
+    assert store.ticket(tid)["status"] == "resolved"
+    store.close()

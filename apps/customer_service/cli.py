@@ -218,7 +218,7 @@ def train_intents(train: Path = typer.Option(..., help="CSV/JSONL with text,labe
 
 
 @app.command()
-def tickets(kb: Path = KB_OPT, status: Optional[str] = typer.Option(None, help="open, in_progress or resolved"),
+def tickets(kb: Path = KB_OPT, status: Optional[str] = typer.Option(None, help="open, claimed or resolved"),
             resolve: Optional[str] = typer.Option(None, help="mark this ticket id resolved")) -> None:
     """The handoff queue."""
     from .store import BotStore
@@ -251,6 +251,37 @@ def stats(kb: Path = KB_OPT) -> None:
     from .store import BotStore
 
     typer.echo(json.dumps(BotStore(kb / "bot.sqlite").analytics(), indent=2, ensure_ascii=False))
+
+
+@app.command()
+def serve(kb: Path = KB_OPT, host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+          insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
+                                                help="serve WITHOUT API keys (trusted local machine only)"),
+          keys_db: Optional[Path] = typer.Option(None, help="API keys database (default $VERTICORE_HOME/serving/keys.db; "
+                                                           "create keys with `verticore keys create`)"),
+          usage_db: Optional[Path] = typer.Option(None, help="usage database (default $VERTICORE_HOME/serving/usage.db)"),
+          intents: Optional[Path] = None, templates: Optional[Path] = None, llm: Optional[str] = None) -> None:
+    """Serve the bot's HTTP API under /v1/support (chat, handoff queue, agent replies) and the
+    embeddable chat widget at /v1/support/widget#key=PUBLIC_CHAT_KEY. API keys are required
+    (scopes support:chat for customers and the widget, support:agent for agents)."""
+    import uvicorn
+
+    from verticore.serving import ServingSettings
+    from verticore.serving.observability import configure_json_logging
+
+    from .api import API_PREFIX, create_app
+
+    if not (kb / "kb.json").exists():
+        _fail(f"no knowledge base at {kb}; create it with `customer-service kb ingest --kb {kb} FILES` "
+              "or `customer-service demo`")
+    configure_json_logging()
+    bot = _open_bot(kb, intents, templates, llm)
+    bot.warm_up()
+    settings = ServingSettings(keys_db=keys_db, usage_db=usage_db, insecure_no_auth=insecure_no_auth)
+    server = create_app(bot, settings, close_bot=True)
+    typer.echo(f"serving {kb} on http://{host}:{port}{API_PREFIX} (auth {'DISABLED' if insecure_no_auth else 'on'}); "
+               f"widget: http://{host}:{port}{API_PREFIX}/widget#key=PUBLIC_CHAT_KEY", err=True)
+    uvicorn.run(server, host=host, port=port, log_config=None, timeout_graceful_shutdown=30)
 
 
 @app.command()

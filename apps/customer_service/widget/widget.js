@@ -67,8 +67,8 @@
   function scrollDown() { log.scrollTop = log.scrollHeight; }
 
   function rateButtons(messageId) {
-    var box = el("div", "vc-rate");
-    [["up", "\uD83D\uDC4D", "Helpful"], ["down", "\uD83D\uDC4E", "Not helpful"]].forEach(function (r) {
+    var box = el("div", "vc-rate", "Helpful? ");
+    [["up", "Yes", "This answer helped"], ["down", "No", "This answer did not help"]].forEach(function (r) {
       var b = el("button", "vc-rate-" + r[0], r[1]);
       b.type = "button";
       b.title = r[2];
