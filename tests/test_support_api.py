@@ -279,3 +279,32 @@ def test_handoff_page_reply_and_resolve(tmp_path, monkeypatch):
     assert "[PHONE]" in ex[0]["text"] and "1234567" not in ex[0]["text"]
     assert store.ticket(tid)["status"] == "resolved"
     store.close()
+
+
+def test_plugin_mounts_under_v1_support_of_verticore_serve(tmp_path, monkeypatch, default_embedder):
+    """`verticore serve --apps customer_service`: the entry point opens the bot under HOME and the
+    routes (auth on) live at /v1/support; a home without a bot is reported with the fix named."""
+    from verticore.plugins import discover_apps
+    from verticore.server import create_app as core_app
+
+    monkeypatch.delenv("CUSTOMER_SERVICE_KB", raising=False)
+    spec = discover_apps()["customer_service"]
+    assert spec.api_prefix == "support" and spec.title == "Customer service"
+    settings = ServingSettings(keys_db=tmp_path / "keys.db", usage_db=tmp_path / "usage.db", access_log=False)
+    with TestClient(core_app(None, None, serving=settings, apps={"customer_service": spec}, home=tmp_path / "empty")) as c:
+        status = c.get("/health").json()["apps"]["customer_service"]
+        assert status.startswith("unavailable") and "customer-service demo --home" in status
+
+    home = tmp_path / "home"
+    KnowledgeBase(home / "customer_service" / "kb", embedder=default_embedder).ingest(SAMPLES / "kb" / "shipping.md", show_progress=False)
+    ks = KeyStore(tmp_path / "keys.db")
+    chat = ks.create("widget", ["support:chat"])[0]
+    ks.close()
+    settings = ServingSettings(keys_db=tmp_path / "keys.db", usage_db=tmp_path / "usage.db", access_log=False)
+    with TestClient(core_app(None, None, serving=settings, apps={"customer_service": spec}, home=home)) as c:
+        assert c.get("/health").json()["apps"]["customer_service"] == "ok (/v1/support)"
+        assert c.post(f"{V}/sessions").status_code == 401
+        sid = c.post(f"{V}/sessions", headers=h(chat)).json()["session_id"]
+        r = c.post(f"{V}/sessions/{sid}/messages", headers=h(chat), json={"text": "How long does standard delivery take?"})
+        assert r.status_code == 200 and "3 to 5 business days" in r.json()["answer"]
+        assert c.get(f"{V}/widget").status_code == 200
