@@ -308,3 +308,17 @@ def test_plugin_mounts_under_v1_support_of_verticore_serve(tmp_path, monkeypatch
         r = c.post(f"{V}/sessions/{sid}/messages", headers=h(chat), json={"text": "How long does standard delivery take?"})
         assert r.status_code == 200 and "3 to 5 business days" in r.json()["answer"]
         assert c.get(f"{V}/widget").status_code == 200
+
+
+def test_session_events_stream_new_messages(served):
+    client, _, keys = served
+    sid = client.post(f"{V}/sessions", headers=h(keys["chat"])).json()["session_id"]
+    client.post(f"{V}/sessions/{sid}/messages", headers=h(keys["chat"]), json={"text": "How do I reset my password?"})
+    assert client.get(f"{V}/sessions/nope/events", headers=h(keys["chat"])).status_code == 404
+    assert client.get(f"{V}/sessions/{sid}/events").status_code == 401
+    with client.stream("GET", f"{V}/sessions/{sid}/events?after=1&max_s=0.5", headers=h(keys["chat"])) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        body = "".join(r.iter_text())
+    events = [block.splitlines() for block in body.strip().split("\n\n")]
+    assert [e[0] for e in events] == ["event: message", "event: status"]  # only the bot's answer is new
+    assert '"role": "bot"' in events[0][1] and '"status": "bot"' in events[1][1]

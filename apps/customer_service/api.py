@@ -10,12 +10,15 @@ ids it was given, and an unknown id is a 404.
 """
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from pathlib import Path
 from typing import Any, Callable, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from verticore.errors import DataError, VerticoreError
@@ -166,6 +169,42 @@ def create_router(bot: Bot, *, widget: bool = True) -> APIRouter:
                     "messages": [_public_message(m) for m in store.messages(session_id)]}
 
         return guarded(run)
+
+    @router.get("/sessions/{session_id}/events", dependencies=chat, tags=["support: customer"])
+    async def session_events(session_id: str, request: Request, after: int = Query(0, ge=0),
+                             max_s: float = Query(300.0, gt=0, le=900)) -> StreamingResponse:
+        """Server-sent events: each new message (``event: message``) after the first ``after`` ones,
+        and ``event: status`` when the session status changes; the stream ends after ``max_s``
+        seconds (reconnect with ``after`` = messages seen). Polling ``GET /sessions/{id}`` works too."""
+        from starlette.concurrency import run_in_threadpool
+
+        def snapshot() -> tuple[list[dict[str, Any]], str]:
+            require_session(session_id)
+            return [_public_message(m) for m in store.messages(session_id)], store.session_status(session_id)[0]
+
+        await run_in_threadpool(guarded, snapshot)  # 404 before the stream starts
+
+        async def stream():
+            seen, status, last_beat = after, None, time.monotonic()
+            deadline = time.monotonic() + max_s
+            while time.monotonic() < deadline and not await request.is_disconnected():
+                try:
+                    messages, now = await run_in_threadpool(guarded, snapshot)
+                except HTTPException:
+                    return  # the session is gone
+                for m in messages[seen:]:
+                    yield f"event: message\ndata: {json.dumps(m, ensure_ascii=False)}\n\n"
+                seen = max(seen, len(messages))
+                if now != status:
+                    status = now
+                    yield f"event: status\ndata: {json.dumps({'status': now})}\n\n"
+                if time.monotonic() - last_beat > 15:
+                    last_beat = time.monotonic()
+                    yield ": keep-alive\n\n"
+                await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @router.post("/sessions/{session_id}/feedback", dependencies=chat, tags=["support: customer"])
     def feedback(session_id: str, body: FeedbackIn) -> dict[str, Any]:
