@@ -322,3 +322,15 @@ def test_session_events_stream_new_messages(served):
     events = [block.splitlines() for block in body.strip().split("\n\n")]
     assert [e[0] for e in events] == ["event: message", "event: status"]  # only the bot's answer is new
     assert '"role": "bot"' in events[0][1] and '"status": "bot"' in events[1][1]
+
+
+def test_serve_command_refuses_a_missing_bot(tmp_path):
+    from typer.testing import CliRunner
+
+    from customer_service.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["serve", "--kb", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "no knowledge base" in r.output
+    helptext = runner.invoke(app, ["serve", "--help"]).output
+    assert "--insecure-no-auth" in helptext and "--keys-db" in helptext and "--port" in helptext
