@@ -123,6 +123,7 @@ CATALOG_WRITER = textwrap.dedent("""
         cat.save(d); (d / "READY").write_text("1")
     def state(c):
         return hashlib.sha256(json.dumps(sorted((i, c.text(i)) for i in c.ids), ensure_ascii=False).encode()).hexdigest()[:16]
+    print("saved", state(cat), flush=True)  # the generation this run starts from
     print("ready", flush=True)
     g = 0
     while True:
@@ -257,16 +258,22 @@ def run_kb_ingest(work: Path, kills: int, rng: random.Random) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # finance: folder ingest
 # ---------------------------------------------------------------------------------------------
-def _prepare_monitor_home(work: Path) -> Path:
-    """A monitor home with the demo's tiny models (fast mode), its demo stream cleared."""
+def _prepare_monitor_home(work: Path, prepared: Path | None = None) -> Path:
+    """A fresh monitor home with the demo's tiny models (fast mode) and none of its demo stream.
+
+    ``prepared``: an existing monitor folder (``$VERTICORE_HOME/finance_sentiment``) whose models
+    to reuse instead of training the tiny demo models here (~1.5 min on 2 cores).
+    """
+    import shutil
+
     home = work / "monitor"
     if not (home / "models").exists():
-        subprocess.run(_cli("finance-sentiment") + ["demo", "--home", str(work / "vhome")], check=True, env=_env(),
-                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        src = work / "vhome" / "finance_sentiment"
+        src = prepared
+        if src is None:
+            subprocess.run(_cli("finance-sentiment") + ["demo", "--home", str(work / "vhome")], check=True, env=_env(),
+                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            src = work / "vhome" / "finance_sentiment"
         home.mkdir(parents=True, exist_ok=True)
-        import shutil
-
         shutil.copytree(src / "models", home / "models")
         for name in ("watchlist.csv", "config.yaml"):
             if (src / name).exists():
@@ -281,8 +288,9 @@ def _records(n: int, start: int, t0: float) -> list[dict[str, Any]]:
              "published_at": t0 + i, "source": "faults"} for i in range(start, start + n)]
 
 
-def run_ingest(work: Path, kills: int, n_records: int, rng: random.Random) -> dict[str, Any]:
-    home = _prepare_monitor_home(work)
+def run_ingest(work: Path, kills: int, n_records: int, rng: random.Random, prepared: Path | None = None,
+               kill_window: tuple[float, float] = (4.0, 20.0)) -> dict[str, Any]:
+    home = _prepare_monitor_home(work, prepared)
     feed = work / "feed"
     feed.mkdir(parents=True, exist_ok=True)
     t0 = time.time() - 3600
@@ -291,9 +299,9 @@ def run_ingest(work: Path, kills: int, n_records: int, rng: random.Random) -> di
     chunks = [all_records[i::4] for i in range(4)]
     written = [0, 0, 0, 0]
 
-    def append_some() -> None:
+    def append_some(share: float = 0.3) -> None:
         for f in range(4):
-            take = rng.randint(0, max(1, len(chunks[f]) // 3))
+            take = rng.randint(0, max(1, int(len(chunks[f]) * share)))
             part = chunks[f][written[f]: written[f] + take]
             if part:
                 with open(feed / f"feed{f}.jsonl", "a", encoding="utf-8") as fh:
@@ -302,10 +310,12 @@ def run_ingest(work: Path, kills: int, n_records: int, rng: random.Random) -> di
 
     cmd = _cli("finance-sentiment") + ["ingest", str(feed), "--home", str(home)]
     done, runs = 0, 0
+    append_some(0.6)  # most of the feed is there from the start; the rest arrives between runs
     while done < kills:
-        append_some()
+        append_some(0.15)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=ROOT)
-        time.sleep(rng.uniform(2.0, 8.0))  # model load takes a few seconds; kills land before, during and after scoring
+        # start-up (model load) takes ~10 s on 2 cores: kills land before, during and between batch commits
+        time.sleep(rng.uniform(*kill_window))
         runs += 1
         if proc.poll() is None:
             _kill(proc)
@@ -318,11 +328,13 @@ def run_ingest(work: Path, kills: int, n_records: int, rng: random.Random) -> di
                 fh.write("".join(json.dumps(r) + "\n" for r in part))
     for _ in range(2):
         subprocess.run(cmd, check=True, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import re
+
     conn = sqlite3.connect(home / "monitor.db")
-    rows = conn.execute("SELECT item_id FROM items WHERE source LIKE 'faults' OR item_id LIKE '%rec-%'").fetchall()
+    rows = conn.execute("SELECT item_id FROM items WHERE item_id LIKE '%rec-%'").fetchall()
     conn.close()
-    ids = [r[0] for r in rows]
-    unique = {i.split(":")[-1] for i in ids}
+    ids = [m.group(0) for (i,) in rows if (m := re.search(r"rec-\d+", i))]
+    unique = set(ids)
     wanted = {r["id"] for r in all_records}
     return {"kills": done, "runs": runs + 2, "records": n_records, "stored": len(ids),
             "lost": len(wanted - unique), "stored_twice": len(ids) - len(unique)}
@@ -373,9 +385,22 @@ def run_webhooks(work: Path, kills: int, n_alerts: int, rng: random.Random, slow
         " max_attempts: 100000, backoff_base_s: 0.2, backoff_max_s: 2}\n", encoding="utf-8")
     env = _env(VERTICORE_WEBHOOK_ALLOW="127.0.0.1")
     prefix = f"faults{rng.randrange(1 << 20)}"
-    subprocess.run(_cli("finance-sentiment") + ["queue-test-alerts", "--home", str(home), "--config", str(cfg),
-                                                "-n", str(n_alerts), "--prefix", prefix],
-                   check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    waves = [0]
+
+    def queue(n: int) -> None:  # new alerts in waves, so every phase has deliveries in flight to kill
+        waves[0] += 1
+        subprocess.run(_cli("finance-sentiment") + ["queue-test-alerts", "--home", str(home), "--config", str(cfg),
+                                                    "-n", str(n), "--prefix", f"{prefix}w{waves[0]}"],
+                       check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+    def pending() -> int:
+        conn = sqlite3.connect(home / "monitor.db")
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')").fetchone()[0])
+        finally:
+            conn.close()
+
+    wave_size = max(2, n_alerts // 3)
     receiver = _Receiver(port, rx_db, work / "receiver.log")
     deliver = _cli("finance-sentiment") + ["deliver", "--home", str(home), "--config", str(cfg), "--until-empty",
                                            "--lease-s", str(lease_s)]
@@ -387,7 +412,12 @@ def run_webhooks(work: Path, kills: int, n_alerts: int, rng: random.Random, slow
     for phase, n in zip(("down", "slow", "flapping"), per_phase):
         if phase == "slow":
             receiver.up("slow", slow_s)
-        for _ in range(n):
+        phase_kills = 0
+        for _ in range(4 * n):
+            if phase_kills >= n:
+                break
+            if pending() == 0:
+                queue(wave_size)
             with open(work / "deliver.log", "a") as log:
                 proc = subprocess.Popen(deliver, stdout=log, stderr=log, env=env, cwd=ROOT)
             t_end = time.time() + (rng.uniform(1.0, 3.0) if phase == "down" else rng.uniform(2.0, 2.5 * slow_s))
@@ -403,6 +433,7 @@ def run_webhooks(work: Path, kills: int, n_alerts: int, rng: random.Random, slow
             if proc.poll() is None:
                 _kill(proc)
                 done += 1
+                phase_kills += 1
         phase_log.append(phase)
     receiver.up("ok")
     finished = subprocess.run(deliver + ["--max-seconds", str(lease_s * 3 + 60)], env=env, cwd=ROOT,
@@ -411,14 +442,14 @@ def run_webhooks(work: Path, kills: int, n_alerts: int, rng: random.Random, slow
     rx = sqlite3.connect(rx_db)
     try:
         per_alert = dict(rx.execute("SELECT alert_key, COUNT(DISTINCT idempotency_key) FROM accepted "
-                                    "WHERE alert_key LIKE ? GROUP BY alert_key", (f"{prefix}|%",)).fetchall())
+                                    "WHERE alert_key LIKE ? GROUP BY alert_key", (f"{prefix}w%",)).fetchall())
         duplicate_sends = int(rx.execute("SELECT COALESCE(SUM(duplicates), 0) FROM accepted").fetchone()[0])
         requests = int(rx.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
     finally:
         rx.close()
     mon = sqlite3.connect(home / "monitor.db")
     try:
-        alerts = int(mon.execute("SELECT COUNT(*) FROM alerts WHERE alert_key LIKE ?", (f"{prefix}|%",)).fetchone()[0])
+        alerts = int(mon.execute("SELECT COUNT(*) FROM alerts WHERE alert_key LIKE ?", (f"{prefix}w%",)).fetchone()[0])
         states = dict(mon.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
     finally:
         mon.close()
@@ -433,11 +464,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kills", type=int, default=10, help="kills per part (>= 10 for the full bench)")
     ap.add_argument("--records", type=int, default=1000, help="records in the folder-ingest part")
-    ap.add_argument("--alerts", type=int, default=24, help="alerts in the webhook part")
+    ap.add_argument("--alerts", type=int, default=24, help="alerts per three waves in the webhook part (more waves are "
+                                                          "queued while kills are still due)")
     ap.add_argument("--slow-s", type=float, default=5.0, help="seconds the slow receiver takes per request")
     ap.add_argument("--parts", default="webhooks,ingest,recommender_save,kb_ingest")
     ap.add_argument("--small", action="store_true", help="the quick version for the test suite")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--monitor-models", type=Path, default=None,
+                    help="reuse a prepared monitor folder's models (default: train the tiny demo models)")
     ap.add_argument("--output", type=Path, default=None, help="JSON path (default bench/results/faults.json)")
     args = ap.parse_args(argv)
     if args.small:
@@ -447,7 +481,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "webhooks": lambda: run_webhooks(work / "wh", args.kills, args.alerts, rng, args.slow_s),
-        "ingest": lambda: run_ingest(work / "ing", args.kills, args.records, rng),
+        "ingest": lambda: run_ingest(work / "ing", args.kills, args.records, rng, args.monitor_models,
+                                     (1.0, 12.0) if args.small else (5.0, 15.0)),
         "recommender_save": lambda: run_recommender_save(work / "rec", args.kills, rng),
         "kb_ingest": lambda: run_kb_ingest(work / "kb", args.kills, rng),
     }
