@@ -394,13 +394,18 @@ def run_webhooks(work: Path, kills: int, n_alerts: int, rng: random.Random, slow
                        check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
 
     def pending() -> int:
+        if not (home / "monitor.db").exists():
+            return 0
         conn = sqlite3.connect(home / "monitor.db")
         try:
             return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')").fetchone()[0])
+        except sqlite3.OperationalError:  # not created yet
+            return 0
         finally:
             conn.close()
 
     wave_size = max(2, n_alerts // 3)
+    queue(n_alerts)
     receiver = _Receiver(port, rx_db, work / "receiver.log")
     deliver = _cli("finance-sentiment") + ["deliver", "--home", str(home), "--config", str(cfg), "--until-empty",
                                            "--lease-s", str(lease_s)]
@@ -464,8 +469,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kills", type=int, default=10, help="kills per part (>= 10 for the full bench)")
     ap.add_argument("--records", type=int, default=1000, help="records in the folder-ingest part")
-    ap.add_argument("--alerts", type=int, default=24, help="alerts per three waves in the webhook part (more waves are "
-                                                          "queued while kills are still due)")
+    ap.add_argument("--alerts", type=int, default=24, help="alerts queued at the start of the webhook part (waves of a "
+                                                          "third as many follow whenever the outbox drains before "
+                                                          "all kills are done)")
     ap.add_argument("--slow-s", type=float, default=5.0, help="seconds the slow receiver takes per request")
     ap.add_argument("--parts", default="webhooks,ingest,recommender_save,kb_ingest")
     ap.add_argument("--small", action="store_true", help="the quick version for the test suite")
