@@ -308,18 +308,25 @@ def run_ingest(work: Path, kills: int, n_records: int, rng: random.Random, prepa
                     fh.write("".join(json.dumps(r) + "\n" for r in part))
                 written[f] += len(part)
 
-    cmd = _cli("finance-sentiment") + ["ingest", str(feed), "--home", str(home)]
+    cmd = _cli("finance-sentiment") + ["ingest", str(feed), "--home", str(home), "--batch-size", "16"]
     done, runs = 0, 0
-    append_some(0.6)  # most of the feed is there from the start; the rest arrives between runs
-    while done < kills:
-        append_some(0.15)
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=ROOT)
-        # start-up (model load) takes ~10 s on 2 cores: kills land before, during and between batch commits
-        time.sleep(rng.uniform(*kill_window))
+    append_some(0.3)  # part of the feed is there from the start; the rest arrives between runs
+    while done < kills and runs < 6 * kills:
+        append_some(0.07)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env(), cwd=ROOT)
         runs += 1
+        if rng.random() < 0.2:  # during start-up (model load), before anything is stored
+            time.sleep(rng.uniform(*kill_window))
+        else:  # inside the batch loop: after 1-3 committed batches, 0-0.5 s into the next one
+            for _ in range(rng.randint(1, 3)):
+                if _wait_line(proc, "", 120) is None:
+                    break
+            time.sleep(rng.uniform(0.0, 0.5))
         if proc.poll() is None:
             _kill(proc)
             done += 1
+        else:
+            proc.wait()
     # finish: write everything, then run to completion (twice: the second run must add nothing)
     for f in range(4):
         part = chunks[f][written[f]:]
@@ -418,14 +425,15 @@ def run_webhooks(work: Path, kills: int, n_alerts: int, rng: random.Random, slow
         if phase == "slow":
             receiver.up("slow", slow_s)
         phase_kills = 0
-        for _ in range(4 * n):
+        for _ in range(8 * n):
             if phase_kills >= n:
                 break
             if pending() == 0:
                 queue(wave_size)
             with open(work / "deliver.log", "a") as log:
                 proc = subprocess.Popen(deliver, stdout=log, stderr=log, env=env, cwd=ROOT)
-            t_end = time.time() + (rng.uniform(1.0, 3.0) if phase == "down" else rng.uniform(2.0, 2.5 * slow_s))
+            window = {"down": (1.0, 3.0), "slow": (2.0, 2.5 * slow_s), "flapping": (0.5, 3.0)}[phase]
+            t_end = time.time() + rng.uniform(*window)
             while time.time() < t_end and proc.poll() is None:
                 if phase == "flapping":
                     if receiver.proc is None:
@@ -488,7 +496,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "webhooks": lambda: run_webhooks(work / "wh", args.kills, args.alerts, rng, args.slow_s),
         "ingest": lambda: run_ingest(work / "ing", args.kills, args.records, rng, args.monitor_models,
-                                     (1.0, 12.0) if args.small else (5.0, 15.0)),
+                                     (0.5, 4.0)),
         "recommender_save": lambda: run_recommender_save(work / "rec", args.kills, rng),
         "kb_ingest": lambda: run_kb_ingest(work / "kb", args.kills, rng),
     }

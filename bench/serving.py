@@ -106,6 +106,8 @@ class Server:
 async def load(url: str, path: str, headers: dict, n: int, max_s: float, concurrency: int = CONCURRENCY,
                body=None) -> dict:
     """``n`` POSTs (at most ``max_s`` seconds) from ``concurrency`` workers; one sentence each."""
+    if CLIENT == "raw":
+        return await load_raw(url, path, headers, n, max_s, concurrency, body)
     lat: list[float] = []
     statuses: dict[int, int] = {}
     sent = 0
@@ -136,6 +138,103 @@ async def load(url: str, path: str, headers: dict, n: int, max_s: float, concurr
             "p99_ms": q(0.99), "statuses": statuses}
 
 
+class RawHTTPConnection:
+    """A minimal HTTP/1.1 keep-alive client over asyncio streams (POST with a JSON body).
+
+    The load generator shares the server's two cores, so its own cost per request is part of
+    what the bench measures; this client spends a fraction of httpx's CPU per request, which
+    leaves the cores to the server (``--client httpx`` uses httpx instead).
+    """
+
+    def __init__(self, host: str, port: int, headers: dict) -> None:
+        self.host, self.port = host, port
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, payload: dict) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        body = json.dumps(payload).encode()
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n{self.extra}\r\n").encode()
+        self.writer.write(head + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("server closed the connection")
+        status = int(status_line.split()[1])
+        length, chunked, close = 0, False, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            name, value = name.strip().lower(), value.strip()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+            elif name == "connection" and value.lower() == "close":
+                close = True
+        if chunked:
+            while True:
+                size = int((await self.reader.readline()).strip() or b"0", 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        elif length:
+            await self.reader.readexactly(length)
+        if close:
+            await self.close()
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+CLIENT = "raw"
+
+
+async def load_raw(url: str, path: str, headers: dict, n: int, max_s: float, concurrency: int = CONCURRENCY,
+                   body=None) -> dict:
+    """Like :func:`load`, over :class:`RawHTTPConnection` (one keep-alive connection per worker)."""
+    host, port = url.split("//")[1].split(":")
+    lat: list[float] = []
+    statuses: dict[int, int] = {}
+    sent = 0
+    deadline = time.perf_counter() + max_s
+
+    async def worker() -> None:
+        nonlocal sent
+        conn = RawHTTPConnection(host, int(port), headers)
+        try:
+            while sent < n and time.perf_counter() < deadline:
+                i = sent
+                sent += 1
+                payload = body(i) if body else {"text": SENTENCES[i % len(SENTENCES)]}
+                t0 = time.perf_counter()
+                try:
+                    code = await conn.post(path, payload)
+                except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+                    code = 599
+                    await conn.close()
+                lat.append((time.perf_counter() - t0) * 1000)
+                statuses[code] = statuses.get(code, 0) + 1
+        finally:
+            await conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    lat.sort()
+    q = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else None  # noqa: E731
+    return {"requests": len(lat), "rps": round(len(lat) / wall, 1), "p50_ms": q(0.50), "p95_ms": q(0.95),
+            "p99_ms": q(0.99), "statuses": statuses}
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -144,6 +243,17 @@ def served(url: str) -> int:
     """Requests a server has answered, from its /metrics."""
     lines = httpx.get(url + "/metrics").text.splitlines()
     return int(sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith("verticore_http_requests_total{")))
+
+
+def prepare_support_home(work: Path) -> Path:
+    """A VERTICORE_HOME with the customer-service demo bot (fast mode: sample KB, tiny intent model)."""
+    home = work / "home"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "VERTICORE_DEMO_FAST": "1"}
+    exe = Path(sys.executable).parent / "customer-service"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "customer_service.cli"]
+    subprocess.run([*cmd, "demo", "--home", str(home)], check=True, env=env, cwd=ROOT,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return home
 
 
 def find_support(openapi: dict) -> tuple[str | None, str | None]:
@@ -158,7 +268,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="classifier artifact for /v1/classify (default: a tiny one trained here)")
     ap.add_argument("--quick", action="store_true", help="a few hundred requests per phase (smoke run)")
+    ap.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                    help="load generator: raw asyncio HTTP/1.1 keep-alive (light) or httpx.AsyncClient")
     args = ap.parse_args()
+    global CLIENT
+    CLIENT = args.client
     scale = 0.1 if args.quick else 1.0
     model = tiny_classifier(args.model)
     work = Path(tempfile.mkdtemp(prefix="vc_serving_bench_"))
@@ -167,7 +281,8 @@ def main() -> None:
     key, _ = KeyStore(work / "keys.db").create("bench", ["admin"])
     auth = {"Authorization": f"Bearer {key}"}
     common = ["--model", model, "--embedder", "default", "--no-access-log"]
-    servers = {"A": Server("A", [*common, "--apps", "all"], work),
+    home = prepare_support_home(work)
+    servers = {"A": Server("A", [*common, "--apps", "all", "--home", str(home)], work),
                "B": Server("B", [*common, "--apps", "none", "--no-batching"], work),
                "C": Server("C", [*common, "--apps", "none", "--insecure-no-auth"], work)}
     results: dict = {}
@@ -221,6 +336,7 @@ def main() -> None:
             if sessions and all(sessions):
                 param = msgs.split("{")[1].split("}")[0]
                 conc = 8
+                tally(run(_support_load(A, msgs, param, sessions, auth, 16, conc)))  # warm-up: the bot loads lazily
                 res = tally(run(_support_load(A, msgs, param, sessions, auth, int(600 * scale), conc)))
                 support = {"concurrency": conc, "rps": res["rps"], "p95_ms": res["p95_ms"]}
                 results["_support_statuses"] = res["statuses"]
@@ -241,7 +357,7 @@ def main() -> None:
 
     out = {"embed": results["embed"], "classify": results["classify"], "support_message": support,
            "auth_overhead_ratio": auth_ratio, "errors_5xx": errors_5xx, "rss_mb_start": round(rss_start, 1),
-           "rss_mb_end": round(rss_end, 1), "requests": total}
+           "rss_mb_end": round(rss_end, 1), "requests": total, "client": args.client}
     print_table(["endpoint", "conc", "batched rps", "unbatched rps", "ratio", "p50 ms", "p95 ms", "p99 ms"],
                 [[ep, r["concurrency"], r["batched_rps"], r["unbatched_rps"], r["ratio"], r["p50_ms"], r["p95_ms"],
                   r["p99_ms"]] for ep, r in (("embed", out["embed"]), ("classify", out["classify"]))])
