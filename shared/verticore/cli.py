@@ -1,4 +1,4 @@
-"""The ``verticore`` command line: finetune, predict, embed, index, eval, serve, keys, usage, info.
+"""The ``verticore`` command line: finetune, predict, embed, index, eval, serve, keys, dashboard-users, usage, info.
 
 Every user mistake (missing file, missing column, non-UTF-8 input, corrupt artifact, ...)
 prints one ``error: ...`` line and exits with status 2.
@@ -357,6 +357,72 @@ def keys_rotate(name: str = typer.Argument(...), as_json: bool = typer.Option(Fa
         return
     typer.echo(key)
     typer.echo(f"rotated key {name!r}; the old key no longer works. Store the new one now.", err=True)
+
+
+dash_users_app = typer.Typer(no_args_is_help=True,
+                             help="Users of the Streamlit hub (roles viewer, agent, admin; bcrypt-hashed passwords).")
+app.add_typer(dash_users_app, name="dashboard-users")
+_USERS_FILE_OPT = typer.Option(None, "--file", help="users file (default $VERTICORE_DASHBOARD_USERS, "
+                                                    "else HOME/dashboard_users.yaml)")
+
+
+def _users_file(home: Optional[Path], path: Optional[Path]) -> Path:
+    from .dashboard.auth import users_path
+
+    _serving_paths(home)  # a --home becomes $VERTICORE_HOME
+    return path or users_path()
+
+
+@dash_users_app.command("add")
+def dashboard_users_add(
+    username: str = typer.Argument(..., help="login name"),
+    role: str = typer.Option("viewer", help="viewer (read-only) | agent (tickets, KB) | admin (also configs, API keys)"),
+    name: Optional[str] = typer.Option(None, help="display name (default: the login name)"),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from stdin's first line"),
+    replace: bool = typer.Option(False, "--replace", help="update an existing user (new password and role)"),
+    home: Optional[Path] = _HOME_OPT,
+    file: Optional[Path] = _USERS_FILE_OPT,
+) -> None:
+    """Add a hub user; the password is prompted for (or read with --password-stdin) and stored only as a bcrypt hash."""
+    from .dashboard.auth import add_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    path = _users_file(home, file)
+    user = add_user(username, password, role, name, replace=replace, path=path)
+    typer.echo(f"{'updated' if replace else 'added'} dashboard user {user.username!r} ({user.role}) in {path}")
+
+
+@dash_users_app.command("list")
+def dashboard_users_list(as_json: bool = typer.Option(False, "--json"), home: Optional[Path] = _HOME_OPT,
+                         file: Optional[Path] = _USERS_FILE_OPT) -> None:
+    """List hub users (name and role; never the hashes)."""
+    from .dashboard.auth import load_users
+
+    path = _users_file(home, file)
+    users = sorted(load_users(path).users.values(), key=lambda u: u.username)
+    if as_json:
+        typer.echo(json.dumps([{"username": u.username, "name": u.name, "role": u.role} for u in users], indent=2))
+        return
+    if not users:
+        typer.echo(f"no dashboard users in {path}")
+        return
+    typer.echo(f"{'username':<20} {'role':<7} name")
+    for u in users:
+        typer.echo(f"{u.username:<20} {u.role:<7} {u.name}")
+
+
+@dash_users_app.command("remove")
+def dashboard_users_remove(username: str = typer.Argument(...), home: Optional[Path] = _HOME_OPT,
+                           file: Optional[Path] = _USERS_FILE_OPT) -> None:
+    """Remove a hub user; their open sessions lose access at their next click."""
+    from .dashboard.auth import remove_user
+
+    path = _users_file(home, file)
+    remove_user(username, path)
+    typer.echo(f"removed dashboard user {username!r} from {path}")
 
 
 @app.command()

@@ -16,12 +16,14 @@ import streamlit as st  # noqa: E402
 
 from customer_service.bot import known_intent_labels  # noqa: E402
 from customer_service.store import OUT_OF_SCOPE_LABEL, BotStore  # noqa: E402
+from verticore.dashboard import auth  # noqa: E402
 from verticore.errors import VerticoreError  # noqa: E402
 
 st.title("Handoff queue")
 st.caption("Conversations the bot handed over (low confidence, out of scope, no evidence, repeated failure, "
            "explicit request or negative sentiment). Customer details are redacted. Your replies reach the "
            "customer's chat; resolving a ticket saves its question with the intent you pick for retraining.")
+auth.guard_page()
 directory = require_bot_dir()
 store = BotStore(directory / "bot.sqlite")
 try:
@@ -30,7 +32,13 @@ except VerticoreError as exc:  # a broken intent model must not hide the queue
     show_error(exc)
     labels = [OUT_OF_SCOPE_LABEL]
 
-agent = st.text_input("Your name (shown to the customer)", value="agent", key="agent_name").strip()
+can_act = auth.require_role("agent", "Claiming, replying to and resolving tickets")
+if can_act:
+    user = auth.current_user()
+    default_name = user.name if user is not None and user is not auth.LOCAL_ADMIN else "agent"
+    agent = st.text_input("Your name (shown to the customer)", value=default_name, key="agent_name").strip()
+else:
+    agent = ""
 flash = st.session_state.pop("handoff_flash", None)
 if flash:
     (st.success if flash[0] == "ok" else st.error)(flash[1])
@@ -41,6 +49,7 @@ WHO = {"customer": "🧑 Customer", "bot": "🤖 Bot", "agent": "🎧 Agent"}
 def _run(action, ok: str) -> None:
     """Run a store action from a button callback; the outcome shows after the rerun."""
     try:
+        auth.check_role("agent", "handling tickets")  # again here: the UI check alone is not enough
         action()
         st.session_state["handoff_flash"] = ("ok", ok)
     except VerticoreError as exc:
@@ -83,6 +92,8 @@ for t in tickets:
         if t["status"] == "resolved":
             st.caption(f"Resolved as {md_block(t.get('intent') or '–')} by {md_block(t.get('agent') or '–')}"
                        + (f": {md_block(t['note'])}" if t.get("note") else ""))
+            continue
+        if not can_act:
             continue
         if t["status"] == "open":
             st.button("Claim", key=f"take_{tid}", disabled=not agent,

@@ -10,11 +10,13 @@ from common import bot_or_stop, escape_markdown, md_block, show_error  # noqa: E
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
+from verticore.dashboard import auth  # noqa: E402
 from verticore.errors import VerticoreError  # noqa: E402
 
 st.title("Knowledge base")
 st.caption("Markdown, text, HTML, CSV/JSONL FAQ (question, answer) and PDF. Re-uploading a changed file replaces its "
            "passages; only changed passages are re-embedded.")
+auth.guard_page()
 bot = bot_or_stop()
 kb = bot.kb
 
@@ -25,9 +27,11 @@ c2.metric("Passages", kb.chunk_count())
 c3.metric("Embedder", kb.embedder.model if len(kb.embedder.model) < 24 else "…" + kb.embedder.model[-22:])
 
 st.subheader("Upload")
-files = st.file_uploader("Add or update documents", accept_multiple_files=True,
+can_edit = auth.require_role("agent", "Uploading, deleting and re-indexing documents")
+files = st.file_uploader("Add or update documents", accept_multiple_files=True, disabled=not can_edit,
                          type=["md", "markdown", "txt", "html", "htm", "csv", "jsonl", "pdf"])
-if files and st.button("Ingest", type="primary", icon=":material/upload:"):
+if (files and st.button("Ingest", type="primary", icon=":material/upload:", disabled=not can_edit)
+        and auth.allowed("agent", "uploading documents")):
     bar = st.progress(0.0, text="Ingesting…")
     for i, f in enumerate(files):
         try:
@@ -45,8 +49,9 @@ if docs:
                  hide_index=True, width="stretch")
     col_a, col_b = st.columns([3, 1])
     target = col_a.selectbox("Document", [d["doc_id"] for d in docs], label_visibility="collapsed")
-    if col_b.button("Delete", icon=":material/delete:"):
+    if col_b.button("Delete", icon=":material/delete:", disabled=not can_edit):
         try:
+            auth.check_role("agent", "deleting documents")
             n = kb.delete(target)
             st.success(f"deleted {escape_markdown(target)} ({n} passages)")
             st.rerun()
@@ -55,7 +60,8 @@ if docs:
 else:
     st.info("The knowledge base is empty: upload help articles above.")
 
-if st.button("Re-index everything", icon=":material/sync:"):
+if (st.button("Re-index everything", icon=":material/sync:", disabled=not can_edit)
+        and auth.allowed("agent", "re-indexing")):
     bar = st.progress(0.0, text="Re-embedding…")
     n = kb.reindex(show_progress=False, on_progress=lambda done, total: bar.progress(done / max(total, 1), text=f"{done}/{total} passages"))
     st.success(f"re-indexed {n} passages")

@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 
+from verticore.dashboard import auth  # noqa: E402
 from verticore.errors import VerticoreError  # noqa: E402
 from verticore.text_safety import escape_markdown  # noqa: E402
 
@@ -133,13 +134,16 @@ def alerts_tab(store: SQLiteStore) -> None:
     dead = ob[ob["state"] == "dead"]
     if not dead.empty:
         st.warning(f"{len(dead)} delivery(ies) dead-lettered")
+        if not auth.require_role("agent", "Re-sending deliveries"):
+            return
         pick = st.selectbox("Re-send dead-lettered delivery", dead["id"].tolist(), key="resend_pick")
-        if st.button("Re-send", key="resend_btn"):
+        if st.button("Re-send", key="resend_btn") and auth.allowed("agent", "re-sending deliveries"):
             store.resend(int(pick), time.time())
             st.success(f"delivery #{pick} re-queued (same idempotency key)")
 
 
 def settings_tab(paths: AppPaths) -> None:
+    can_edit = auth.require_role("admin", "Editing the watchlist, rules and webhooks")
     st.markdown("**Watchlist** (ticker, name, aliases separated by `|`)")
     wl_path = paths.watchlist if paths.watchlist.exists() else SAMPLES / "watchlist.csv"
     try:
@@ -148,8 +152,8 @@ def settings_tab(paths: AppPaths) -> None:
         st.error(escape_markdown(str(exc)))
         return
     df = pd.DataFrame([{"ticker": e.ticker, "name": e.name, "aliases": "|".join(e.aliases)} for e in wl.entries])
-    edited = st.data_editor(df, num_rows="dynamic", hide_index=True, key="wl_editor", width="stretch")
-    if st.button("Save watchlist", key="wl_save"):
+    edited = st.data_editor(df, num_rows="dynamic", hide_index=True, key="wl_editor", width="stretch", disabled=not can_edit)
+    if st.button("Save watchlist", key="wl_save", disabled=not can_edit) and auth.allowed("admin", "editing the watchlist"):
         try:
             new = Watchlist.from_csv_text(edited.fillna("").to_csv(index=False), origin="edited watchlist")
             new.save(paths.watchlist)
@@ -157,9 +161,13 @@ def settings_tab(paths: AppPaths) -> None:
         except VerticoreError as exc:
             st.error(escape_markdown(str(exc)))
     st.markdown("**Rules and webhooks** (YAML)")
+    if not can_edit:  # the rules file may hold webhook secrets
+        st.caption("Only admins see the rules file (it can hold webhook secrets).")
+        return
     text = paths.config.read_text(encoding="utf-8") if paths.config.exists() else dump_config_yaml(config_from_dict({}))
-    new_text = st.text_area("config.yaml", text, height=300, key="rules_text")
-    if st.button("Validate and save rules", key="rules_save"):
+    new_text = st.text_area("config.yaml", text, height=300, key="rules_text", disabled=not can_edit)
+    if (st.button("Validate and save rules", key="rules_save", disabled=not can_edit)
+            and auth.allowed("admin", "editing rules and webhooks")):
         try:
             cfg = config_from_dict(yaml.safe_load(new_text), origin="edited config")
             from verticore.io import atomic_write_text
@@ -202,6 +210,7 @@ def score_tab(paths: AppPaths) -> None:
 
 def main() -> None:
     st.title("Finance sentiment monitor")
+    auth.guard_page()
     paths = _paths()
     if not paths.db.exists():
         st.info(f"No monitor state at {escape_markdown(paths.root)}. Run `make demo` or `finance-sentiment demo` to prepare it.")

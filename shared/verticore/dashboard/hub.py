@@ -6,6 +6,9 @@ Run it with ``python -m verticore.demo`` (prepares demo state first) or directly
 
 Pages: Home, Core: models, Usage (API usage per key), then every page the installed apps list in ``<app>.dashboard.PAGES``,
 one navigation section per app. A broken app module shows a warning instead of breaking the hub.
+
+Login (``auth.gate``): asked when dashboard users are configured or the server is not bound to loopback;
+on loopback with no users (``make demo``) there is none. See :mod:`verticore.dashboard.auth`.
 """
 from __future__ import annotations
 
@@ -20,9 +23,11 @@ except ModuleNotFoundError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from verticore.dashboard import CORE_PAGE, CORE_URL_PATH, HOME_PAGE, discover_pages, ensure_source_paths
+from verticore.dashboard.auth import gate
 
 ensure_source_paths()
 st.set_page_config(page_title="Verticore", page_icon=":material/hub:", layout="wide")
+gate()  # draws the login form (or the refusal) and stops unless someone may see the pages
 
 home_page = st.Page(HOME_PAGE, title="Home", icon=":material/home:", default=True)
 core_page = st.Page(CORE_PAGE, title="Core: models", icon=":material/memory:", url_path=CORE_URL_PATH)
