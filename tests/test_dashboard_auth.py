@@ -267,12 +267,16 @@ def test_hub_login_in_chromium(users, home):
     require_chromium()
 
     def sign_in(page) -> None:
-        page.get_by_label("Username").fill("root")
-        page.get_by_label("Password").fill(PASSWORDS["root"])
+        page.get_by_role("textbox", name="Username").fill("root")
+        page.get_by_role("textbox", name="Password").fill(PASSWORDS["root"])
         page.get_by_role("button", name="Sign in").click()
 
     with streamlit_browser(HUB_SCRIPT, env={"VERTICORE_HOME": str(home)}, timeout=120) as browser:
+        form_png = browser.screenshot(SCREENSHOTS / "hub_login_form.png", ["Sign in", "Username", "Password"])
+        assert browser.page.get_by_text("One shared fine-tuning").count() == 0  # nothing behind the form
         png = browser.screenshot(SCREENSHOTS / "hub_login.png", ["Sign in", "Username", "Password"],
                                  actions=sign_in, after_actions_text=["Signed in as", "One shared fine-tuning"])
         assert browser.page.get_by_role("button", name="Log out").is_visible()
-    assert png.stat().st_size > 20_000
+        browser.page.goto(browser.url(""), wait_until="domcontentloaded")  # a reload: the cookie signs back in
+        browser.page.get_by_text("Signed in as").first.wait_for(state="visible")
+    assert png.stat().st_size > 20_000 and form_png.stat().st_size > 5_000

@@ -352,6 +352,9 @@ def gate() -> DashboardUser:
     cookie_key = users.cookie_key or st.session_state.setdefault("_verticore_cookie_key", secrets.token_urlsafe(32))
     authenticator = stauth.Authenticate(credentials, COOKIE_NAME, cookie_key, users.cookie_expiry_days,
                                         auto_hash=False, login_sleep_time=0.2)
+    # The cookie manager is a zero-height iframe plus a style block; keep both from leaving a gap on top.
+    st.html('<style>div[data-testid="stElementContainer"]:has(iframe[height="0"]),'
+            'div[data-testid="stElementContainer"]:has(style:only-child){display:none}</style>')
     if st.session_state.get("authentication_status") is not True:
         st.title("Verticore")
         try:
