@@ -280,3 +280,41 @@ def test_hub_login_in_chromium(users, home):
         browser.page.goto(browser.url(""), wait_until="domcontentloaded")  # a reload: the cookie signs back in
         browser.page.get_by_text("Signed in as").first.wait_for(state="visible")
     assert png.stat().st_size > 20_000 and form_png.stat().st_size > 5_000
+
+
+@pytest.mark.browser
+def test_real_server_on_every_interface_without_users_shows_only_the_refusal(home):
+    """The real ``served_address()`` branch: ``streamlit run hub.py --server.address 0.0.0.0`` with no users."""
+    import signal
+    import subprocess
+    import sys
+
+    from playwright.sync_api import sync_playwright
+
+    from streamlit_harness import CHROMIUM_ARGS, _server_env, _wait_health, chromium_path, free_port, require_chromium
+
+    require_chromium()
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(HUB_SCRIPT), "--server.headless", "true", "--server.port",
+           str(port), "--server.address", "0.0.0.0", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]
+    proc = subprocess.Popen(cmd, env=_server_env({"VERTICORE_HOME": str(home)}), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_health(url, proc, 90)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path() or "/usr/bin/chromium", args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(url, wait_until="domcontentloaded")
+                page.wait_for_timeout(1500)  # the first load of a fresh server renders blank in headless chromium
+                page.goto(url, wait_until="domcontentloaded")
+                page.get_by_text("served on 0.0.0.0 and no dashboard users are configured").first.wait_for(timeout=90_000)
+                assert page.get_by_text("One shared fine-tuning").count() == 0
+                assert page.locator('[data-testid="stSidebarNav"]').count() == 0
+            finally:
+                browser.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
