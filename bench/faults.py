@@ -37,10 +37,21 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, print_table, write_result  # noqa: E402
 
-# bench/recommender.py would shadow the recommender app: the app packages come first.
+def _bench_common():
+    # Loaded by path under its own name: another module called ``common`` may already be imported
+    # (the test suite imports apps' dashboard modules), and bench/recommender.py would shadow the
+    # recommender app if bench/ were put on sys.path.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("verticore_bench_common", Path(__file__).resolve().parent / "common.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_common = _bench_common()
+ROOT, print_table, write_result = _common.ROOT, _common.print_table, _common.write_result
 sys.path[:] = [str(ROOT / "shared"), str(ROOT / "apps")] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 PY = sys.executable
