@@ -3,7 +3,7 @@
 Public API::
 
     from verticore import Embedder, TextClassifier, VectorIndex, resolve_model
-    from verticore.finetune import train_classifier, train_embedder
+    from verticore.finetune import train_classifier, train_embedder, train_token_classifier
     from verticore.evaluation import classification_metrics, ranking_metrics
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     # Lazy imports keep `import verticore` light (no torch until needed).
-    if name in {"Embedder", "TextClassifier", "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "TfidfProbe", "load_classifier"}:
+    if name in {"Embedder", "TextClassifier", "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "TfidfProbe", "load_classifier",
+                "TokenClassifier", "Entity"}:
         from . import inference
 
         return getattr(inference, name)
@@ -34,4 +35,4 @@ def __getattr__(name: str):
 
 __all__ = ["ArtifactError", "DataError", "IndexMismatchError", "ModelResolutionError", "VerticoreError",
            "DEFAULT_MODEL", "resolve_model", "resolve_device", "resolve_dtype", "Embedder", "TextClassifier",
-           "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "TfidfProbe", "load_classifier", "VectorIndex", "SearchHit", "__version__"]
+           "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "TfidfProbe", "load_classifier", "TokenClassifier", "Entity", "VectorIndex", "SearchHit", "__version__"]

@@ -27,6 +27,9 @@ def model_card(kind: str, config: dict[str, Any], metrics: dict[str, Any], base_
     if kind == "classifier":
         lines += ["from verticore import TextClassifier", "clf = TextClassifier('<this directory>')",
                   "clf.predict(['some text'])"]
+    elif kind == "token_classifier":
+        lines += ["from verticore import TokenClassifier", "ner = TokenClassifier('<this directory>')",
+                  "ner.predict('some text')  # entities with character offsets"]
     else:
         lines += ["from verticore import Embedder", "emb = Embedder('<this directory>')", "emb.encode(['some text'])"]
     lines += ["```", "", "## Training config", "", "```json", json.dumps(config, indent=2), "```", "",

@@ -1,0 +1,288 @@
+"""Fine-tune a token classifier (NER, IOB2 tags; full or LoRA) into an artifact dir."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..artifact import ArtifactMeta, LabelSpace, write_meta
+from ..errors import DataError
+from ..inference.token_classifier import TokenClassifier, WordTagger, _check_word_rows, entity_f1, parse_tag
+from ..io import atomic_write_json, atomic_write_text, fingerprint_texts
+from ..models import resolve_device, resolve_model
+from .card import model_card
+from .classifier import length_grouped_batches
+from .common import StagedDir, TrainResult, autocast_context, linear_schedule, optimizer_step, seed_everything
+from .methods import get_method
+
+log = logging.getLogger(__name__)
+IGNORE = -100  # label of special tokens and of every sub-token after a word's first
+
+
+@dataclass
+class TokenClassifierTrainingConfig:
+    """Fine-tuning a token classifier. Fields mean what they mean in
+    :class:`~verticore.finetune.ClassifierTrainingConfig`; model selection uses dev entity F1.
+
+    Attributes:
+        max_length: training sentences longer than this (in sub-tokens) are truncated; inference
+            windows long texts instead.
+        eval_max_length: window of the dev/test evaluation and of the saved model's default use.
+    """
+
+    base: str = "default"
+    method: str = "full"
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_length: int = 128
+    eval_max_length: int = 256
+    seed: int = 42
+    patience: int = 2
+    eval_every: int | None = None
+    grad_accum: int = 1
+    max_steps: int | None = None
+    mixed_precision: str = "auto"
+    device: str = "auto"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    lora_target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    lora_learning_rate: float | None = 1e-3
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def clean_tagged_rows(tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[str]], what: str,
+                      known: Sequence[str] | None = None) -> tuple[list[list[str]], list[list[str]]]:
+    """Validate word/tag rows: as many rows and, per row, as many tags as words, IOB2 tags, and
+    (when ``known`` is given) only labels the model knows. Errors name the row."""
+    rows = _check_word_rows(tokens, what)
+    if len(rows) != len(tags):
+        raise DataError(f"{what} has {len(rows)} token rows but {len(tags)} tag rows")
+    known_set = set(known) if known is not None else None
+    out_tags = []
+    for i, (row, t) in enumerate(zip(rows, tags)):
+        if isinstance(t, str):
+            raise DataError(f"{what} row {i}: tags is a string; pass a list of tags")
+        t = list(t)
+        if not row:
+            raise DataError(f"{what} row {i} has no tokens")
+        if len(t) != len(row):
+            raise DataError(f"{what} row {i} has {len(row)} tokens but {len(t)} tags")
+        for k, tag in enumerate(t):
+            parse_tag(tag, f"{what} row {i}, tag {k}")
+            if known_set is not None and tag not in known_set:
+                raise DataError(f"{what} row {i}, tag {k}: {tag!r} not seen in training; training labels are {sorted(known_set)}")
+        out_tags.append(t)
+    return rows, out_tags
+
+
+def read_conll(path: str | Path, tag_column: int = -1) -> tuple[list[list[str]], list[list[str]]]:
+    """Read a CoNLL file (one ``token ... tag`` line per word, blank lines end sentences,
+    ``-DOCSTART-`` lines are skipped) into word rows and tag rows; tags are not validated here."""
+    tokens: list[list[str]] = []
+    tags: list[list[str]] = []
+    words: list[str] = []
+    row: list[str] = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            parts = line.split()
+            if not parts or parts[0] == "-DOCSTART-":
+                if words:
+                    tokens.append(words)
+                    tags.append(row)
+                words, row = [], []
+                continue
+            if len(parts) < 2:
+                raise DataError(f"{path}:{n}: expected 'token ... tag', got {line.strip()!r}")
+            words.append(parts[0])
+            row.append(parts[tag_column])
+    if words:
+        tokens.append(words)
+        tags.append(row)
+    return tokens, tags
+
+
+def label_list(tags: Sequence[Sequence[str]]) -> list[str]:
+    """``O`` then ``B-X``, ``I-X`` for every entity type X in ``tags`` (sorted)."""
+    types = sorted({parse_tag(t)[1] for row in tags for t in row if t != "O"})
+    return ["O"] + [f"{p}-{typ}" for typ in types for p in "BI"]
+
+
+def align_labels(word_ids: Sequence[int | None], tags: Sequence[str], index: dict[str, int]) -> list[int]:
+    """Label the first sub-token of each word; other sub-tokens and special tokens get -100."""
+    out, prev = [], None
+    for wid in word_ids:
+        out.append(IGNORE if wid is None or wid == prev else index[tags[wid]])
+        prev = wid
+    return out
+
+
+def train_token_classifier(
+    train_tokens: Sequence[Sequence[str]],
+    train_tags: Sequence[Sequence[str]],
+    dev_tokens: Sequence[Sequence[str]],
+    dev_tags: Sequence[Sequence[str]],
+    out_dir: str | Path,
+    config: TokenClassifierTrainingConfig | None = None,
+    test_tokens: Sequence[Sequence[str]] | None = None,
+    test_tags: Sequence[Sequence[str]] | None = None,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Fine-tune ``config.base`` on word-split sentences with IOB2 tags and write an artifact
+    (``labels.json``, ``metrics.json``, ``training_config.json``, ``verticore.json``, model card).
+
+    The checkpoint with the best dev entity-level micro F1 is kept (early stopping after
+    ``patience`` evaluations without gain). ``TokenClassifier(result.artifact_dir)`` loads it;
+    the dev/test metrics in ``metrics.json`` are computed through that loaded artifact.
+    """
+    import torch
+
+    cfg = config or TokenClassifierTrainingConfig()
+    t0 = time.time()
+    train_tokens, train_tags = clean_tagged_rows(train_tokens, train_tags, "training data")
+    labels = label_list(train_tags)
+    if len(labels) < 3:
+        raise DataError("training data has no entities (every tag is O)")
+    dev_tokens, dev_tags = clean_tagged_rows(dev_tokens, dev_tags, "dev data", labels)
+    if not dev_tokens:
+        raise DataError("need at least 1 dev row")
+    if test_tokens is not None and test_tags is not None:
+        test_tokens, test_tags = clean_tagged_rows(test_tokens, test_tags, "test data", labels)
+    index = {l: i for i, l in enumerate(labels)}
+
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    resolved = resolve_model(cfg.base)
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolved.path))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            str(resolved.path), num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=index,
+            ignore_mismatched_sizes=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+    enc = tokenizer(train_tokens, is_split_into_words=True, truncation=True, max_length=cfg.max_length)
+    enc_ids = enc["input_ids"]
+    enc_labels = [align_labels(enc.word_ids(i), train_tags[i], index) for i in range(len(enc_ids))]
+    truncated = sum(1 for i, row in enumerate(train_tokens)
+                    if max((w for w in enc.word_ids(i) if w is not None), default=-1) < len(row) - 1)
+    if truncated:
+        log.warning("%d training sentences were truncated to %d sub-tokens", truncated, cfg.max_length)
+
+    method = get_method(cfg.method)
+    model = method.prepare(model, cfg).to(device)
+    n_batches = (len(enc_ids) + cfg.batch_size - 1) // cfg.batch_size
+    steps_per_epoch = max(1, n_batches // cfg.grad_accum)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(method.parameter_groups(model, cfg), lr=cfg.learning_rate)
+    scheduler = linear_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    autocast, scaler = autocast_context(device, cfg.mixed_precision)
+    eval_every = cfg.eval_every or steps_per_epoch
+    rng = np.random.default_rng(cfg.seed)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
+    pad_id = tokenizer.pad_token_id or 0
+
+    from ..inference.backends import TorchBackend
+
+    dev_tagger = WordTagger(tokenizer, TorchBackend(Path(resolved.path), head="logits", device=device, pooling="mean",
+                                                    model=model), labels, cfg.eval_max_length, batch_size=64)
+
+    def dev_f1() -> float:
+        model.eval()
+        with autocast:
+            pred, _ = dev_tagger.tag(dev_tokens)
+        model.train()
+        return float(entity_f1(dev_tags, pred)["f1"])
+
+    best_f1, best_state, best_step, evals_without_gain = -1.0, None, 0, 0
+    history: list[dict[str, float]] = []
+    step, stop = 0, False
+    model.train()
+    bar = tqdm(total=total_steps, desc=f"token fine-tune ({cfg.method})", unit="step", disable=not show_progress)
+    while not stop:
+        epoch_batches = length_grouped_batches([len(x) for x in enc_ids], cfg.batch_size, rng)
+        for b, idx in enumerate(epoch_batches):
+            ids, mask, target = _pad_with_labels([enc_ids[i] for i in idx], [enc_labels[i] for i in idx], pad_id, device)
+            with autocast:
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            loss = loss_fn(logits.float().reshape(-1, len(labels)), target.reshape(-1)) / cfg.grad_accum
+            (scaler.scale(loss) if scaler else loss).backward()
+            if (b + 1) % cfg.grad_accum and b + 1 != n_batches:
+                continue
+            optimizer_step(model, optimizer, scheduler, scaler)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item() * cfg.grad_accum:.3f}", best_f1=f"{max(best_f1, 0):.3f}")
+            if step % eval_every == 0 or step == total_steps:
+                f1 = dev_f1()
+                history.append({"step": step, "dev_f1": f1, "loss": float(loss.item() * cfg.grad_accum)})
+                log.info("step %d: dev entity F1 %.4f", step, f1)
+                if f1 > best_f1:
+                    best_f1, best_step, evals_without_gain = f1, step, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    evals_without_gain += 1
+                    if evals_without_gain >= cfg.patience:
+                        stop = True
+            if step >= total_steps or stop:
+                stop = True
+                break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    train_seconds = time.time() - t0
+
+    staged = StagedDir(out_dir)
+    try:
+        final = method.finalize(model, staged.tmp).eval()
+        final.save_pretrained(str(staged.tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(staged.tmp))
+        atomic_write_json(staged.tmp / "labels.json", LabelSpace(labels).to_json())
+        # Metrics through the saved artifact, i.e. exactly what users will load.
+        clf = TokenClassifier(staged.tmp, device=device, max_length=cfg.eval_max_length, dtype="fp32")
+        metrics: dict[str, Any] = {"dev": entity_f1(dev_tags, clf.predict_words(dev_tokens)), "best_step": best_step,
+                                   "steps": step, "train_seconds": round(train_seconds, 2), "history": history,
+                                   "truncated_training_rows": truncated}
+        if test_tokens is not None and test_tags is not None:
+            metrics["test"] = entity_f1(test_tags, clf.predict_words(test_tokens))
+        atomic_write_json(staged.tmp / "metrics.json", metrics)
+        atomic_write_json(staged.tmp / "training_config.json", cfg.to_json())
+        fp = fingerprint_texts([" ".join(r) for r in train_tokens], [" ".join(t) for t in train_tags])
+        types = sorted({l[2:] for l in labels if l != "O"})
+        write_meta(staged.tmp, ArtifactMeta(kind="token_classifier", base_model=cfg.base, base_model_name=resolved.name,
+                                            data_fingerprint=fp, method=cfg.method,
+                                            extra={"n_train": len(train_tokens), "n_dev": len(dev_tokens), "labels": labels,
+                                                   "entity_types": types, "tagging": "IOB2"}))
+        atomic_write_text(staged.tmp / "README.md", model_card("token_classifier", cfg.to_json(), metrics, resolved.name, labels, fp))
+        artifact = staged.commit()
+    except BaseException:
+        staged.abort()
+        raise
+    return TrainResult(artifact_dir=artifact, metrics=metrics)
+
+
+def _pad_with_labels(seqs: list[list[int]], labels: list[list[int]], pad_id: int, device: str):
+    import torch
+
+    from .classifier import _pad
+
+    ids, mask = _pad(seqs, pad_id, device)
+    target = torch.full(ids.shape, IGNORE, dtype=torch.long)
+    for r, l in enumerate(labels):
+        target[r, : len(l)] = torch.tensor(l, dtype=torch.long)
+    return ids, mask, target.to(device)
