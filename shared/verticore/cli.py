@@ -18,6 +18,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Verticore core: fine-tune, run and serve text classifiers and embedders.")
 index_app = typer.Typer(no_args_is_help=True, help="Build and query a FAISS vector index.")
 app.add_typer(index_app, name="index")
+# `verticore models ...` (issue #14): the registry commands live beside the registry.
+from .registry.cli import models_app  # noqa: E402
+
+app.add_typer(models_app, name="models")
 
 
 def _split_labels(values, sep: str | None):

@@ -13,9 +13,20 @@
 """
 from __future__ import annotations
 
-from .gate import GateResult, McNemar, compare, compare_correctness, mcnemar_exact, paired_bootstrap_ci
-from .store import Incomplete, ModelRegistry, ModelVersion, default_root
-from .watch import ModelHandle
+from typing import Any
 
-__all__ = ["GateResult", "Incomplete", "McNemar", "ModelHandle", "ModelRegistry", "ModelVersion", "compare",
-           "compare_correctness", "default_root", "mcnemar_exact", "paired_bootstrap_ci"]
+_EXPORTS = {"GateResult": "gate", "McNemar": "gate", "compare": "gate", "compare_correctness": "gate",
+            "mcnemar_exact": "gate", "paired_bootstrap_ci": "gate", "Incomplete": "store", "ModelRegistry": "store",
+            "ModelVersion": "store", "default_root": "store", "ModelHandle": "watch"}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `verticore models ...` and `import verticore.registry.cli` stay free of numpy/pandas imports.
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(name)
+
+
+__all__ = sorted(_EXPORTS)
