@@ -56,7 +56,7 @@ class ModelHandle(Generic[T]):
             try:
                 version = self.registry.get(self.app, self.model, self.alias)
                 if self._current is not None and self._current[0].version == version.version:
-                    self._stamp = stamp
+                    self._stamp, self.last_error = stamp, None
                     return False
                 obj = self.loader(version.artifact_path)
             except Exception as exc:
@@ -65,6 +65,7 @@ class ModelHandle(Generic[T]):
                     if isinstance(exc, (DataError, ArtifactError)):
                         raise
                     raise ArtifactError(f"{self.app}/{self.model} {self.alias} does not load: {exc}") from None
+                self._stamp = stamp  # retry only when the alias moves again (or on refresh(force=True))
                 log.warning("keeping %s v%d: reloading %s/%s %s failed: %s", self.model, self._current[0].version,
                             self.app, self.model, self.alias, exc)
                 return False
