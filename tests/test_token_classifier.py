@@ -127,9 +127,9 @@ def tiny_ner(tmp_path_factory):
     tokens, tags = read_conll(DATA)
     out = tmp_path_factory.mktemp("ner") / "model"
     cfg = TokenClassifierTrainingConfig(epochs=1, max_steps=40, batch_size=8, learning_rate=3e-4, warmup_ratio=0.05,
-                                        eval_every=20, patience=5, device="cpu", eval_max_length=64)
+                                        device="cpu", eval_max_length=64)
     result = train_token_classifier(tokens[:26], tags[:26], tokens[26:], tags[26:], out, cfg,
-                                    test_tokens=tokens[26:], test_tags=tags[26:], show_progress=False)
+                                    test_tokens=tokens[28:], test_tags=tags[28:], show_progress=False)
     return result, tokens, tags
 
 
