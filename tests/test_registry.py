@@ -77,6 +77,11 @@ def test_register_list_get_and_versions_are_immutable(reg, tmp_path):
         register(reg, tmp_path, "orphan", parent=7)
     assert register(reg, tmp_path, "three", version=5).version == 5
     assert register(reg, tmp_path, "four").version == 6
+    # hard-linked instead of copied: same inode, and the caller's file keeps its mode
+    v7 = register(reg, tmp_path, "linked", link=True)
+    src = tmp_path / "src" / f"{MODEL}-linked" / "model.safetensors"
+    assert (v7.artifact_path / "model.safetensors").stat().st_ino == src.stat().st_ino
+    assert src.stat().st_mode & stat.S_IWUSR
 
 
 def test_register_bad_input_is_one_line(reg, tmp_path):
@@ -342,6 +347,11 @@ def test_mcnemar_exact_matches_hand_computation():
     m = mcnemar_exact([1, 1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1, 1])
     assert m.p_value == pytest.approx(2 * (1 + 8 + 28 + 56) / 256)  # b=3, c=5
     assert mcnemar_exact([1, 0, 1], [1, 0, 1]).p_value == 1.0  # no discordant pair
+    from verticore.registry.gate import _binom_two_sided
+
+    binom = pytest.importorskip("scipy.stats").binom
+    for b, c in [(40, 60), (4900, 5100), (12000, 12900)]:  # exact integers, and the log-space path above 20000
+        assert _binom_two_sided(b, c) == pytest.approx(2 * binom.cdf(b, b + c, 0.5), rel=1e-6)
 
 
 def test_paired_bootstrap_is_seeded_and_brackets_the_delta():

@@ -83,16 +83,30 @@ def _check_pair(cand: np.ndarray, prod: np.ndarray) -> None:
 def mcnemar_exact(candidate_correct: Sequence[Any], production_correct: Sequence[Any]) -> McNemar:
     """Exact McNemar test: under H0 each discordant pair favours either model with p = 0.5, so the
     two-sided p-value is ``min(1, 2 * BinomCDF(min(b, c); b + c, 0.5))`` (1.0 with no discordant pair)."""
-    from scipy.stats import binom
-
     cand = _bool_vector(candidate_correct, "candidate outcomes")
     prod = _bool_vector(production_correct, "production outcomes")
     _check_pair(cand, prod)
     b = int(np.sum(cand & ~prod))
     c = int(np.sum(~cand & prod))
-    n = b + c
-    p = 1.0 if n == 0 else float(min(1.0, 2.0 * binom.cdf(min(b, c), n, 0.5)))
-    return McNemar(candidate_only=b, production_only=c, p_value=p)
+    return McNemar(candidate_only=b, production_only=c, p_value=_binom_two_sided(b, c))
+
+
+def _binom_two_sided(b: int, c: int) -> float:
+    """``min(1, 2 * P(X <= min(b, c)))`` for ``X ~ Bin(b + c, 1/2)``, in exact integer arithmetic
+    (no scipy needed; Python's int / int division rounds the huge ratio correctly)."""
+    n, m = b + c, min(b, c)
+    if n == 0:
+        return 1.0
+    if n > 20000:  # big integers get slow: sum the terms in log space (relative error < 1e-7)
+        k = np.arange(1, m + 1, dtype=np.float64)
+        logs = np.concatenate([[0.0], np.cumsum(np.log(n - k + 1) - np.log(k))]) - n * math.log(2)
+        top = logs.max()
+        return float(min(1.0, 2 * math.exp(top) * np.exp(logs - top).sum()))
+    term, total = 1, 1
+    for k in range(1, m + 1):
+        term = term * (n - k + 1) // k  # C(n, k), exact
+        total += term
+    return float(min(1.0, 2 * total / 2 ** n))
 
 
 def _encode(y_true: Sequence[Any], preds: Sequence[Sequence[Any]],

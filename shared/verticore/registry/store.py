@@ -469,7 +469,9 @@ class ModelRegistry:
                 files = _manifest(staging / ARTIFACT_DIR)
                 for rel in files:  # immutable: read-only files (the folder stays removable by prune)
                     p = staging / ARTIFACT_DIR / rel
-                    p.chmod(p.stat().st_mode & 0o555)
+                    st = p.stat()
+                    if st.st_nlink == 1:  # a hard link shares its mode with the caller's file: leave it
+                        p.chmod(st.st_mode & 0o555)
                 mv = ModelVersion(app=app, model=model, version=n, data_fingerprint=data_fingerprint,
                                   eval_split=eval_split, recipe=recipe_j, metrics=metrics_j, created_at=_now(),
                                   created_by=by, parent=parent_n, files=files)
