@@ -15,8 +15,9 @@ from ..io import atomic_write_json, atomic_write_text, clean_labels, clean_texts
 from ..models import resolve_device, resolve_model
 from .calibration import expected_calibration_error, fit_temperature
 from .card import model_card
-from .common import StagedDir, TrainResult, autocast_context, linear_schedule, optimizer_step, seed_everything
+from .common import StagedDir, TrainResult, autocast_context, seed_everything
 from .config import ClassifierTrainingConfig
+from .loop import fit
 from .methods import get_method
 
 log = logging.getLogger(__name__)
@@ -144,14 +145,7 @@ def train_classifier(
         probe_info = linear_probe_head(model, pooling, enc_train, y_train, loss_fn, pad_id, device, show_progress)
     method = get_method(cfg.method)
     model = method.prepare(model, cfg).to(device)
-    n_batches = (len(enc_train) + cfg.batch_size - 1) // cfg.batch_size
-    steps_per_epoch = max(1, n_batches // cfg.grad_accum)
-    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(method.parameter_groups(model, cfg), lr=cfg.learning_rate)
-    scheduler = linear_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    autocast, scaler = autocast_context(device, cfg.mixed_precision)
-    eval_every = cfg.eval_every or steps_per_epoch
-    rng = np.random.default_rng(cfg.seed)
+    autocast, _ = autocast_context(device, cfg.mixed_precision)
 
     def dev_logits(texts_ids: list[list[int]]) -> np.ndarray:
         model.eval()
@@ -166,43 +160,11 @@ def train_classifier(
         return out
 
     enc_dev = tokenizer(dev_texts, truncation=True, max_length=cfg.max_length)["input_ids"]
-    best_f1, best_state, best_step, evals_without_gain = -1.0, None, 0, 0
-    history: list[dict[str, float]] = []
-    step, stop = 0, False
-    model.train()
-    bar = tqdm(total=total_steps, desc=f"fine-tune ({cfg.method})", unit="step", disable=not show_progress)
-    while not stop:
-        epoch_batches = length_grouped_batches([len(x) for x in enc_train], cfg.batch_size, rng)
-        for b, idx in enumerate(epoch_batches):
-            ids, mask = _pad([enc_train[i] for i in idx], pad_id, device)
-            target = torch.from_numpy(y_train[idx]).to(device)
-            with autocast:
-                logits = model(input_ids=ids, attention_mask=mask).logits
-            loss = loss_fn(logits.float(), target) / cfg.grad_accum
-            (scaler.scale(loss) if scaler else loss).backward()
-            if (b + 1) % cfg.grad_accum and b + 1 != n_batches:
-                continue
-            optimizer_step(model, optimizer, scheduler, scaler)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item() * cfg.grad_accum:.3f}", best_f1=f"{max(best_f1, 0):.3f}")
-            if step % eval_every == 0 or step == total_steps:
-                probs = _probs(dev_logits(enc_dev), cfg.multi_label)
-                f1 = _metrics(space, y_dev, probs)["macro_f1"]
-                history.append({"step": step, "dev_macro_f1": float(f1), "loss": float(loss.item() * cfg.grad_accum)})
-                if f1 > best_f1:
-                    best_f1, best_step, evals_without_gain = f1, step, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    evals_without_gain += 1
-                    if evals_without_gain >= cfg.patience:
-                        stop = True
-            if step >= total_steps or stop:
-                stop = True
-                break
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    loop = fit(model, cfg, method, [len(x) for x in enc_train],
+               lambda idx: (*_pad([enc_train[i] for i in idx], pad_id, device), torch.from_numpy(y_train[idx]).to(device)),
+               loss_fn, lambda: _metrics(space, y_dev, _probs(dev_logits(enc_dev), cfg.multi_label))["macro_f1"],
+               device, "dev_macro_f1", f"fine-tune ({cfg.method})", show_progress)
+    best_step, step, history = loop.best_step, loop.steps, loop.history
     train_seconds = time.time() - t0
 
     staged = StagedDir(out_dir)

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..artifact import ArtifactMeta, LabelSpace, write_meta
 from ..errors import DataError
@@ -16,49 +15,38 @@ from ..inference.token_classifier import TokenClassifier, WordTagger, _check_wor
 from ..io import atomic_write_json, atomic_write_text, fingerprint_texts
 from ..models import resolve_device, resolve_model
 from .card import model_card
-from .classifier import length_grouped_batches
-from .common import StagedDir, TrainResult, autocast_context, linear_schedule, optimizer_step, seed_everything
+from .common import StagedDir, TrainResult, autocast_context, seed_everything
+from .config import ClassifierTrainingConfig
+from .loop import fit
 from .methods import get_method
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # label of special tokens and of every sub-token after a word's first
 
 
+#: ClassifierTrainingConfig fields that only mean something for a sequence classifier
+_SEQUENCE_ONLY = ("pooling", "head_init", "multi_label", "class_weights")
+
+
 @dataclass
-class TokenClassifierTrainingConfig:
-    """Fine-tuning a token classifier. Fields mean what they mean in
-    :class:`~verticore.finetune.ClassifierTrainingConfig`; model selection uses dev entity F1.
+class TokenClassifierTrainingConfig(ClassifierTrainingConfig):
+    """Fine-tuning a token classifier: the fields of :class:`ClassifierTrainingConfig` (``pooling``,
+    ``head_init``, ``multi_label`` and ``class_weights`` are not used); model selection uses dev
+    entity F1.
 
     Attributes:
         max_length: training sentences longer than this (in sub-tokens) are truncated; inference
             windows long texts instead.
-        eval_max_length: window of the dev/test evaluation and of the saved model's default use.
+        eval_max_length: window of the dev/test evaluation.
     """
 
-    base: str = "default"
-    method: str = "full"
-    epochs: int = 3
-    batch_size: int = 32
     learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_length: int = 128
-    eval_max_length: int = 256
-    seed: int = 42
-    patience: int = 2
-    eval_every: int | None = None
-    grad_accum: int = 1
-    max_steps: int | None = None
-    mixed_precision: str = "auto"
-    device: str = "auto"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    lora_target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
     lora_learning_rate: float | None = 1e-3
+    class_weights: str | None = None
+    eval_max_length: int = 256
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k not in _SEQUENCE_ONLY}
 
 
 def clean_tagged_rows(tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[str]], what: str,
@@ -186,17 +174,9 @@ def train_token_classifier(
 
     method = get_method(cfg.method)
     model = method.prepare(model, cfg).to(device)
-    n_batches = (len(enc_ids) + cfg.batch_size - 1) // cfg.batch_size
-    steps_per_epoch = max(1, n_batches // cfg.grad_accum)
-    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(method.parameter_groups(model, cfg), lr=cfg.learning_rate)
-    scheduler = linear_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    autocast, scaler = autocast_context(device, cfg.mixed_precision)
-    eval_every = cfg.eval_every or steps_per_epoch
-    rng = np.random.default_rng(cfg.seed)
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
     pad_id = tokenizer.pad_token_id or 0
-
+    ce = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
+    autocast, _ = autocast_context(device, cfg.mixed_precision)
     from ..inference.backends import TorchBackend
 
     dev_tagger = WordTagger(tokenizer, TorchBackend(Path(resolved.path), head="logits", device=device, pooling="mean",
@@ -206,45 +186,12 @@ def train_token_classifier(
         model.eval()
         with autocast:
             pred, _ = dev_tagger.tag(dev_tokens)
-        model.train()
         return float(entity_f1(dev_tags, pred)["f1"])
 
-    best_f1, best_state, best_step, evals_without_gain = -1.0, None, 0, 0
-    history: list[dict[str, float]] = []
-    step, stop = 0, False
-    model.train()
-    bar = tqdm(total=total_steps, desc=f"token fine-tune ({cfg.method})", unit="step", disable=not show_progress)
-    while not stop:
-        epoch_batches = length_grouped_batches([len(x) for x in enc_ids], cfg.batch_size, rng)
-        for b, idx in enumerate(epoch_batches):
-            ids, mask, target = _pad_with_labels([enc_ids[i] for i in idx], [enc_labels[i] for i in idx], pad_id, device)
-            with autocast:
-                logits = model(input_ids=ids, attention_mask=mask).logits
-            loss = loss_fn(logits.float().reshape(-1, len(labels)), target.reshape(-1)) / cfg.grad_accum
-            (scaler.scale(loss) if scaler else loss).backward()
-            if (b + 1) % cfg.grad_accum and b + 1 != n_batches:
-                continue
-            optimizer_step(model, optimizer, scheduler, scaler)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item() * cfg.grad_accum:.3f}", best_f1=f"{max(best_f1, 0):.3f}")
-            if step % eval_every == 0 or step == total_steps:
-                f1 = dev_f1()
-                history.append({"step": step, "dev_f1": f1, "loss": float(loss.item() * cfg.grad_accum)})
-                log.info("step %d: dev entity F1 %.4f", step, f1)
-                if f1 > best_f1:
-                    best_f1, best_step, evals_without_gain = f1, step, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    evals_without_gain += 1
-                    if evals_without_gain >= cfg.patience:
-                        stop = True
-            if step >= total_steps or stop:
-                stop = True
-                break
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    loop = fit(model, cfg, method, [len(x) for x in enc_ids],
+               lambda idx: _pad_with_labels([enc_ids[i] for i in idx], [enc_labels[i] for i in idx], pad_id, device),
+               lambda logits, target: ce(logits.reshape(-1, len(labels)), target.reshape(-1)),
+               dev_f1, device, "dev_f1", f"token fine-tune ({cfg.method})", show_progress)
     train_seconds = time.time() - t0
 
     staged = StagedDir(out_dir)
@@ -255,8 +202,8 @@ def train_token_classifier(
         atomic_write_json(staged.tmp / "labels.json", LabelSpace(labels).to_json())
         # Metrics through the saved artifact, i.e. exactly what users will load.
         clf = TokenClassifier(staged.tmp, device=device, max_length=cfg.eval_max_length, dtype="fp32")
-        metrics: dict[str, Any] = {"dev": entity_f1(dev_tags, clf.predict_words(dev_tokens)), "best_step": best_step,
-                                   "steps": step, "train_seconds": round(train_seconds, 2), "history": history,
+        metrics: dict[str, Any] = {"dev": entity_f1(dev_tags, clf.predict_words(dev_tokens)), "best_step": loop.best_step,
+                                   "steps": loop.steps, "train_seconds": round(train_seconds, 2), "history": loop.history,
                                    "truncated_training_rows": truncated}
         if test_tokens is not None and test_tags is not None:
             metrics["test"] = entity_f1(test_tags, clf.predict_words(test_tokens))

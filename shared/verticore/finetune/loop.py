@@ -1,0 +1,78 @@
+"""The supervised fine-tuning loop shared by the sequence and token classifiers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .common import autocast_context, linear_schedule, optimizer_step
+
+
+@dataclass
+class LoopResult:
+    """Where the loop stopped and what it kept (the model holds the best checkpoint)."""
+
+    best_score: float = -1.0
+    best_step: int = 0
+    steps: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray], tuple[Any, Any, Any]],
+        loss: Callable[[Any, Any], Any], evaluate: Callable[[], float], device: str, metric: str,
+        desc: str, show_progress: bool = True) -> LoopResult:
+    """Train ``model`` on length-grouped batches with AdamW + linear warm-up/decay, evaluating
+    every ``cfg.eval_every`` steps (default once per epoch); keeps the checkpoint with the best
+    ``evaluate()`` score and stops after ``cfg.patience`` evaluations without gain.
+
+    ``batch(idx)`` gives ``(input_ids, attention_mask, target)`` on the device for row indices
+    ``idx``; ``loss(logits, target)`` the training loss; ``evaluate()`` the dev score (it may
+    switch the model to eval mode; the loop switches it back). History rows name the score ``metric``.
+    """
+    import torch
+
+    from .classifier import length_grouped_batches
+
+    n_batches = (len(lengths) + cfg.batch_size - 1) // cfg.batch_size
+    steps_per_epoch = max(1, n_batches // cfg.grad_accum)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(method.parameter_groups(model, cfg), lr=cfg.learning_rate)
+    scheduler = linear_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    autocast, scaler = autocast_context(device, cfg.mixed_precision)
+    eval_every = cfg.eval_every or steps_per_epoch
+    rng = np.random.default_rng(cfg.seed)
+    res, best_state, evals_without_gain, stop = LoopResult(), None, 0, False
+    model.train()
+    bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not show_progress)
+    while not stop:
+        for b, idx in enumerate(length_grouped_batches(lengths, cfg.batch_size, rng)):
+            ids, mask, target = batch(idx)
+            with autocast:
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            value = loss(logits.float(), target) / cfg.grad_accum
+            (scaler.scale(value) if scaler else value).backward()
+            if (b + 1) % cfg.grad_accum and b + 1 != n_batches:
+                continue
+            optimizer_step(model, optimizer, scheduler, scaler)
+            res.steps += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{value.item() * cfg.grad_accum:.3f}", best=f"{max(res.best_score, 0):.3f}")
+            if res.steps % eval_every == 0 or res.steps == total_steps:
+                score = float(evaluate())
+                model.train()
+                res.history.append({"step": res.steps, metric: score, "loss": float(value.item() * cfg.grad_accum)})
+                if score > res.best_score:
+                    res.best_score, res.best_step, evals_without_gain = score, res.steps, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    evals_without_gain += 1
+                    stop = evals_without_gain >= cfg.patience
+            if res.steps >= total_steps or stop:
+                stop = True
+                break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return res
