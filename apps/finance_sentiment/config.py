@@ -13,6 +13,24 @@ Example (YAML)::
         cooldown_minutes: 120     # no new episode for the same series during the cooldown
         resolve_minutes: 60       # the episode resolves after this long below threshold
         severity: high
+      - name: volume-spike
+        signal: volume            # share (default) | volume: mention rate vs the series' own baseline rate
+        series: entity
+        window_minutes: 60
+        min_count: 10             # at least this many mentions in the window
+        factor: 5.0               # and at least 5x the baseline rate
+        max_p: 0.001              # and a Poisson upper-tail p-value at most this
+        baseline_hours: 168       # trailing history the baseline rate is estimated from
+    notify:                       # Alertmanager-style grouping (all optional; see README "Alerting")
+      group_by: [rule, kind]      # labels: rule kind entity topic signal severity direction
+      group_wait: 30s             # wait before a new group's first notification
+      group_interval: 5m          # at most one notification per group per interval when it changes
+      repeat_interval: 4h         # re-send a still-firing group (0 = never)
+      send_resolved: true
+    inhibit_rules:                # a market-wide alert mutes the per-entity alerts it explains
+      - source_match: {kind: market}
+        target_match: {kind: entity}
+        equal: [direction]
     webhooks:
       - name: risk-chat
         url: https://hooks.example.com/T000/B000
@@ -27,7 +45,9 @@ Webhook hosts must be public addresses. Loopback/private receivers need the oper
 """
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +91,13 @@ class Rule:
     prior_weight: float = 20.0
     severity: str = "high"
     enabled: bool = True
+    # signal "volume": the window's item count against the series' baseline rate (items/hour)
+    signal: str = "share"
+    factor: float = 5.0
+    max_p: float = 0.001
+    baseline_hours: float = 168.0
+    prior_rate: float = 0.5
+    prior_hours: float = 6.0
 
     def validate(self) -> "Rule":
         where = f"rule {self.name!r}"
@@ -92,7 +119,89 @@ class Rule:
             raise DataError(f"{where}: min_share must be in [0, 1] and prior_share in (0, 1)")
         if not isinstance(self.z_threshold, (int, float)) or isinstance(self.z_threshold, bool):
             raise DataError(f"{where}: z_threshold must be a number (got {self.z_threshold!r})")
+        if self.signal not in SIGNALS:
+            raise DataError(f"{where}: signal must be one of {', '.join(SIGNALS)} (got {self.signal!r})")
+        for fname in ("factor", "baseline_hours", "prior_rate", "prior_hours"):
+            v = getattr(self, fname)
+            if not _number(v) or v <= 0:
+                raise DataError(f"{where}: {fname} must be a positive number (got {v!r})")
+        if not _number(self.max_p) or not 0 < self.max_p <= 1:
+            raise DataError(f"{where}: max_p must be in (0, 1] (got {self.max_p!r})")
+        if self.signal == "volume" and self.baseline_hours * 60.0 < 2 * self.window_minutes:
+            raise DataError(f"{where}: baseline_hours must cover at least two windows "
+                            f"({2 * self.window_minutes / 60.0:g} h; got {self.baseline_hours!r})")
         return self
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+SIGNALS = ("share", "volume")
+# labels of an alert, for grouping, silences and inhibition (see finance_sentiment.alerting.labels_of)
+LABELS = ("rule", "kind", "entity", "topic", "signal", "severity", "direction")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: Any, what: str = "duration") -> float:
+    """Seconds from ``30s``/``5m``/``4h``/``1d``/``1w`` or a plain number of seconds; :class:`DataError` otherwise."""
+    if _number(value):
+        secs = float(value)
+    else:
+        m = _DURATION.match(str(value)) if isinstance(value, str) else None
+        if not m:
+            raise DataError(f"{what} must be a duration such as 30s, 5m, 4h or 1d (got {value!r})")
+        secs = float(m.group(1)) * _UNIT_S[m.group(2) or "s"]
+    if not math.isfinite(secs) or secs < 0:
+        raise DataError(f"{what} must be a non-negative duration (got {value!r})")
+    return secs
+
+
+def check_labels(matchers: Any, what: str, *, allow_empty: bool = False) -> dict[str, str]:
+    """Validate ``{label: value}`` equality matchers: known labels, string values; a clean copy."""
+    if not isinstance(matchers, dict):
+        raise DataError(f"{what} must be a mapping of label -> value (got {type(matchers).__name__})")
+    if not matchers and not allow_empty:
+        raise DataError(f"{what} needs at least one matcher (label=value); labels are {', '.join(LABELS)}")
+    unknown = sorted(str(k) for k in matchers if k not in LABELS)
+    if unknown:
+        raise DataError(f"{what}: unknown label(s) {unknown}; labels are {', '.join(LABELS)}")
+    out = {}
+    for k, v in matchers.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)) or not str(v).strip():
+            raise DataError(f"{what}: the value of {k!r} must be a non-empty string (got {v!r})")
+        out[str(k)] = str(v).strip()
+    return out
+
+
+@dataclass
+class NotifyPolicy:
+    """How alerts become notifications (Alertmanager's route model, one route).
+
+    Alerts with the same values of ``group_by`` labels form a group. A new group's first
+    notification goes out ``group_wait`` seconds after its first alert opened (so alerts opening
+    together arrive as one notification); after that the group is looked at every
+    ``group_interval`` seconds and notified when its alerts changed (new ones firing, some
+    resolved), or, while still firing, when ``repeat_interval`` seconds passed since the last one
+    (0 = never repeat). Times are event times. The defaults (one alert per group, no waiting)
+    notify each alert when it opens and when it resolves."""
+
+    group_by: list[str] = field(default_factory=lambda: ["rule", "kind", "entity", "topic"])
+    group_wait: float = 0.0
+    group_interval: float = 0.0
+    repeat_interval: float = 0.0
+    send_resolved: bool = True
+
+
+@dataclass
+class InhibitRule:
+    """While an alert matching ``source_match`` fires, alerts matching ``target_match`` that have the
+    same values of the ``equal`` labels are recorded as inhibited and not notified."""
+
+    source_match: dict[str, str] = field(default_factory=dict)
+    target_match: dict[str, str] = field(default_factory=dict)
+    equal: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -137,6 +246,8 @@ class MonitorConfig:
     max_body_chars: int = 100_000
     max_sentences: int = 64
     feed_timeout_s: float = 10.0
+    notify: NotifyPolicy = field(default_factory=NotifyPolicy)
+    inhibit_rules: list[InhibitRule] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -216,6 +327,10 @@ def config_from_dict(data: dict[str, Any] | None, *, origin: str = "config") -> 
             if not isinstance(topics, dict) or not all(isinstance(v, str) and v.strip() for v in topics.values()):
                 raise DataError("'topics' must map topic name -> non-empty description")
             cfg.topics = {str(k): str(v) for k, v in topics.items()}
+        if "notify" in data:
+            cfg.notify = parse_notify(data["notify"])
+        if "inhibit_rules" in data:
+            cfg.inhibit_rules = parse_inhibit_rules(data["inhibit_rules"])
         for key in ("zero_shot_threshold", "near_duplicate_threshold", "dedupe_window_hours", "feed_timeout_s"):
             if key in data:
                 v = data[key]
@@ -231,6 +346,66 @@ def config_from_dict(data: dict[str, Any] | None, *, origin: str = "config") -> 
     except DataError as exc:
         raise DataError(f"{origin}: {exc}") from None
     return cfg
+
+
+def parse_notify(raw: Any) -> NotifyPolicy:
+    """The ``notify`` section (see :class:`NotifyPolicy`); durations as ``30s``/``5m``/``4h`` or seconds."""
+    if raw is None:
+        return NotifyPolicy()
+    if not isinstance(raw, dict):
+        raise DataError(f"'notify' must be a mapping (got {type(raw).__name__})")
+    known = set(NotifyPolicy.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise DataError(f"notify: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    pol = NotifyPolicy()
+    if "group_by" in raw:
+        gb = raw["group_by"]
+        if not isinstance(gb, list) or not all(isinstance(x, str) for x in gb):
+            raise DataError(f"notify.group_by must be a list of labels (got {gb!r})")
+        bad = sorted(set(gb) - set(LABELS))
+        if bad:
+            raise DataError(f"notify.group_by: unknown label(s) {bad}; labels are {', '.join(LABELS)}")
+        pol.group_by = list(dict.fromkeys(gb))
+    for key in ("group_wait", "group_interval", "repeat_interval"):
+        if key in raw:
+            setattr(pol, key, parse_duration(raw[key], f"notify.{key}"))
+    if "send_resolved" in raw:
+        if not isinstance(raw["send_resolved"], bool):
+            raise DataError(f"notify.send_resolved must be true or false (got {raw['send_resolved']!r})")
+        pol.send_resolved = raw["send_resolved"]
+    if pol.repeat_interval and pol.group_interval and pol.repeat_interval < pol.group_interval:
+        raise DataError(f"notify.repeat_interval ({pol.repeat_interval:g}s) must be at least group_interval "
+                        f"({pol.group_interval:g}s)")
+    return pol
+
+
+def parse_inhibit_rules(raw: Any) -> list[InhibitRule]:
+    """The ``inhibit_rules`` list (see :class:`InhibitRule`)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise DataError("'inhibit_rules' must be a list")
+    out = []
+    for i, r in enumerate(raw):
+        what = f"inhibit_rules[{i}]"
+        if not isinstance(r, dict):
+            raise DataError(f"{what} must be a mapping")
+        unknown = sorted(set(r) - set(InhibitRule.__dataclass_fields__))
+        if unknown:
+            raise DataError(f"{what}: unknown key(s) {unknown}; known keys are source_match, target_match, equal")
+        src = check_labels(r.get("source_match"), f"{what}.source_match")
+        tgt = check_labels(r.get("target_match"), f"{what}.target_match")
+        equal = r.get("equal", []) or []
+        if not isinstance(equal, list) or not all(isinstance(x, str) for x in equal):
+            raise DataError(f"{what}.equal must be a list of labels")
+        bad = sorted(set(equal) - set(LABELS))
+        if bad:
+            raise DataError(f"{what}.equal: unknown label(s) {bad}; labels are {', '.join(LABELS)}")
+        if src == tgt:
+            raise DataError(f"{what}: source_match and target_match are the same: an alert would inhibit itself")
+        out.append(InhibitRule(src, tgt, list(equal)))
+    return out
 
 
 def load_config(path: str | Path | None) -> MonitorConfig:

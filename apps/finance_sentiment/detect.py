@@ -20,6 +20,14 @@ back on the next call. Late (out-of-order) items older than the window go straig
 baseline. An episode's ``alert_key`` is ``rule|kind|key|<start>`` where ``<start>`` is the
 publication time of the first negative (positive) item of the window that opened it: the same
 items always give the same key, whichever process detects them.
+
+Rules with ``signal: volume`` test the *number* of items instead of their sentiment (a 10x spike of
+mixed news, which the share test ignores): items leaving the window are counted per window-sized
+bucket of the trailing ``baseline_hours``; the baseline rate (items/hour) is the 10%-trimmed mean of
+those buckets (zero buckets included, so quiet stretches count; the trimming keeps one earlier burst
+from inflating it), shrunk towards ``prior_rate`` with weight ``prior_hours``. A window is hot when it
+holds at least ``min_count`` items, at least ``factor`` times the baseline expectation, and the
+Poisson upper-tail p-value ``P(X >= n | rate)`` is at most ``max_p``.
 """
 from __future__ import annotations
 
@@ -68,17 +76,24 @@ class SeriesState:
     episode: dict[str, Any] | None = None
     cooldown_until: float = 0.0
     last_start: int = 0  # start second of the last episode (keeps alert keys of later episodes distinct)
+    counts: dict[str, int] = field(default_factory=dict)  # volume rules: bucket index -> items that left the window
+    first_ts: float | None = None  # volume rules: earliest item seen (how much history the baseline covers)
 
     def to_json(self) -> dict[str, Any]:
-        return {"window": [o.to_json() for o in self.window], "base_hits": self.base_hits, "base_n": self.base_n,
-                "base_ts": self.base_ts, "last_ts": self.last_ts, "episode": self.episode, "cooldown_until": self.cooldown_until,
-                "last_start": self.last_start}
+        d = {"window": [o.to_json() for o in self.window], "base_hits": self.base_hits, "base_n": self.base_n,
+             "base_ts": self.base_ts, "last_ts": self.last_ts, "episode": self.episode, "cooldown_until": self.cooldown_until,
+             "last_start": self.last_start}
+        if self.first_ts is not None:
+            d["counts"] = self.counts
+            d["first_ts"] = self.first_ts
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "SeriesState":
         return cls(deque(Obs.from_json(o) for o in d["window"]), float(d["base_hits"]), float(d["base_n"]),
                    d.get("base_ts"), float(d.get("last_ts", 0.0)), d.get("episode"), float(d.get("cooldown_until", 0.0)),
-                   int(d.get("last_start", 0)))
+                   int(d.get("last_start", 0)), {str(k): int(v) for k, v in (d.get("counts") or {}).items()},
+                   d.get("first_ts"))
 
     def pull_back(self, cap: float, cooldown_s: float) -> None:
         """Bring times that ran ahead of the clock (``cap``) back to it, so the series is live again.
@@ -105,12 +120,42 @@ class AlertEvent:
 
 @dataclass
 class WindowStats:
+    """``baseline`` is a share for share rules and items/hour for volume rules."""
+
     n: int
     hits: int
     share: float
     baseline: float
     z: float
     hot: bool
+    ratio: float = 0.0  # volume: n / expected
+    p: float = 1.0  # volume: Poisson upper-tail p-value
+
+
+def poisson_sf(n: int, mu: float) -> float:
+    """``P(X >= n)`` for ``X ~ Poisson(mu)``, accurate for tiny tails (summed upwards in log space)."""
+    if n <= 0:
+        return 1.0
+    if mu <= 0:
+        return 0.0
+    if n <= mu:  # not a tail: 1 - P(X < n) is accurate here
+        term = math.exp(-mu)
+        cdf = 0.0
+        for k in range(n):
+            cdf += term
+            term *= mu / (k + 1)
+        return min(1.0, max(0.0, 1.0 - cdf))
+    log_term = -mu + n * math.log(mu) - math.lgamma(n + 1)
+    total, k, rel = 0.0, n, 1.0
+    while rel > 1e-15 and k < n + 100_000:
+        rel *= 1.0 if k == n else mu / k
+        total += rel
+        k += 1
+    return min(1.0, math.exp(log_term) * total)
+
+
+def _hours(minutes: float) -> str:
+    return f"{minutes / 60.0:g} h" if minutes >= 60 else f"{minutes:g} min"
 
 
 class SurgeDetector:
@@ -158,7 +203,9 @@ class SurgeDetector:
                     skey = f"{rule.name}|{kind}|{key}"
                     st = self.states.setdefault(skey, SeriesState())
                     st.pull_back(cap, rule.cooldown_minutes * 60.0)
-                    obs = Obs(ts, int(it.rowid or 0), it.sentiment == rule.direction, float(it.sentiment_score or 0.0),
+                    if rule.signal == "volume" and (st.first_ts is None or ts < st.first_ts):
+                        st.first_ts = ts
+                    obs = Obs(ts, int(it.rowid or 0), rule.signal == "volume" or it.sentiment == rule.direction, float(it.sentiment_score or 0.0),
                               str(it.sentiment), it.item.title, it.item.url, it.item.source)
                     t = max(ts, st.last_ts)
                     self._evict(st, rule, t)
@@ -192,7 +239,9 @@ class SurgeDetector:
                 events.append(ev)
         return events
 
-    def stats(self, rule: Rule, st: SeriesState) -> WindowStats:
+    def stats(self, rule: Rule, st: SeriesState, now: float | None = None) -> WindowStats:
+        if rule.signal == "volume":
+            return self._volume_stats(rule, st, st.last_ts if now is None else now)
         n = len(st.window)
         k = sum(1 for o in st.window if o.hit)
         p0 = (st.base_hits + rule.prior_share * rule.prior_weight) / (st.base_n + rule.prior_weight)
@@ -202,6 +251,31 @@ class SurgeDetector:
         hot = n >= rule.min_count and share >= rule.min_share and z >= rule.z_threshold
         return WindowStats(n, k, share, p0, z, hot)
 
+    @staticmethod
+    def baseline_rate(rule: Rule, st: SeriesState, now: float) -> float:
+        """Items per hour the series usually gets (see the module docstring), from history before the window."""
+        w = rule.window_minutes * 60.0
+        end = now - w  # the baseline ends where the current window starts
+        b_end = math.floor(end / w)
+        n_buckets = int(round(rule.baseline_hours * 3600.0 / w))
+        if st.first_ts is not None:
+            n_buckets = min(n_buckets, max(0, b_end - math.floor(st.first_ts / w)))
+        counts = sorted(st.counts.get(str(b), 0) for b in range(b_end - n_buckets, b_end))
+        cut = len(counts) // 10
+        kept = counts[cut:len(counts) - cut] if cut else counts
+        hours = len(kept) * w / 3600.0
+        return (sum(kept) + rule.prior_rate * rule.prior_hours) / (hours + rule.prior_hours)
+
+    def _volume_stats(self, rule: Rule, st: SeriesState, now: float) -> WindowStats:
+        n = len(st.window)
+        rate = self.baseline_rate(rule, st, now)
+        mu = rate * rule.window_minutes / 60.0
+        ratio = n / mu if mu > 0 else math.inf
+        p = poisson_sf(n, mu)
+        z = (n - mu) / math.sqrt(mu) if mu > 0 else 0.0
+        hot = n >= rule.min_count and ratio >= rule.factor and p <= rule.max_p
+        return WindowStats(n, n, 1.0 if n else 0.0, rate, z, hot, ratio, p)
+
     def _evict(self, st: SeriesState, rule: Rule, now: float) -> None:
         horizon = now - rule.window_minutes * 60.0
         while st.window and st.window[0].ts < horizon:
@@ -209,6 +283,14 @@ class SurgeDetector:
 
     @staticmethod
     def _to_baseline(st: SeriesState, rule: Rule, o: Obs) -> None:
+        if rule.signal == "volume":
+            w = rule.window_minutes * 60.0
+            b = math.floor(o.ts / w)
+            st.counts[str(b)] = st.counts.get(str(b), 0) + 1
+            oldest = math.floor(st.last_ts / w) - int(rule.baseline_hours * 3600.0 / w) - 2
+            if len(st.counts) > 4 and min(int(k) for k in st.counts) < oldest:  # drop buckets past the history
+                st.counts = {k: v for k, v in st.counts.items() if int(k) >= oldest}
+            return
         half = rule.baseline_halflife_hours * 3600.0
         if st.base_ts is not None and o.ts > st.base_ts:
             f = 0.5 ** ((o.ts - st.base_ts) / half)
@@ -219,7 +301,7 @@ class SurgeDetector:
         st.base_ts = o.ts if st.base_ts is None else max(st.base_ts, o.ts)
 
     def _evaluate(self, st: SeriesState, rule: Rule, kind: str, key: str, now: float) -> AlertEvent | None:
-        s = self.stats(rule, st)
+        s = self.stats(rule, st, now)
         ep = st.episode
         if s.hot:
             for o in st.window:
@@ -232,11 +314,13 @@ class SurgeDetector:
                 start = max(start, st.last_start + 1)
                 st.last_start = start
                 ep = st.episode = {"alert_key": f"{rule.name}|{kind}|{key}|{start}", "opened_at": now, "last_hot": now,
-                                   "evidence": {}, "peak_z": s.z}
+                                   "evidence": {}, "peak_z": s.z, "peak": self._peak(s)}
                 self._add_evidence(ep, st)
                 return AlertEvent("opened", self._alert(rule, kind, key, ep, s, "open", now))
             ep["last_hot"] = now
             ep["peak_z"] = max(ep["peak_z"], s.z)
+            if rule.signal == "volume" and s.n > ep.get("peak", {}).get("n", -1):
+                ep["peak"] = self._peak(s)  # the reason names the episode's busiest window
             if self._add_evidence(ep, st):
                 return AlertEvent("updated", self._alert(rule, kind, key, ep, s, "open", now))
             return None
@@ -256,14 +340,43 @@ class SurgeDetector:
         return changed
 
     @staticmethod
+    def _peak(s: WindowStats) -> dict[str, Any]:
+        return {"n": s.n, "rate": s.baseline, "ratio": s.ratio if math.isfinite(s.ratio) else 1e9, "p": s.p}
+
+    @staticmethod
+    def reason(rule: Rule, s: WindowStats, peak: dict[str, Any] | None = None) -> str:
+        """Why the alert fired, one line: ``volume: 37 mentions in 1 h vs 3.1/h baseline (x11.9)`` or
+        ``negative share: 5/6 items (83% vs baseline 15%, z=4.2)``."""
+        if rule.signal == "volume":
+            pk = peak or SurgeDetector._peak(s)
+            return (f"volume: {pk['n']} mentions in {_hours(rule.window_minutes)} vs {pk['rate']:.1f}/h baseline "
+                    f"(x{pk['ratio']:.1f}, p={pk['p']:.1g})")
+        return (f"{rule.direction} share: {s.hits}/{s.n} items {rule.direction} "
+                f"({s.share:.0%} vs baseline {s.baseline:.0%}, z={s.z:.1f})")
+
+    @staticmethod
     def _alert(rule: Rule, kind: str, key: str, ep: dict[str, Any], s: WindowStats, state: str, now: float) -> dict[str, Any]:
         label = key if kind != "all" else "all news"
-        summary = (f"{rule.direction} news surge on {kind} {label}: {s.hits}/{s.n} items {rule.direction} "
-                   f"({s.share:.0%} vs baseline {s.baseline:.0%}, z={s.z:.1f})")
+        if rule.signal == "volume":
+            reason = SurgeDetector.reason(rule, s, ep.get("peak"))
+            summary = f"volume surge on {kind} {label}: {reason.removeprefix('volume: ')}"
+            if state == "resolved":
+                summary = f"resolved: volume on {kind} {label} back to normal ({s.n} in window, {s.baseline:.1f}/h baseline)"
+            direction = "any"
+        else:
+            reason = SurgeDetector.reason(rule, s)
+            summary = (f"{rule.direction} news surge on {kind} {label}: {s.hits}/{s.n} items {rule.direction} "
+                       f"({s.share:.0%} vs baseline {s.baseline:.0%}, z={s.z:.1f})")
+            if state == "resolved":
+                summary = f"resolved: {rule.direction} news on {kind} {label} back to normal ({s.hits}/{s.n} in window)"
+            direction = rule.direction
         if state == "resolved":
-            summary = f"resolved: {rule.direction} news on {kind} {label} back to normal ({s.hits}/{s.n} in window)"
+            reason = ep.get("reason", reason)  # keep what made it fire
+        else:
+            ep["reason"] = reason
         return {"alert_key": ep["alert_key"], "rule": rule.name, "series_kind": kind, "series_key": key,
-                "direction": rule.direction, "severity": rule.severity, "state": state, "opened_at": ep["opened_at"],
+                "signal": rule.signal, "reason": reason,
+                "direction": direction, "severity": rule.severity, "state": state, "opened_at": ep["opened_at"],
                 "updated_at": now, "resolved_at": now if state == "resolved" else None, "window_count": s.n,
                 "hit_count": s.hits, "share": round(s.share, 4), "baseline": round(s.baseline, 4), "z": round(max(s.z, ep["peak_z"]) if state == "open" else s.z, 3),
                 "evidence": list(ep["evidence"].values()), "summary": summary}

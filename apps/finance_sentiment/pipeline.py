@@ -11,6 +11,7 @@ import numpy as np
 
 from verticore.errors import ArtifactError, DataError
 
+from .alerting import Notification, Notifier, group_payload
 from .config import MonitorConfig, load_config
 from .dedupe import Deduplicator
 from .detect import AlertEvent, SurgeDetector
@@ -19,7 +20,6 @@ from .items import MAX_FUTURE_SKEW_S, MAX_ITEM_AGE_S, NewsItem, ScoredItem
 from .paths import SAMPLES, AppPaths
 from .scoring import SentimentModel, TopicModel
 from .store import NewsStore, SQLiteStore
-from .webhooks import build_payload, idempotency_key
 
 if TYPE_CHECKING:
     from .sources import FolderSource
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("finance_sentiment")
 DETECTOR_KEY = "detector_state"
 DETECTOR_GEN_KEY = "detector_generation"
+NOTIFIER_KEY = "notifier_state"  # grouping state: saved with the detector, under the same generation
 
 
 class _Raced(Exception):
@@ -43,6 +44,7 @@ class ProcessResult:
     skipped_ids: int = 0
     events: list[AlertEvent] = field(default_factory=list)
     items: list[ScoredItem] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
 
     @property
     def opened(self) -> int:
@@ -84,6 +86,7 @@ class Monitor:
         self.deduper = Deduplicator(store, dimension=dim, threshold=self.config.near_duplicate_threshold,
                                     window_hours=self.config.dedupe_window_hours, model_fingerprint=fp)
         self.detector = SurgeDetector(self.config.rules, max_skew_s=MAX_FUTURE_SKEW_S)
+        self.notifier = Notifier(self.config.notify, self.config.inhibit_rules)
         self._detector_gen: Any = None
         with store.transaction():
             self._sync_detector()
@@ -123,11 +126,14 @@ class Monitor:
             return
         self.detector = SurgeDetector(self.config.rules, max_skew_s=MAX_FUTURE_SKEW_S)
         self.detector.load_json(self.store.kv_get(DETECTOR_KEY))
+        self.notifier = Notifier(self.config.notify, self.config.inhibit_rules)
+        self.notifier.load_json(self.store.kv_get(NOTIFIER_KEY))
         self._detector_gen = gen if gen is not None else 0
 
     def _save_detector(self) -> None:
         gen = int(self.store.kv_get(DETECTOR_GEN_KEY) or 0) + 1  # serialised by the write transaction
         self.store.kv_set(DETECTOR_KEY, self.detector.to_json())
+        self.store.kv_set(NOTIFIER_KEY, self.notifier.to_json())
         self.store.kv_set(DETECTOR_GEN_KEY, gen)
         self._detector_gen = gen
 
@@ -240,7 +246,10 @@ class Monitor:
                         s.duplicate_of = d
                 self.store.insert_items([s for s in scored if s.is_duplicate])
                 events = self.detector.observe(scored, now=now)
-                self._handle(events, now)
+                # the notifier's clock is event time (the batch's latest item, never past the clock's skew)
+                times = [min(s.item.published_at, now + MAX_FUTURE_SKEW_S) for s in scored
+                         if not s.is_duplicate and np.isfinite(s.item.published_at)]
+                notes = self._handle(events, max(times, default=-np.inf), now)
                 self._save_detector()
                 if on_commit is not None:
                     on_commit()
@@ -255,36 +264,54 @@ class Monitor:
         result.duplicates = sum(1 for s in scored if s.is_duplicate)
         result.events = events
         result.items = scored
+        result.notifications = notes
         return result
 
     def tick(self, now: float | None = None) -> list[AlertEvent]:
-        """Advance detection time without new items (resolves episodes that went quiet)."""
+        """Advance detection time without new items: resolves episodes that went quiet and sends the
+        group notifications that fell due (group_wait, group_interval, repeat_interval, silences ending)."""
         now = time.time() if now is None else now
         try:
             with self.store.transaction():
                 self._sync_detector()
+                before = self.notifier.to_json()
                 events = self.detector.tick(now)
-                if events:
-                    self._handle(events, now)
+                notes = self._handle(events, now, now)
+                if events or notes or self.notifier.to_json() != before:
                     self._save_detector()
         except BaseException:
             self._detector_gen = None
             raise
         return events
 
-    def _handle(self, events: Sequence[AlertEvent], now: float) -> None:
-        """Persist alert changes and queue webhook deliveries for opened/resolved events."""
+    def _handle(self, events: Sequence[AlertEvent], clock: float, now: float) -> list[Notification]:
+        """Persist alert changes (with whether each is silenced or inhibited), let the notifier group
+        them, and queue the notifications due by event time ``clock`` for every webhook target
+        (inside the caller's transaction)."""
         for ev in events:
-            alert_id = self.store.upsert_alert(ev.alert)
-            if ev.kind not in ("opened", "resolved"):
+            alert = ev.alert
+            self.store.upsert_alert(alert)
+            if ev.kind != "resolved":
+                at = float(alert["updated_at"])
+                self.store.mark_alert_muted(alert["alert_key"], *self.notifier.muted(alert, at, self.store))
+            if ev.kind != "updated":
+                log.warning("alert %s (%s): %s", ev.kind, alert["rule"], alert["summary"])
+            self.notifier.add(alert, ev.kind)
+        notes = self.notifier.flush(clock, self.store)
+        for note in notes:
+            alerts = {k: a for k in note.firing + note.resolved if (a := self.store.get_alert(k)) is not None}
+            if not alerts:
                 continue
-            log.warning("alert %s (%s): %s", ev.kind, ev.alert["rule"], ev.alert["summary"])
+            first = alerts.get((note.firing + note.resolved)[0]) or next(iter(alerts.values()))
+            log.warning("notify %s group %s: %d firing, %d resolved", note.event, note.group, len(note.firing),
+                        len(note.resolved))
             for target in self.config.webhooks:
                 if not target.enabled:
                     continue
-                key = idempotency_key(ev.alert["alert_key"], ev.kind, target.name)
-                payload = build_payload(ev.alert, ev.kind, target.format, key, self.dashboard_url)
-                self.store.enqueue(alert_id, ev.kind, target.name, target.url, target.format, payload, key, now)
+                key = note.key(target.name)
+                payload = group_payload(note, alerts, target.format, key, self.dashboard_url)
+                self.store.enqueue(int(first["id"]), note.event, target.name, target.url, target.format, payload, key, now)
+        return notes
 
     # -- ad hoc ----------------------------------------------------------------------
     def score_text(self, text: str, title: str | None = None) -> dict[str, Any]:

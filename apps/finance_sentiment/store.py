@@ -163,6 +163,25 @@ MIGRATIONS: list[str] = [
     CREATE INDEX items_title_hash ON items(title_hash, published_at);
     CREATE INDEX items_item_id ON items(item_id);
     """,
+    # v4: alerting (issue #15): the signal and reason of an alert, whether it is muted, silences
+    """
+    ALTER TABLE alerts ADD COLUMN signal TEXT;
+    ALTER TABLE alerts ADD COLUMN reason TEXT;
+    ALTER TABLE alerts ADD COLUMN silenced_by INTEGER;
+    ALTER TABLE alerts ADD COLUMN inhibited_by TEXT;
+    CREATE INDEX alerts_open_window ON alerts(opened_at, resolved_at);
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY,
+        matchers TEXT NOT NULL,
+        starts_at REAL NOT NULL,
+        ends_at REAL NOT NULL CHECK (ends_at > starts_at),
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expired_at REAL
+    );
+    CREATE INDEX silences_ends ON silences(ends_at);
+    """,
 ]
 
 
@@ -211,6 +230,20 @@ class NewsStore(abc.ABC):
     def attempts_for(self, outbox_id: int) -> list[dict[str, Any]]: ...
     @abc.abstractmethod
     def close(self) -> None: ...
+    @abc.abstractmethod
+    def get_alert(self, alert_key: str) -> dict[str, Any] | None: ...
+    @abc.abstractmethod
+    def alerts_firing_at(self, t: float) -> list[dict[str, Any]]: ...
+    @abc.abstractmethod
+    def mark_alert_muted(self, alert_key: str, silence_id: int | None, inhibited_by: str | None) -> None: ...
+    @abc.abstractmethod
+    def add_silence(self, silence: Any) -> int: ...
+    @abc.abstractmethod
+    def list_silences(self, *, include_expired: bool = False, now: float | None = None) -> list[Any]: ...
+    @abc.abstractmethod
+    def silences_overlapping(self, t: float) -> list[Any]: ...
+    @abc.abstractmethod
+    def expire_silence(self, silence_id: int, now: float) -> bool: ...
     @abc.abstractmethod
     def kv_get(self, key: str) -> Any: ...
     @abc.abstractmethod
@@ -358,7 +391,8 @@ class SQLiteStore(NewsStore):
     def upsert_alert(self, alert: dict[str, Any]) -> int:
         """Insert or update an alert by ``alert_key``; returns its id."""
         cols = ["alert_key", "rule", "series_kind", "series_key", "direction", "severity", "state", "opened_at",
-                "updated_at", "resolved_at", "window_count", "hit_count", "share", "baseline", "z", "evidence", "summary"]
+                "updated_at", "resolved_at", "window_count", "hit_count", "share", "baseline", "z", "evidence", "summary",
+                "signal", "reason"]
         vals = [json.dumps(alert[c]) if c == "evidence" else alert.get(c) for c in cols]
         updates = ", ".join(f"{c}=excluded.{c}" for c in cols[5:])
         with self.transaction() as conn:
@@ -384,6 +418,62 @@ class SQLiteStore(NewsStore):
         for r in rows:
             r["evidence"] = json.loads(r["evidence"] or "[]")
         return rows
+
+    def get_alert(self, alert_key: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM alerts WHERE alert_key = ?", [alert_key])
+        if not rows:
+            return None
+        rows[0]["evidence"] = json.loads(rows[0]["evidence"] or "[]")
+        return rows[0]
+
+    def alerts_firing_at(self, t: float) -> list[dict[str, Any]]:
+        """Alerts open at time ``t`` (opened at or before it, not resolved by then)."""
+        return self._query("SELECT id, alert_key, rule, series_kind, series_key, direction, severity, signal, opened_at,"
+                           " resolved_at, state FROM alerts WHERE opened_at <= ? AND (resolved_at IS NULL OR resolved_at > ?)",
+                           [t, t])
+
+    def mark_alert_muted(self, alert_key: str, silence_id: int | None, inhibited_by: str | None) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE alerts SET silenced_by = ?, inhibited_by = ? WHERE alert_key = ?",
+                         (silence_id, inhibited_by, alert_key))
+
+    # -- silences --------------------------------------------------------------------
+    def add_silence(self, silence: Any) -> int:
+        """Store a validated :class:`~finance_sentiment.alerting.Silence`; returns its id."""
+        with self.transaction() as conn:
+            cur = conn.execute("INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment, created_at)"
+                               " VALUES (?,?,?,?,?,?)", (json.dumps(silence.matchers, sort_keys=True), silence.starts_at,
+                                                         silence.ends_at, silence.created_by, silence.comment,
+                                                         silence.created_at if silence.created_at is not None else time.time()))
+            silence.id = int(cur.lastrowid)
+            return silence.id
+
+    def _silences(self, where: str = "", params: Sequence[Any] = ()) -> list[Any]:
+        from .alerting import silence_from_row
+
+        return [silence_from_row(r) for r in self._query(f"SELECT * FROM silences {where} ORDER BY id", params)]
+
+    def list_silences(self, *, include_expired: bool = False, now: float | None = None) -> list[Any]:
+        """Silences not ended yet at ``now`` (all of them with ``include_expired``)."""
+        if include_expired:
+            return self._silences()
+        return self._silences("WHERE ends_at > ?", [time.time() if now is None else now])
+
+    def get_silence(self, silence_id: int) -> Any:
+        rows = self._silences("WHERE id = ?", [int(silence_id)])
+        return rows[0] if rows else None
+
+    def silences_overlapping(self, t: float) -> list[Any]:
+        """Silences that have not ended by ``t`` (active at ``t`` or later)."""
+        return self._silences("WHERE ends_at > ?", [t])
+
+    def expire_silence(self, silence_id: int, now: float) -> bool:
+        """End a silence now (kept, with ``expired_at``); False when there is no such silence still running."""
+        with self.transaction() as conn:
+            # a silence that has not started yet is moved to end now as well (it never mutes anything)
+            cur = conn.execute("UPDATE silences SET starts_at = MIN(starts_at, ? - 0.001), ends_at = ?, expired_at = ?"
+                               " WHERE id = ? AND ends_at > ?", (now, now, now, int(silence_id), now))
+            return cur.rowcount == 1
 
     # -- outbox ----------------------------------------------------------------------
     def enqueue(self, alert_id: int, event: str, target: str, url: str, fmt: str, payload: dict[str, Any],
