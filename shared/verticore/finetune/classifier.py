@@ -12,12 +12,11 @@ from tqdm.auto import tqdm
 from ..artifact import ArtifactMeta, LabelSpace, write_meta
 from ..errors import DataError
 from ..io import atomic_write_json, atomic_write_text, clean_labels, clean_texts, fingerprint_texts
-from ..models import resolve_device, resolve_model
 from .calibration import expected_calibration_error, fit_temperature
 from .card import model_card
-from .common import StagedDir, TrainResult, autocast_context, seed_everything
+from .common import StagedDir, TrainResult, autocast_context
 from .config import ClassifierTrainingConfig
-from .loop import fit
+from .loop import fit, load_with_new_head, save_model_files
 from .methods import get_method
 
 log = logging.getLogger(__name__)
@@ -95,22 +94,11 @@ def train_classifier(
         test_texts = clean_texts(test_texts, what="test text")
         y_test = _encode_targets(clean_labels(test_labels, cfg.multi_label, "test"), space, "test data")
 
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    resolved = resolve_model(cfg.base)
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoModelForSequenceClassification
 
-    tokenizer = AutoTokenizer.from_pretrained(str(resolved.path))
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(resolved.path), num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={l: i for i, l in enumerate(labels)}, ignore_mismatched_sizes=True,
-            problem_type="multi_label_classification" if cfg.multi_label else "single_label_classification")
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    model, tokenizer, resolved, device = load_with_new_head(
+        AutoModelForSequenceClassification, cfg, labels,
+        problem_type="multi_label_classification" if cfg.multi_label else "single_label_classification")
     from ..inference.heads import apply_pooling, default_pooling, supports_mean_pooling
 
     pooling = cfg.pooling
@@ -169,10 +157,7 @@ def train_classifier(
 
     staged = StagedDir(out_dir)
     try:
-        final = method.finalize(model, staged.tmp).eval()
-        final.save_pretrained(str(staged.tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(staged.tmp))
-        atomic_write_json(staged.tmp / "labels.json", space.to_json())
+        final = save_model_files(method, model, tokenizer, staged.tmp, space)
         # Calibrate with the exact inference path (chunking, batching) of TextClassifier.
         from ..inference.backends import TorchBackend
         from ..inference.classifier import TextClassifier

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -18,6 +19,43 @@ class LoopResult:
     best_step: int = 0
     steps: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+def load_with_new_head(model_cls, cfg, labels: Sequence[str], **kwargs):
+    """Seed, pick the device, and load ``cfg.base`` as ``model_cls`` with a fresh head over
+    ``labels``; returns ``(model, tokenizer, resolved model, device)``."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from ..models import resolve_device, resolve_model
+    from .common import seed_everything
+
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    resolved = resolve_model(cfg.base)
+    tokenizer = AutoTokenizer.from_pretrained(str(resolved.path))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
+    try:
+        model = model_cls.from_pretrained(str(resolved.path), num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                          label2id={l: i for i, l in enumerate(labels)}, ignore_mismatched_sizes=True,
+                                          **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model, tokenizer, resolved, device
+
+
+def save_model_files(method, model, tokenizer, out: Path, space) -> Any:
+    """Finalise the method (LoRA: merge, keeping ``adapter/``) and write weights, tokenizer and
+    ``labels.json`` (``space`` is a :class:`~verticore.artifact.LabelSpace`) into ``out``;
+    returns the plain model."""
+    from ..io import atomic_write_json
+
+    final = method.finalize(model, out).eval()
+    final.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    atomic_write_json(out / "labels.json", space.to_json())
+    return final
 
 
 def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray], tuple[Any, Any, Any]],

@@ -7,17 +7,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from ..artifact import ArtifactMeta, LabelSpace, write_meta
 from ..errors import DataError
 from ..inference.token_classifier import TokenClassifier, WordTagger, _check_word_rows, entity_f1, parse_tag
 from ..io import atomic_write_json, atomic_write_text, fingerprint_texts
-from ..models import resolve_device, resolve_model
 from .card import model_card
-from .common import StagedDir, TrainResult, autocast_context, seed_everything
+from .common import StagedDir, TrainResult, autocast_context
 from .config import ClassifierTrainingConfig
-from .loop import fit
+from .loop import fit, load_with_new_head, save_model_files
 from .methods import get_method
 
 log = logging.getLogger(__name__)
@@ -148,21 +145,9 @@ def train_token_classifier(
         test_tokens, test_tags = clean_tagged_rows(test_tokens, test_tags, "test data", labels)
     index = {l: i for i, l in enumerate(labels)}
 
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    resolved = resolve_model(cfg.base)
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoModelForTokenClassification
 
-    tokenizer = AutoTokenizer.from_pretrained(str(resolved.path))
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
-    try:
-        model = AutoModelForTokenClassification.from_pretrained(
-            str(resolved.path), num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=index,
-            ignore_mismatched_sizes=True)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    model, tokenizer, resolved, device = load_with_new_head(AutoModelForTokenClassification, cfg, labels)
 
     enc = tokenizer(train_tokens, is_split_into_words=True, truncation=True, max_length=cfg.max_length)
     enc_ids = enc["input_ids"]
@@ -196,10 +181,7 @@ def train_token_classifier(
 
     staged = StagedDir(out_dir)
     try:
-        final = method.finalize(model, staged.tmp).eval()
-        final.save_pretrained(str(staged.tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(staged.tmp))
-        atomic_write_json(staged.tmp / "labels.json", LabelSpace(labels).to_json())
+        save_model_files(method, model, tokenizer, staged.tmp, LabelSpace(labels))
         # Metrics through the saved artifact, i.e. exactly what users will load.
         clf = TokenClassifier(staged.tmp, device=device, max_length=cfg.eval_max_length, dtype="fp32")
         metrics: dict[str, Any] = {"dev": entity_f1(dev_tags, clf.predict_words(dev_tokens)), "best_step": loop.best_step,
