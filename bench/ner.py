@@ -11,6 +11,7 @@ loaded artifact (``TokenClassifier.predict_words``) on the test split.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,10 @@ def main() -> None:
     ap.add_argument("--base", default="default")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--name", default="ner", help="results file name (bench/results/<name>.json)")
+    ap.add_argument("--eval-only", type=Path, default=None, metavar="ARTIFACT",
+                    help="score an artifact this bench trained before instead of training (its training config and "
+                         "metrics.json supply the training figures)")
+    ap.add_argument("--no-int8", action="store_true", help="skip the torch-int8 fidelity check (CPU only)")
     args = ap.parse_args()
 
     import numpy as np
@@ -52,22 +57,29 @@ def main() -> None:
     if args.max_eval:
         dv_x, dv_y, te_x, te_y = dv_x[: args.max_eval], dv_y[: args.max_eval], te_x[: args.max_eval], te_y[: args.max_eval]
     print(f"train {len(tr_x)} sentences, dev {len(dv_x)}, test {len(te_x)}")
-    out = args.out or ARTIFACTS / f"{args.name}-{args.method}"
-    cfg = TokenClassifierTrainingConfig(base=args.base, method=args.method, epochs=args.epochs, batch_size=args.batch_size,
-                                        learning_rate=args.lr, lora_learning_rate=max(args.lr, 1e-3) if args.method == "lora" else None,
-                                        seed=args.seed, max_steps=args.max_steps, eval_every=args.eval_every)
-    r = train_token_classifier(tr_x, tr_y, dv_x, dv_y, out, cfg)
+    if args.eval_only:
+        art = args.eval_only
+        metrics = json.loads((art / "metrics.json").read_text(encoding="utf-8"))
+        tc = json.loads((art / "training_config.json").read_text(encoding="utf-8"))
+        args.method, args.epochs, args.lr, args.batch_size, args.seed, args.base = (
+            tc["method"], tc["epochs"], tc["learning_rate"], tc["batch_size"], tc["seed"], tc["base"])
+        meta = json.loads((art / "verticore.json").read_text(encoding="utf-8"))
+        n_train, n_dev = meta.get("n_train"), meta.get("n_dev")  # dev F1 is the artifact's, on its dev set
+    else:
+        out = args.out or ARTIFACTS / f"{args.name}-{args.method}"
+        cfg = TokenClassifierTrainingConfig(base=args.base, method=args.method, epochs=args.epochs,
+                                            batch_size=args.batch_size, learning_rate=args.lr,
+                                            lora_learning_rate=max(args.lr, 1e-3) if args.method == "lora" else None,
+                                            seed=args.seed, max_steps=args.max_steps, eval_every=args.eval_every)
+        r = train_token_classifier(tr_x, tr_y, dv_x, dv_y, out, cfg)
+        art, metrics, n_train, n_dev = r.artifact_dir, r.metrics, len(tr_x), len(dv_x)
 
-    ner = TokenClassifier(r.artifact_dir)
-    ner.predict_words(te_x[:8])  # warm-up outside the timing
-    t0 = time.perf_counter()
-    te_pred = ner.predict_words(te_x)
-    tagging_seconds = time.perf_counter() - t0
-    n_words = sum(len(s) for s in te_x)
+    ner = TokenClassifier(art)
+    te_pred, words_per_s = _tag_timed(ner, te_x)
     test_f1 = float(f1_score(te_y, te_pred))
     # dev F1 comes from the artifact's metrics.json (Verticore's entity_f1, same conventions as
     # seqeval: checked here on test and in tests/test_token_classifier.py)
-    dev_f1 = float(r.metrics["dev"]["f1"])
+    dev_f1 = float(metrics["dev"]["f1"])
     own = entity_f1(te_y, te_pred)["f1"]
     assert abs(test_f1 - own) < 1e-9, (test_f1, own)
     rep = classification_report(te_y, te_pred, output_dict=True)
@@ -76,19 +88,35 @@ def main() -> None:
                 for t in ("PER", "ORG", "LOC", "MISC") if t in rep}
     result = {
         "test_f1": round(test_f1, 4), "dev_f1": round(dev_f1, 4), "per_type": per_type,
-        "train_seconds": r.metrics["train_seconds"], "tokens_per_s": round(n_words / tagging_seconds, 1),
-        "artifact": _rel(r.artifact_dir),
+        "train_seconds": metrics["train_seconds"], "tokens_per_s": round(words_per_s, 1),
+        "artifact": _rel(art),
         "method": args.method, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-        "best_step": r.metrics["best_step"], "steps": r.metrics["steps"], "history": r.metrics["history"],
-        "n_train": len(tr_x), "n_dev": len(dv_x), "n_test": len(te_x), "device": ner.resolved_device,
+        "best_step": metrics["best_step"], "steps": metrics["steps"], "history": metrics["history"],
+        "n_train": n_train, "n_dev": n_dev, "n_test": len(te_x), "device": ner.resolved_device,
         "base": args.base, "target_test_f1": 0.88, "reference": "BERT-base 92.4 test F1 (Devlin et al. 2019)",
         "metric": "entity-level micro F1, seqeval default mode (conlleval conventions)",
+        "tokens_per_s_note": "CoNLL words tagged per second on the test split, batch 32, one process",
     }
+    if not args.no_int8 and ner.resolved_device == "cpu":
+        q_pred, q_words_per_s = _tag_timed(TokenClassifier(art, backend="torch-int8"), te_x)
+        agree = sum(a == b for p, q in zip(te_pred, q_pred) for a, b in zip(p, q)) / sum(len(p) for p in te_pred)
+        result["int8"] = {"backend": "torch-int8", "test_f1": round(float(f1_score(te_y, q_pred)), 4),
+                          "tag_agreement_with_fp32": round(agree, 4), "tokens_per_s": round(q_words_per_s, 1)}
+        print(f"torch-int8: test F1 {result['int8']['test_f1']:.4f}, {agree:.2%} of word tags as fp32, "
+              f"{q_words_per_s:.0f} words/s")
     print_table(["type", "precision", "recall", "f1", "support"],
                 [[t, v["precision"], v["recall"], v["f1"], v["support"]] for t, v in per_type.items()])
-    print(f"test F1 {test_f1:.4f}  dev F1 {dev_f1:.4f}  train {r.metrics['train_seconds']:.0f}s  "
+    print(f"test F1 {test_f1:.4f}  dev F1 {dev_f1:.4f}  train {metrics['train_seconds']:.0f}s  "
           f"{result['tokens_per_s']:.0f} words/s")
     write_result(args.name, result)
+
+
+def _tag_timed(ner, rows: list[list[str]]) -> tuple[list[list[str]], float]:
+    """Tags for ``rows`` and words tagged per second (model loading and warm-up not timed)."""
+    ner.predict_words(rows[:8])
+    t0 = time.perf_counter()
+    pred = ner.predict_words(rows)
+    return pred, sum(len(r) for r in rows) / (time.perf_counter() - t0)
 
 
 def _rel(p: Path) -> str:
