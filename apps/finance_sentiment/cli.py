@@ -18,6 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Financial-news sentiment alerting monitor (Verticore app).")
 watchlist_app = typer.Typer(no_args_is_help=True, help="Show or edit the watchlist.")
 app.add_typer(watchlist_app, name="watchlist")
+silence_app = typer.Typer(no_args_is_help=True, help="Silence alerts (time-boxed; they are recorded, not notified).")
+app.add_typer(silence_app, name="silence")
 log = logging.getLogger("finance_sentiment")
 
 HOME_OPT = typer.Option(None, "--home", help="monitor directory (default $VERTICORE_HOME/finance_sentiment)")
@@ -340,7 +342,9 @@ def alerts(state: Optional[str] = typer.Option(None, help="open or resolved"), l
     if as_json:
         return _echo_json(rows)
     for a in rows:
-        typer.echo(f"#{a['id']} [{a['state']}] {a['severity']:>8} {a['summary']}  (delivered {a['delivered']}, "
+        muted = (f" [silenced by #{a['silenced_by']}]" if a.get("silenced_by") else "") + \
+                (f" [inhibited by {a['inhibited_by']}]" if a.get("inhibited_by") else "")
+        typer.echo(f"#{a['id']} [{a['state']}] {a['severity']:>8} {a['summary']}{muted}  (delivered {a['delivered']}, "
                    f"pending {a['pending']}, dead {a['dead']}, attempts {a['attempts']})")
     if not rows:
         typer.echo("no alerts")
@@ -403,7 +407,11 @@ def check_config(path: Path = typer.Argument(..., help="YAML or TOML config")) -
     from .config import load_config
 
     cfg = load_config(path)
-    typer.echo(f"ok: {len(cfg.rules)} rule(s), {len(cfg.webhooks)} webhook(s), {len(cfg.topics)} topic(s)")
+    vol = sum(1 for r in cfg.rules if r.signal == "volume")
+    n = cfg.notify
+    typer.echo(f"ok: {len(cfg.rules)} rule(s) ({vol} volume), {len(cfg.webhooks)} webhook(s), {len(cfg.topics)} topic(s), "
+               f"{len(cfg.inhibit_rules)} inhibit rule(s); notify group_by={n.group_by} group_wait={n.group_wait:g}s "
+               f"group_interval={n.group_interval:g}s repeat_interval={n.repeat_interval:g}s send_resolved={n.send_resolved}")
 
 
 @app.command()
@@ -459,3 +467,79 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- silences ---------------------------------------------------------------------------------------
+def _store(home: Optional[Path]):
+    from .store import SQLiteStore
+
+    return SQLiteStore(_paths(home).db)
+
+
+def _silence_line(s: Any, now: float) -> str:
+    import datetime as _dt
+
+    def iso(t: float) -> str:
+        return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+    state = "expired" if s.ends_at <= now else ("active" if s.starts_at <= now else "pending")
+    match = " ".join(f"{k}={v}" for k, v in sorted(s.matchers.items()))
+    return (f"#{s.id} {state:>7} {match}  {iso(s.starts_at)} -> {iso(s.ends_at)}  by {s.created_by}: {s.comment}")
+
+
+@silence_app.command("add")
+@_friendly
+def silence_add(match: list[str] = typer.Option(..., "--match", "-m", help="label=value (repeatable; labels: rule kind "
+                                                 "entity topic signal severity direction)"),
+                duration: Optional[str] = typer.Option(None, help="how long from the start, e.g. 2h, 30m, 1d"),
+                start: Optional[str] = typer.Option(None, help="start (ISO-8601 or epoch s; default now)"),
+                end: Optional[str] = typer.Option(None, help="end (ISO-8601 or epoch s) instead of --duration"),
+                author: str = typer.Option(..., "--author", help="who silences"),
+                comment: str = typer.Option(..., "--comment", help="why"), home: Optional[Path] = HOME_OPT) -> None:
+    """Add a silence: matching alerts are still recorded (marked silenced) but not notified until it ends."""
+    from .alerting import new_silence, parse_matchers
+
+    sil = new_silence(parse_matchers(match), created_by=author, comment=comment, starts_at=start, ends_at=end,
+                      duration=duration)
+    store = _store(home)
+    try:
+        store.add_silence(sil)
+    finally:
+        store.close()
+    typer.echo(f"silence #{sil.id} added")
+    typer.echo(_silence_line(sil, time.time()))
+
+
+@silence_app.command("list")
+@_friendly
+def silence_list(all_: bool = typer.Option(False, "--all", help="include expired silences"),
+                 as_json: bool = typer.Option(False, "--json"), home: Optional[Path] = HOME_OPT) -> None:
+    """Silences that are active or start later (with --all, expired ones too)."""
+    store = _store(home)
+    try:
+        rows = store.list_silences(include_expired=all_)
+    finally:
+        store.close()
+    if as_json:
+        return _echo_json([s.to_dict() for s in rows])
+    now = time.time()
+    for s in rows:
+        typer.echo(_silence_line(s, now))
+    if not rows:
+        typer.echo("no silences")
+
+
+@silence_app.command("expire")
+@_friendly
+def silence_expire(silence_id: int = typer.Argument(..., help="silence id (see `silence list`)"),
+                   home: Optional[Path] = HOME_OPT) -> None:
+    """End a silence now (it stays listed with --all); alerts it muted are notified at their group's next slot."""
+    from verticore.errors import DataError
+
+    store = _store(home)
+    try:
+        if not store.expire_silence(silence_id, time.time()):
+            raise DataError(f"no running silence #{silence_id} (see `finance-sentiment silence list --all`)")
+    finally:
+        store.close()
+    typer.echo(f"silence #{silence_id} expired")

@@ -21,6 +21,7 @@ Example (YAML)::
         factor: 5.0               # and at least 5x the baseline rate
         max_p: 0.001              # and a Poisson upper-tail p-value at most this
         baseline_hours: 168       # trailing history the baseline rate is estimated from
+        min_history_hours: 24     # a fresh monitor learns rates this long before volume alerts fire
     notify:                       # Alertmanager-style grouping (all optional; see README "Alerting")
       group_by: [rule, kind]      # labels: rule kind entity topic signal severity direction
       group_wait: 30s             # wait before a new group's first notification
@@ -97,7 +98,8 @@ class Rule:
     max_p: float = 0.001
     baseline_hours: float = 168.0
     prior_rate: float = 0.5
-    prior_hours: float = 6.0
+    prior_hours: float = 2.0
+    min_history_hours: float = 24.0
 
     def validate(self) -> "Rule":
         where = f"rule {self.name!r}"
@@ -125,6 +127,8 @@ class Rule:
             v = getattr(self, fname)
             if not _number(v) or v <= 0:
                 raise DataError(f"{where}: {fname} must be a positive number (got {v!r})")
+        if not _number(self.min_history_hours) or self.min_history_hours < 0:
+            raise DataError(f"{where}: min_history_hours must be a number >= 0 (got {self.min_history_hours!r})")
         if not _number(self.max_p) or not 0 < self.max_p <= 1:
             raise DataError(f"{where}: max_p must be in (0, 1] (got {self.max_p!r})")
         if self.signal == "volume" and self.baseline_hours * 60.0 < 2 * self.window_minutes:

@@ -77,23 +77,20 @@ class SeriesState:
     cooldown_until: float = 0.0
     last_start: int = 0  # start second of the last episode (keeps alert keys of later episodes distinct)
     counts: dict[str, int] = field(default_factory=dict)  # volume rules: bucket index -> items that left the window
-    first_ts: float | None = None  # volume rules: earliest item seen (how much history the baseline covers)
 
     def to_json(self) -> dict[str, Any]:
         d = {"window": [o.to_json() for o in self.window], "base_hits": self.base_hits, "base_n": self.base_n,
              "base_ts": self.base_ts, "last_ts": self.last_ts, "episode": self.episode, "cooldown_until": self.cooldown_until,
              "last_start": self.last_start}
-        if self.first_ts is not None:
+        if self.counts:
             d["counts"] = self.counts
-            d["first_ts"] = self.first_ts
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "SeriesState":
         return cls(deque(Obs.from_json(o) for o in d["window"]), float(d["base_hits"]), float(d["base_n"]),
                    d.get("base_ts"), float(d.get("last_ts", 0.0)), d.get("episode"), float(d.get("cooldown_until", 0.0)),
-                   int(d.get("last_start", 0)), {str(k): int(v) for k, v in (d.get("counts") or {}).items()},
-                   d.get("first_ts"))
+                   int(d.get("last_start", 0)), {str(k): int(v) for k, v in (d.get("counts") or {}).items()})
 
     def pull_back(self, cap: float, cooldown_s: float) -> None:
         """Bring times that ran ahead of the clock (``cap``) back to it, so the series is live again.
@@ -165,10 +162,14 @@ class SurgeDetector:
         self.rules = [r for r in rules if r.enabled]
         self.states: dict[str, SeriesState] = {}
         self.max_skew_s = float(max_skew_s)
+        # earliest event time this detector has seen: how much history a volume baseline covers (a
+        # series with no mentions since then has a low rate; a fresh monitor has no history yet)
+        self.first_ts: float | None = None
 
     # -- state -----------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        return {"version": 1, "rules": [r.name for r in self.rules], "states": {k: s.to_json() for k, s in self.states.items()}}
+        return {"version": 1, "rules": [r.name for r in self.rules], "states": {k: s.to_json() for k, s in self.states.items()},
+                "first_ts": self.first_ts}
 
     def load_json(self, data: dict[str, Any] | None) -> None:
         """Restore state saved by :meth:`to_json` (states of rules no longer configured are dropped)."""
@@ -176,6 +177,7 @@ class SurgeDetector:
             return
         names = {r.name for r in self.rules}
         self.states = {k: SeriesState.from_json(v) for k, v in data.get("states", {}).items() if k.split("|", 1)[0] in names}
+        self.first_ts = data.get("first_ts")
 
     @staticmethod
     def series_of(rule: Rule, item: ScoredItem) -> list[tuple[str, str]]:
@@ -193,18 +195,19 @@ class SurgeDetector:
         item times are trusted as they are, e.g. in offline analyses)."""
         cap = math.inf if now is None else float(now) + self.max_skew_s
         events: list[AlertEvent] = []
+        horizon = max((r.baseline_hours * 3600.0 + r.window_minutes * 60.0 for r in self.rules), default=0.0) + self.max_skew_s
         for it in sorted((i for i in items if not i.is_duplicate and i.sentiment), key=lambda i: i.item.published_at):
             ts = it.item.published_at
             if not math.isfinite(ts):
                 continue  # ingest clamps these; a NaN would corrupt the window order
             ts = min(ts, cap)
+            if (self.first_ts is None or ts < self.first_ts) and ts >= cap - horizon:
+                self.first_ts = ts  # (a stray years-old item does not pretend to be history of every series)
             for rule in self.rules:
                 for kind, key in self.series_of(rule, it):
                     skey = f"{rule.name}|{kind}|{key}"
                     st = self.states.setdefault(skey, SeriesState())
                     st.pull_back(cap, rule.cooldown_minutes * 60.0)
-                    if rule.signal == "volume" and (st.first_ts is None or ts < st.first_ts):
-                        st.first_ts = ts
                     obs = Obs(ts, int(it.rowid or 0), rule.signal == "volume" or it.sentiment == rule.direction, float(it.sentiment_score or 0.0),
                               str(it.sentiment), it.item.title, it.item.url, it.item.source)
                     t = max(ts, st.last_ts)
@@ -251,15 +254,14 @@ class SurgeDetector:
         hot = n >= rule.min_count and share >= rule.min_share and z >= rule.z_threshold
         return WindowStats(n, k, share, p0, z, hot)
 
-    @staticmethod
-    def baseline_rate(rule: Rule, st: SeriesState, now: float) -> float:
+    def baseline_rate(self, rule: Rule, st: SeriesState, now: float) -> float:
         """Items per hour the series usually gets (see the module docstring), from history before the window."""
         w = rule.window_minutes * 60.0
         end = now - w  # the baseline ends where the current window starts
         b_end = math.floor(end / w)
         n_buckets = int(round(rule.baseline_hours * 3600.0 / w))
-        if st.first_ts is not None:
-            n_buckets = min(n_buckets, max(0, b_end - math.floor(st.first_ts / w)))
+        if self.first_ts is not None:  # whole buckets since the first item seen (the first one is partial)
+            n_buckets = min(n_buckets, max(0, b_end - math.floor(self.first_ts / w) - 1))
         counts = sorted(st.counts.get(str(b), 0) for b in range(b_end - n_buckets, b_end))
         cut = len(counts) // 10
         kept = counts[cut:len(counts) - cut] if cut else counts
@@ -273,7 +275,8 @@ class SurgeDetector:
         ratio = n / mu if mu > 0 else math.inf
         p = poisson_sf(n, mu)
         z = (n - mu) / math.sqrt(mu) if mu > 0 else 0.0
-        hot = n >= rule.min_count and ratio >= rule.factor and p <= rule.max_p
+        history_h = (now - rule.window_minutes * 60.0 - self.first_ts) / 3600.0 if self.first_ts is not None else 0.0
+        hot = n >= rule.min_count and ratio >= rule.factor and p <= rule.max_p and history_h >= rule.min_history_hours
         return WindowStats(n, n, 1.0 if n else 0.0, rate, z, hot, ratio, p)
 
     def _evict(self, st: SeriesState, rule: Rule, now: float) -> None:
@@ -319,9 +322,10 @@ class SurgeDetector:
                 return AlertEvent("opened", self._alert(rule, kind, key, ep, s, "open", now))
             ep["last_hot"] = now
             ep["peak_z"] = max(ep["peak_z"], s.z)
-            if rule.signal == "volume" and s.n > ep.get("peak", {}).get("n", -1):
+            grew = rule.signal == "volume" and s.n > ep.get("peak", {}).get("n", -1)
+            if grew:
                 ep["peak"] = self._peak(s)  # the reason names the episode's busiest window
-            if self._add_evidence(ep, st):
+            if self._add_evidence(ep, st) or grew:
                 return AlertEvent("updated", self._alert(rule, kind, key, ep, s, "open", now))
             return None
         if ep is not None and now - ep["last_hot"] >= rule.resolve_minutes * 60.0:

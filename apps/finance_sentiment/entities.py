@@ -81,12 +81,24 @@ class Watchlist:
         if not name:
             raise DataError(f"ticker {ticker} has an empty name")
         entry = WatchEntry(ticker, name, [a.strip() for a in entry.aliases if a.strip()])
-        self.entries.append(entry)
-        self._by_ticker[ticker] = entry
+        # names are matched as word sequences, never as regular expressions, so "S&P (US)*" is
+        # literal text; a phrase with no letters or digits could never match and is refused
+        phrases: list[tuple[str, ...]] = []
         for phrase in [name, *entry.aliases]:
             toks = _name_tokens(phrase)
-            if toks:
-                self._phrases.setdefault(toks[0], []).append((toks, ticker))
+            if not toks:
+                raise DataError(f"{ticker}: name/alias {phrase!r} has no letters or digits to match")
+            owner = next((t for p, t in self._phrases.get(toks[0], ()) if p == toks), None)
+            if owner is not None and owner != ticker:
+                # one phrase naming two companies would credit every mention to whichever row came first
+                raise DataError(f"{ticker}: name/alias {phrase!r} already names {owner}; an alias must identify one "
+                                f"company (remove it from one of the two rows)")
+            if toks not in phrases:
+                phrases.append(toks)
+        self.entries.append(entry)
+        self._by_ticker[ticker] = entry
+        for toks in phrases:
+            self._phrases.setdefault(toks[0], []).append((toks, ticker))
         for first in self._phrases:
             self._phrases[first].sort(key=lambda p: -len(p[0]))
 

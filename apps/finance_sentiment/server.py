@@ -7,8 +7,9 @@ Every route needs an API key with a scope:
 
 * ``finance:ingest`` -- ``POST /news`` (one item or a list)
 * ``finance:read`` -- ``GET /health``, ``POST /score``, ``GET /alerts``, ``GET /items``, ``GET /series/{kind}``
+* ``finance:read`` also -- ``GET /silences``
 * ``admin`` -- ``GET/POST /webhooks``, ``DELETE /webhooks/{name}``, ``GET /outbox``,
-  ``POST /outbox/{id}/resend``
+  ``POST /outbox/{id}/resend``, ``POST /silences``, ``DELETE /silences/{id}`` (expire)
 
 Webhook targets added over the API pass the same SSRF rules as the config file
 (:func:`~finance_sentiment.config.validate_webhook_url`) and are saved to the monitor's
@@ -129,6 +130,20 @@ class WebhookAdmin:
             self._save(raw)
 
 
+class SilenceIn(BaseModel):
+    """A silence to add: equality matchers on alert labels, a time box (``ends_at`` or ``duration``),
+    an author and a comment. Times are ISO-8601 or epoch seconds; durations ``2h``/``30m`` or seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    matchers: dict[str, str] = Field(..., max_length=7)
+    starts_at: float | str | None = None
+    ends_at: float | str | None = None
+    duration: float | str | None = None
+    created_by: str = Field(..., min_length=1, max_length=200)
+    comment: str = Field(..., min_length=1, max_length=2000)
+
+
 def _user_error(exc: VerticoreError) -> HTTPException:
     return HTTPException(422, str(exc))
 
@@ -234,6 +249,32 @@ def create_router(monitor: Monitor, *, config_path: str | Path | None = None, de
         if not monitor.store.resend(outbox_id, time.time()):
             raise HTTPException(409, f"no dead-lettered delivery with id {outbox_id}")
         return {"requeued": outbox_id}
+
+    # -- silences --------------------------------------------------------------------------
+    @router.get("/silences", dependencies=[Depends(require_scope(READ))])
+    def list_silences(include_expired: bool = False) -> list[dict[str, Any]]:
+        """Running and future silences (``include_expired=true``: all)."""
+        return [s.to_dict() for s in monitor.store.list_silences(include_expired=include_expired)]
+
+    @router.post("/silences", status_code=201, dependencies=[Depends(require_scope(ADMIN))])
+    def add_silence(body: SilenceIn) -> dict[str, Any]:
+        """Mute matching alerts (still recorded, marked silenced) until the silence ends or is expired."""
+        from .alerting import new_silence
+
+        try:
+            sil = new_silence(body.matchers, created_by=body.created_by, comment=body.comment, starts_at=body.starts_at,
+                              ends_at=body.ends_at, duration=body.duration)
+        except VerticoreError as exc:
+            raise _user_error(exc) from None
+        monitor.store.add_silence(sil)
+        return sil.to_dict()
+
+    @router.delete("/silences/{silence_id}", dependencies=[Depends(require_scope(ADMIN))])
+    def expire_silence(silence_id: int) -> dict[str, Any]:
+        """Expire a silence now (it stays listed with ``include_expired``)."""
+        if not monitor.store.expire_silence(silence_id, time.time()):
+            raise HTTPException(404, f"no running silence with id {silence_id}")
+        return {"expired": silence_id}
 
     return router
 

@@ -42,7 +42,7 @@ def alerts_frame(store: SQLiteStore, limit: int = 200) -> pd.DataFrame:
     return pd.DataFrame([{
         "id": a["id"], "state": a["state"], "severity": a["severity"], "series": f"{a['series_kind']}:{a['series_key']}",
         "opened": dt.datetime.fromtimestamp(a["opened_at"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "summary": a["summary"], "delivered": a["delivered"], "pending": a["pending"], "dead": a["dead"],
+        "summary": a["summary"], "reason": a.get("reason") or "", "muted": muted_label(a), "delivered": a["delivered"], "pending": a["pending"], "dead": a["dead"],
         "attempts": a["attempts"], "evidence": len(a["evidence"])} for a in rows])
 
 
@@ -87,3 +87,30 @@ def score_badge_html(colour: str, label: str, score: float, topics: list[str], c
 
 def alert_markers(store: SQLiteStore, kind: str, key: str) -> list[dict[str, Any]]:
     return [a for a in store.list_alerts(limit=500) if a["series_kind"] == kind and a["series_key"] == key]
+
+
+def muted_label(alert: dict[str, Any]) -> str:
+    """``silenced #3`` / ``inhibited by <key>`` / ``""``: why an alert was recorded but not notified."""
+    parts = []
+    if alert.get("silenced_by"):
+        parts.append(f"silenced #{int(alert['silenced_by'])}")
+    if alert.get("inhibited_by"):
+        parts.append(f"inhibited by {alert['inhibited_by']}")
+    return "; ".join(parts)
+
+
+def silences_frame(store: SQLiteStore, include_expired: bool = True, now: float | None = None) -> pd.DataFrame:
+    """Silences, newest first, with their state (active / pending / expired) at ``now``."""
+    import time as _time
+
+    now = _time.time() if now is None else now
+    rows = store.list_silences(include_expired=include_expired, now=now)
+
+    def iso(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+    return pd.DataFrame([{
+        "id": s.id, "state": "expired" if s.ends_at <= now else ("active" if s.starts_at <= now else "pending"),
+        "matchers": ", ".join(f"{k}={v}" for k, v in sorted(s.matchers.items())), "starts": iso(s.starts_at),
+        "ends": iso(s.ends_at), "by": s.created_by, "comment": s.comment} for s in reversed(rows)],
+        columns=["id", "state", "matchers", "starts", "ends", "by", "comment"])

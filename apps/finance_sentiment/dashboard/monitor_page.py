@@ -28,7 +28,7 @@ from verticore.text_safety import escape_markdown  # noqa: E402
 from finance_sentiment.config import config_from_dict, dump_config_yaml, load_config  # noqa: E402
 from finance_sentiment.dashboard.data import (SENTIMENT_COLOURS, alert_label_md, alert_markers, alerts_frame,  # noqa: E402
                                               evidence_heading_md, feed_frame, outbox_frame, score_badge_html,
-                                              trend_frame)
+                                              silences_frame, trend_frame)
 from finance_sentiment.entities import Watchlist  # noqa: E402
 from finance_sentiment.paths import SAMPLES, AppPaths  # noqa: E402
 from finance_sentiment.store import SQLiteStore  # noqa: E402
@@ -125,6 +125,7 @@ def alerts_tab(store: SQLiteStore) -> None:
                 if not ev.empty:
                     st.dataframe(ev[[c for c in ("title", "sentiment", "score", "source", "url") if c in ev]], hide_index=True,
                                  width="stretch")
+    silences_section(store)
     st.subheader("Webhook deliveries")
     ob = outbox_frame(store)
     if ob.empty:
@@ -140,6 +141,44 @@ def alerts_tab(store: SQLiteStore) -> None:
         if st.button("Re-send", key="resend_btn") and auth.allowed("agent", "re-sending deliveries"):
             store.resend(int(pick), time.time())
             st.success(f"delivery #{pick} re-queued (same idempotency key)")
+
+
+def silences_section(store: SQLiteStore) -> None:
+    """List silences; agents and admins add and expire them (alerts stay recorded, only not notified)."""
+    from finance_sentiment.alerting import new_silence, parse_matchers
+
+    st.subheader("Silences")
+    sf = silences_frame(store)
+    if sf.empty:
+        st.caption("No silences.")
+    else:
+        st.dataframe(sf, hide_index=True, width="stretch")
+    if not auth.require_role("agent", "Adding and expiring silences"):
+        return
+    with st.form("silence_form"):
+        c1, c2 = st.columns([2, 1])
+        match = c1.text_input("Matchers (label=value, comma-separated)", placeholder="entity=MRD, rule=negative-surge",
+                              key="silence_match")
+        duration = c2.text_input("Duration", "2h", key="silence_duration")
+        author = c1.text_input("Author", key="silence_author")
+        comment = c1.text_input("Comment", key="silence_comment")
+        submitted = st.form_submit_button("Add silence")
+    if submitted and auth.allowed("agent", "adding silences"):
+        try:
+            sil = new_silence(parse_matchers([m for m in match.split(",") if m.strip()]), created_by=author,
+                              comment=comment, duration=duration.strip() or None)
+            store.add_silence(sil)
+            st.success(f"silence #{sil.id} added")
+        except VerticoreError as exc:
+            st.error(escape_markdown(str(exc)))
+    running = sf[sf["state"] != "expired"] if not sf.empty else sf
+    if not running.empty:
+        pick = st.selectbox("Expire silence", running["id"].tolist(), key="silence_expire_pick")
+        if st.button("Expire", key="silence_expire_btn") and auth.allowed("agent", "expiring silences"):
+            if store.expire_silence(int(pick), time.time()):
+                st.success(f"silence #{pick} expired")
+            else:
+                st.error(f"silence #{pick} is no longer running")
 
 
 def settings_tab(paths: AppPaths) -> None:
