@@ -16,7 +16,7 @@ from verticore.errors import DataError
 from verticore.serving import KeyStore, ServingSettings
 
 from finance_sentiment.alerting import labels_of, new_silence, parse_matchers
-from finance_sentiment.config import MonitorConfig, Rule, WebhookTarget, config_from_dict, load_config
+from finance_sentiment.config import Rule, WebhookTarget, config_from_dict, load_config
 from finance_sentiment.detect import SurgeDetector, poisson_sf
 from finance_sentiment.entities import WatchEntry, Watchlist
 from finance_sentiment.items import NewsItem, ScoredItem
@@ -104,6 +104,21 @@ def test_volume_surge_fires_on_a_10x_spike_of_mixed_news_that_the_share_rule_ign
     det2.observe(_mixed_background("BBB", 24, 2, T - 24 * 3600), now=T)
     ev = [e for e in det2.observe(burst("BBB", T + 60, 8, 120), now=T + 3600) if e.kind == "opened"]
     assert ev and ev[0].alert["reason"].startswith("negative share: ") and ev[0].alert["signal"] == "share"
+
+
+def test_volume_rule_works_without_a_processing_clock_and_the_demo_bursts_name_their_company():
+    # offline analyses pass no `now`: the history still starts at the first item
+    det = SurgeDetector([VOL])
+    det.observe(_mixed_background("AAA", 48, 3, T - 48 * 3600))
+    assert [e.alert["rule"] for e in det.observe([si(T + 60 + j * 95, "neutral", ("AAA",)) for j in range(36)])
+            if e.kind == "opened"] == ["vol"]
+    from finance_sentiment.streams import retarget
+
+    wl = Watchlist.load(SAMPLES / "watchlist.csv")
+    name = wl.get("CSM").name
+    out = retarget("Meridian Airlines shares slump 20% in heavy trading", wl, "CSM")
+    assert out == f"{name} shares slump 20% in heavy trading" and wl.tickers_in(out) == ["CSM"]
+    assert wl.tickers_in(retarget("Shares slump", wl, "CSM")) == ["CSM"]
 
 
 def test_quiet_or_normally_busy_entities_do_not_fire_volume_alerts():

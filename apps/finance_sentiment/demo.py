@@ -19,7 +19,7 @@ from .paths import APP_DIR_NAME, SAMPLES, AppPaths
 
 log = logging.getLogger("finance_sentiment")
 DEMO_DONE = "demo_state.json"
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: bursts keep their company name (streams.retarget), sample rules with volume/market rules
 
 
 def fast_mode() -> bool:

@@ -201,7 +201,7 @@ class SurgeDetector:
             if not math.isfinite(ts):
                 continue  # ingest clamps these; a NaN would corrupt the window order
             ts = min(ts, cap)
-            if (self.first_ts is None or ts < self.first_ts) and ts >= cap - horizon:
+            if (self.first_ts is None or ts < self.first_ts) and (now is None or ts >= cap - horizon):
                 self.first_ts = ts  # (a stray years-old item does not pretend to be history of every series)
             for rule in self.rules:
                 for kind, key in self.series_of(rule, it):

@@ -1,6 +1,7 @@
 """The monitor: ingest -> validate -> dedupe -> classify -> store -> detect -> alert -> outbox."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -301,10 +302,11 @@ class Monitor:
         try:
             with self.store.transaction():
                 self._sync_detector()
-                before = self.notifier.to_json()
+                before = json.dumps(self.notifier.groups, sort_keys=True)
                 events = self.detector.tick(now)
                 notes = self._handle(events, now, now)
-                if events or notes or self.notifier.to_json() != before:
+                # a tick that changed nothing writes nothing (watch ticks every few seconds)
+                if events or notes or json.dumps(self.notifier.groups, sort_keys=True) != before:
                     self._save_detector()
         except BaseException:
             self._detector_gen = None

@@ -31,9 +31,13 @@ def retarget(text: str, watchlist: Watchlist, ticker: str) -> str:
     assert entry is not None
     names = sorted({n for e in watchlist.entries for n in [e.name, *e.aliases]}, key=len, reverse=True)
     pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")\b", re.I)
-    out, n = pattern.subn(entry.name, text, count=1)
-    out = pattern.sub("", out) if n else out
-    return out if n else f"{entry.name}: {text}"
+    out, n = pattern.subn("\x00", text, count=1)
+    if not n:
+        return f"{entry.name}: {text}"
+    # other companies' names are dropped first; only then the target's name goes in (dropping after
+    # inserting used to delete the target's name too, leaving bursts no watchlist entity could match)
+    out = pattern.sub("", out).replace("\x00", entry.name)
+    return re.sub(r"\s{2,}", " ", out).strip()
 
 
 def build_stream(background: Sequence[dict[str, Any]], bursts_pool: Sequence[str], watchlist: Watchlist, *,
