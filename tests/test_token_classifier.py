@@ -71,6 +71,8 @@ def test_split_words_keeps_conll_style_tokens_and_offsets():
                                                                 ("Germany", "LOC", 57, 64), ("AT&T", "ORG", 66, 70)]
     assert ents[0].score == pytest.approx(0.8)
     assert all(text[e.start:e.end] == e.text for e in ents)
+    text = "Mr. Cook of Apple Inc. spoke. Taco.Co."
+    assert [text[a:b] for a, b in split_words(text)] == ["Mr.", "Cook", "of", "Apple", "Inc.", "spoke", ".", "Taco.Co", "."]
 
 
 def test_windows_cover_every_token_and_pick_the_most_central():

@@ -22,8 +22,10 @@ from .backends import Backend, make_backend
 from .chunking import length_sorted_batches, pad_batch, special_tokens
 
 #: Words as CoNLL-2003 tokenises them: letters/digits joined by . ' & / - stay one word
-#: (U.S., 1996-08-22, O'Neill, AT&T); any other non-space character is a word of its own.
-WORD_RE = re.compile(r"\w+(?:[.'\u2019&/-]\w+)*(?:(?<=\.\w)\.)?|\S")
+#: (U.S., 1996-08-22, O'Neill, AT&T), common abbreviations keep their period (Inc., Mr.); any
+#: other non-space character is a word of its own.
+WORD_RE = re.compile(r"\b(?:Inc|Corp|Ltd|Co|Bros|Mr|Mrs|Ms|Dr|St|Jr|Sr|Gen|Gov|Sen|Rep|Prof)\.(?!\w)"
+                     r"|\w+(?:[.'\u2019&/-]\w+)*(?:(?<=\.\w)\.)?|\S")
 #: Backends that can run a token-classification head (the ONNX export bakes in a sequence head).
 TOKEN_BACKENDS = ("torch", "torch-int8")
 
