@@ -103,39 +103,68 @@ class Server:
         self.log.close()
 
 
-async def load(url: str, path: str, headers: dict, n: int, max_s: float, concurrency: int = CONCURRENCY,
-               body=None) -> dict:
-    """``n`` POSTs (at most ``max_s`` seconds) from ``concurrency`` workers; one sentence each."""
-    if CLIENT == "raw":
-        return await load_raw(url, path, headers, n, max_s, concurrency, body)
+async def _drive(posters, path_for, payload_for, n: int, max_s: float) -> dict:
+    """Run one worker per ``poster`` (``await poster(path, payload) -> status``) until ``n`` requests or
+    ``max_s`` seconds; latency percentiles, throughput and status counts."""
     lat: list[float] = []
     statuses: dict[int, int] = {}
     sent = 0
     deadline = time.perf_counter() + max_s
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
-        async def worker() -> None:
-            nonlocal sent
-            while sent < n and time.perf_counter() < deadline:
-                i = sent
-                sent += 1
-                payload = body(i) if body else {"text": SENTENCES[i % len(SENTENCES)]}
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post(path, json=payload)
-                    code = r.status_code
-                except httpx.HTTPError:
-                    code = 599
-                lat.append((time.perf_counter() - t0) * 1000)
-                statuses[code] = statuses.get(code, 0) + 1
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - t0
+    async def worker(post) -> None:
+        nonlocal sent
+        while sent < n and time.perf_counter() < deadline:
+            i = sent
+            sent += 1
+            t0 = time.perf_counter()
+            code = await post(path_for(i), payload_for(i))
+            lat.append((time.perf_counter() - t0) * 1000)
+            statuses[code] = statuses.get(code, 0) + 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(p) for p in posters))
+    wall = time.perf_counter() - t0
     lat.sort()
     q = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else None  # noqa: E731
     return {"requests": len(lat), "rps": round(len(lat) / wall, 1), "p50_ms": q(0.50), "p95_ms": q(0.95),
             "p99_ms": q(0.99), "statuses": statuses}
+
+
+def _httpx_poster(client: httpx.AsyncClient):
+    async def post(path: str, payload: dict) -> int:
+        try:
+            return (await client.post(path, json=payload)).status_code
+        except httpx.HTTPError:
+            return 599
+    return post
+
+
+def _raw_poster(conn: "RawHTTPConnection"):
+    async def post(path: str, payload: dict) -> int:
+        try:
+            return await conn.post(path, payload)
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+            await conn.close()
+            return 599
+    return post
+
+
+async def load(url: str, path: str, headers: dict, n: int, max_s: float, concurrency: int = CONCURRENCY,
+               body=None, path_for=None) -> dict:
+    """``n`` POSTs (at most ``max_s`` seconds) from ``concurrency`` workers; one sentence each unless ``body``."""
+    payload_for = body or (lambda i: {"text": SENTENCES[i % len(SENTENCES)]})
+    path_for = path_for or (lambda i: path)
+    if CLIENT == "raw":  # one keep-alive connection per worker
+        host, port = url.split("//")[1].split(":")
+        conns = [RawHTTPConnection(host, int(port), headers) for _ in range(concurrency)]
+        try:
+            return await _drive([_raw_poster(c) for c in conns], path_for, payload_for, n, max_s)
+        finally:
+            for c in conns:
+                await c.close()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
+        return await _drive([_httpx_poster(client)] * concurrency, path_for, payload_for, n, max_s)
 
 
 class RawHTTPConnection:
@@ -196,43 +225,6 @@ class RawHTTPConnection:
 
 
 CLIENT = "raw"
-
-
-async def load_raw(url: str, path: str, headers: dict, n: int, max_s: float, concurrency: int = CONCURRENCY,
-                   body=None) -> dict:
-    """Like :func:`load`, over :class:`RawHTTPConnection` (one keep-alive connection per worker)."""
-    host, port = url.split("//")[1].split(":")
-    lat: list[float] = []
-    statuses: dict[int, int] = {}
-    sent = 0
-    deadline = time.perf_counter() + max_s
-
-    async def worker() -> None:
-        nonlocal sent
-        conn = RawHTTPConnection(host, int(port), headers)
-        try:
-            while sent < n and time.perf_counter() < deadline:
-                i = sent
-                sent += 1
-                payload = body(i) if body else {"text": SENTENCES[i % len(SENTENCES)]}
-                t0 = time.perf_counter()
-                try:
-                    code = await conn.post(path, payload)
-                except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
-                    code = 599
-                    await conn.close()
-                lat.append((time.perf_counter() - t0) * 1000)
-                statuses[code] = statuses.get(code, 0) + 1
-        finally:
-            await conn.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall = time.perf_counter() - t0
-    lat.sort()
-    q = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else None  # noqa: E731
-    return {"requests": len(lat), "rps": round(len(lat) / wall, 1), "p50_ms": q(0.50), "p95_ms": q(0.95),
-            "p99_ms": q(0.99), "statuses": statuses}
 
 
 def run(coro):
@@ -376,27 +368,8 @@ def main() -> None:
 
 async def _support_load(url: str, path: str, param: str, sessions: list, headers: dict, n: int, conc: int) -> dict:
     """Customer messages, round-robin over sessions (one JSON body {"text": ...})."""
-    lat: list[float] = []
-    statuses: dict[int, int] = {}
-    sent = 0
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
-        async def worker() -> None:
-            nonlocal sent
-            while sent < n:
-                i = sent
-                sent += 1
-                p = path.replace("{" + param + "}", str(sessions[i % len(sessions)]))
-                t0 = time.perf_counter()
-                r = await client.post(p, json={"text": "How long does delivery take?"})
-                lat.append((time.perf_counter() - t0) * 1000)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(conc)))
-        wall = time.perf_counter() - t0
-    lat.sort()
-    return {"requests": len(lat), "rps": round(len(lat) / wall, 1),
-            "p95_ms": round(lat[int(0.95 * (len(lat) - 1))], 2) if lat else None, "statuses": statuses}
+    return await load(url, path, headers, n, 600, conc, body=lambda i: {"text": "How long does delivery take?"},
+                      path_for=lambda i: path.replace("{" + param + "}", str(sessions[i % len(sessions)])))
 
 
 if __name__ == "__main__":

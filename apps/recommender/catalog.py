@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from verticore.errors import ArtifactError, DataError, IndexMismatchError
-from verticore.io import atomic_write_bytes, atomic_write_json, read_json, read_table
+from verticore.io import atomic_write_bytes, atomic_write_json, next_generation, read_json, read_table
 
 log = logging.getLogger(__name__)
 
@@ -456,16 +456,7 @@ _GEN_DIR_RE = re.compile(r"^gen-(\d+)$")
 
 def _next_generation(d: Path) -> int:
     """One more than any generation on disk (committed or left half-written by a crash)."""
-    gen = 0
-    for f in d.iterdir():
-        m = _GEN_DIR_RE.match(f.name)
-        if m:
-            gen = max(gen, int(m.group(1)))
-    try:
-        gen = max(gen, int(read_json(d / "catalog.json").get("generation", 0)))
-    except Exception:
-        pass
-    return gen + 1
+    return next_generation(d, _GEN_DIR_RE, d / "catalog.json")
 
 
 def _remove_stale_generations(d: Path, keep: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from verticore.errors import ArtifactError, DataError
-from verticore.io import atomic_write_bytes, atomic_write_json, read_json
+from verticore.io import atomic_write_bytes, atomic_write_json, next_generation, read_json
 
 from .interactions import Interactions
 
@@ -119,8 +119,7 @@ class EASE:
         d.mkdir(parents=True, exist_ok=True)
         # weights go to a new generation file first and ease.json (the commit point) names it, so a
         # crash in between leaves the old item list with the old matrix, never a misaligned pair
-        gens = [int(m.group(1)) for f in d.iterdir() if (m := _WEIGHTS_RE.match(f.name))]
-        name = f"ease.{max(gens, default=0) + 1}.safetensors"
+        name = f"ease.{next_generation(d, _WEIGHTS_RE)}.safetensors"
         data = save({"B": self.B})
         atomic_write_bytes(d / name, data)
         atomic_write_json(d / "ease.json", {"format": "verticore-ease/1", "l2": self.l2, "implicit": self.implicit,

@@ -57,7 +57,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import numpy as np
 
 from .errors import ArtifactError, DataError, IndexMismatchError
-from .io import DirLock, atomic_write_bytes, atomic_write_json, remove_stale_temps
+from .io import DirLock, atomic_write_bytes, atomic_write_json, next_generation, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -753,16 +753,7 @@ class VectorIndex:
 
     @staticmethod
     def _next_generation(d: Path) -> int:
-        gen = 0
-        for f in d.iterdir():
-            m = _GEN_RE.match(f.name)
-            if m:
-                gen = max(gen, int(m.group(1)))
-        try:
-            gen = max(gen, int(json.loads((d / SIDECAR).read_text(encoding="utf-8")).get("generation", 0)))
-        except Exception:
-            pass
-        return gen + 1
+        return next_generation(d, _GEN_RE, d / SIDECAR)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, expected_fingerprint: str | None = None,

@@ -159,6 +159,23 @@ class DirLock:
         self.release()
 
 
+def next_generation(directory: PathLike, pattern: "re.Pattern[str]", pointer: PathLike | None = None) -> int:
+    """The number for a new save generation: one more than any on disk (committed, or left
+    half-written by a killed save: its number is never reused) and than the ``"generation"``
+    recorded in the ``pointer`` JSON file, when there is one. ``pattern``'s group 1 is the number."""
+    gen = 0
+    for f in Path(directory).iterdir():
+        m = pattern.match(f.name)
+        if m:
+            gen = max(gen, int(m.group(1)))
+    if pointer is not None:
+        try:
+            gen = max(gen, int(json.loads(Path(pointer).read_text(encoding="utf-8")).get("generation", 0)))
+        except Exception:  # missing or unreadable pointer: the files on disk decide
+            pass
+    return gen + 1
+
+
 def atomic_write_text(path: PathLike, text: str) -> Path:
     """Atomically write UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))

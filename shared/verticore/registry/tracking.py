@@ -10,6 +10,8 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from .store import _flatten, _is_number
+
 if TYPE_CHECKING:
     from .gate import GateResult
     from .store import ModelRegistry, ModelVersion
@@ -27,14 +29,8 @@ def _mlflow() -> Any | None:
     return mlflow
 
 
-def _numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_numbers(v, f"{prefix}{k}."))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[f"{prefix}{k}"] = float(v)
-    return out
+def _numbers(d: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in _flatten(d).items() if _is_number(v)}
 
 
 def _start(registry: "ModelRegistry", version: "ModelVersion", run_name: str) -> Any | None:
@@ -88,13 +84,3 @@ def log_gate(registry: "ModelRegistry", version: "ModelVersion", result: "GateRe
     except Exception as exc:
         log.warning("MLflow logging of the gate of %s failed: %s", version.name, exc)
         return False
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
