@@ -97,21 +97,6 @@ def evaluate(name: str, rank_all, rank_cold, users: list[str], rel_all: dict, re
     return out
 
 
-def holdout_last(inter, frac: float = 0.2):
-    """Split each user's train history: the latest ``frac`` (at least one item) becomes validation."""
-    from recommender import Interactions
-
-    keep, val = [], {}
-    for u, h in inter.by_user().items():
-        n_val = max(1, int(round(len(h) * frac))) if len(h) >= 3 else 0
-        keep.append(h.iloc[: len(h) - n_val])
-        if n_val:
-            val[u] = set(h["item"].iloc[len(h) - n_val:])
-    import pandas as pd
-
-    return Interactions(pd.concat(keep, ignore_index=True)), val
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "movielens_latest_small"))
@@ -143,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from recommender import EASE, Catalog, Popularity, Recommender
     from recommender.movielens import MOVIELENS_TEMPLATE, load_splits, movie_records
-    from recommender.training import finetune_on_behaviour
+    from recommender.training import finetune_on_behaviour, tune_alpha
 
     t_start = time.time()
     data = Path(args.data)
@@ -270,18 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     # hybrid: EASE + fine-tuned text; alpha picked on a holdout of the train interactions (never on test)
     alpha = args.alpha
     tuning = {}
-    if alpha is None:
-        fit_part, val = holdout_last(train)
-        ease_v = EASE(l2=args.l2).fit(fit_part)
-        val_users = [u for u in users if u in val][:300]
-        seen_v = {u: set(h["item"]) for u, h in fit_part.by_user().items()}
-        from recommender import Interactions  # noqa: F401
-
-        for a in (0.0, 0.25, 0.5, 0.65, 0.8, 0.85, 0.9, 0.95, 1.0):
-            rv = Recommender(cat1, fit_part, cf=ease_v, mode="hybrid", alpha=a)
-            recs = {u: [r.item for r in rv.recommend(u, 10, explain=False)] for u in val_users if u in seen_v}
-            tuning[a] = ranking(recs, {u: val[u] for u in recs}, 10, n_items)["ndcg"]
-        alpha = max(tuning, key=tuning.get)
+    if alpha is None:  # the app's own tuning (what `recommender build` does), on the eval users' histories
+        tuned = tune_alpha(cat1, train, l2=args.l2, users=users, max_users=300)
+        alpha, tuning = tuned.alpha, tuned.scores
         print(f"hybrid alpha tuned on train holdout: {tuning} -> {alpha}", flush=True)
     rech = Recommender(cat1, train, cf=ease, mode="hybrid", alpha=alpha)
     results["hybrid"] = evaluate("hybrid", lambda u: [r.item for r in rech.recommend(u, 10, explain=False)],

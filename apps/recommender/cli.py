@@ -45,7 +45,9 @@ def build(
     min_rating: Optional[float] = typer.Option(None, help="keep interactions with rating >= this"),
     cf: bool = typer.Option(True, help="fit EASE for the hybrid score (needs interactions)"),
     l2: float = typer.Option(200.0, help="EASE regularisation"),
-    alpha: float = typer.Option(0.5, help="hybrid CF weight"),
+    alpha: Optional[float] = typer.Option(None, min=0.0, max=1.0,
+                                          help="hybrid CF weight in [0, 1]; default: tuned on a time holdout "
+                                               "of the interactions (each user's latest 20%)"),
     n_interests: int = typer.Option(1, help="interests per user profile (multi-interest when > 1)"),
     half_life_days: Optional[float] = typer.Option(None, help="time decay of user history"),
 ) -> None:
@@ -58,13 +60,34 @@ def build(
     from .recommender import Recommender
 
     catalog = Catalog.from_file(items, embedder=Embedder(model), template=template, show_progress=True)
-    inter = Interactions.from_file(interactions, known_items=catalog.ids, min_weight=min_rating) if interactions \
-        else Interactions.empty()
+    # interactions are optional, so a file with a header and no rows is a valid "no behaviour yet"
+    inter = Interactions.from_file(interactions, known_items=catalog.ids, min_weight=min_rating,
+                                   allow_empty=True) if interactions else Interactions.empty()
     ease = EASE(l2=l2).fit(inter) if cf and len(inter) else None
-    rec = Recommender(catalog, inter, cf=ease, alpha=alpha, n_interests=n_interests, half_life_days=half_life_days)
+    tuning, alpha_used = _pick_alpha(catalog, inter, ease, alpha, l2=l2, n_interests=n_interests,
+                                     half_life_days=half_life_days)
+    rec = Recommender(catalog, inter, cf=ease, alpha=alpha_used, n_interests=n_interests,
+                      half_life_days=half_life_days, alpha_tuning=tuning)
     rec.save(state)
     typer.echo(json.dumps({"state": str(state), "items": len(catalog), "users": len(inter.users),
-                           "interactions": len(inter), "skipped_interactions": inter.skipped, "mode": rec.mode}))
+                           "interactions": len(inter), "skipped_interactions": inter.skipped, "mode": rec.mode,
+                           "alpha": rec.alpha, "alpha_tuning": tuning}))
+
+
+def _pick_alpha(catalog, inter, ease, alpha: Optional[float], **kwargs) -> tuple[Optional[dict], float]:
+    """The hybrid weight for ``build``: ``alpha`` when given, else tuned on a holdout (0.5 if it cannot be)."""
+    from .training import DEFAULT_ALPHA, tune_alpha
+
+    if alpha is not None:
+        return None, float(alpha)
+    if ease is None:  # text-only model: alpha is never used
+        return None, DEFAULT_ALPHA
+    try:
+        tuning = tune_alpha(catalog, inter, **kwargs)
+    except VerticoreError as exc:
+        typer.echo(f"warning: alpha not tuned ({exc}); using {DEFAULT_ALPHA}", err=True)
+        return {"skipped": str(exc)}, DEFAULT_ALPHA
+    return tuning.to_dict(), tuning.alpha
 
 
 @app.command()

@@ -66,7 +66,10 @@ class Recommender:
         cf: an optional fitted :class:`~recommender.cf.EASE` model for the hybrid score.
         mode: ``"text"``, ``"hybrid"`` (CF blended with text; text alone for cold items) or
             ``"cf"``; ``None`` picks hybrid when ``cf`` is given, else text.
-        alpha: weight of the (z-scored) CF score in the hybrid blend.
+        alpha: weight of the (z-scored) CF score in the hybrid blend (``recommender build`` tunes
+            it with :func:`~recommender.training.tune_alpha`).
+        alpha_tuning: how ``alpha`` was chosen (``AlphaTuning.to_dict()``: the holdout metric per
+            grid value, or ``{"skipped": reason}``), kept with the saved state; ``None`` when set by hand.
         half_life_days: time decay of history weights (``None`` = no decay).
         n_interests: clusters per user profile (1 = one mean profile; >1 = multi-interest,
             recommendations interleaved across interests).
@@ -75,7 +78,8 @@ class Recommender:
 
     def __init__(self, catalog: Catalog, interactions: Interactions | None = None, *, cf: EASE | None = None,
                  mode: str | None = None, alpha: float = 0.5, half_life_days: float | None = None,
-                 n_interests: int = 1, candidate_factor: int = 10, explain_top: int = 2) -> None:
+                 n_interests: int = 1, candidate_factor: int = 10, explain_top: int = 2,
+                 alpha_tuning: dict[str, Any] | None = None) -> None:
         self.catalog = catalog
         self.interactions = interactions if interactions is not None else Interactions.empty()
         self.cf = cf
@@ -86,6 +90,7 @@ class Recommender:
             raise DataError(f"mode {mode!r} needs a fitted CF model (fit EASE on the interactions first)")
         self.mode = mode
         self.alpha = float(alpha)
+        self.alpha_tuning = alpha_tuning
         self.half_life_days = half_life_days
         self.n_interests = max(1, int(n_interests))
         self.candidate_factor = max(2, int(candidate_factor))
@@ -438,7 +443,8 @@ class Recommender:
                 self.cf.save(d / "cf")
             atomic_write_json(d / "recommender.json", {
                 "format": STATE_FORMAT, "mode": self.mode, "alpha": self.alpha, "half_life_days": self.half_life_days,
-                "n_interests": self.n_interests, "candidate_factor": self.candidate_factor})
+                "n_interests": self.n_interests, "candidate_factor": self.candidate_factor,
+                "alpha_tuning": self.alpha_tuning})
         return d
 
     @classmethod
@@ -460,8 +466,9 @@ class Recommender:
         mode = cfg.get("mode", "text")
         if mode != "text" and cf is None:
             mode = "text"
-        return cls(catalog, inter, cf=cf, mode=mode, alpha=cfg.get("alpha", 0.5), half_life_days=cfg.get("half_life_days"),
-                   n_interests=cfg.get("n_interests", 1), candidate_factor=cfg.get("candidate_factor", 10))
+        return cls(catalog, inter, cf=cf, mode=mode, alpha=cfg.get("alpha", 0.5),
+                   half_life_days=cfg.get("half_life_days"), n_interests=cfg.get("n_interests", 1),
+                   candidate_factor=cfg.get("candidate_factor", 10), alpha_tuning=cfg.get("alpha_tuning"))
 
 
 def _z(x: np.ndarray) -> np.ndarray:
