@@ -13,8 +13,10 @@ for _p in (ROOT / "shared", ROOT / "apps"):
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from verticore.settings import get_settings  # noqa: E402
+
 #: Third-party datasets with fixed splits (never copied into the repo).
-DATA = Path(os.environ.get("VERTICORE_DATA", ROOT.parent / "shared" / "data"))
+DATA = get_settings().data or ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
 #: Bench-trained artifacts (gitignored).
 ARTIFACTS = RESULTS / "artifacts"

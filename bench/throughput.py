@@ -90,8 +90,9 @@ def random_head_classifier() -> Path:
     from verticore import resolve_model
     from verticore.io import atomic_write_json
 
-    base = os.environ.get("VERTICORE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "verticore")
-    out = Path(base) / "bench" / "random_head_classifier"
+    from verticore.settings import get_settings
+
+    out = get_settings().cache / "bench" / "random_head_classifier"
     if (out / "labels.json").exists() and (out / "model.safetensors").exists():
         return out
     src = resolve_model("default").path

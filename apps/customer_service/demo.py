@@ -8,13 +8,13 @@ Env ``VERTICORE_DEMO_FAST=1`` trains the intent model for only a few steps (test
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from verticore.io import atomic_write_json, read_json
+from verticore.settings import get_settings
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 APP = "customer_service"
@@ -32,7 +32,7 @@ def demo_kb_dir(home: Path) -> Path:
 
 
 def _fast() -> bool:
-    return os.environ.get("VERTICORE_DEMO_FAST", "").strip().lower() in {"1", "true", "yes", "on"}
+    return get_settings().demo_fast
 
 
 def _samples_hash() -> str:

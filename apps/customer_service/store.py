@@ -23,6 +23,7 @@ import numpy as np
 
 from verticore.errors import ArtifactError, DataError
 from verticore.io import fsync_dir
+from verticore.settings import get_settings
 from verticore.storage import connect
 
 from .guardrails import redact_pii
@@ -193,8 +194,8 @@ class BotStore:
         self.path = path
         if key is not None:
             where = "the key argument"
-        elif os.environ.get(KEY_ENV):
-            key, where = os.environ[KEY_ENV], f"${KEY_ENV}"
+        elif (env_key := get_settings().cs_key) is not None:
+            key, where = env_key.get_secret_value(), f"${KEY_ENV}"
         elif str(path) == ":memory:" and key_file is None:
             from cryptography.fernet import Fernet
 

@@ -8,12 +8,12 @@ steps, a shorter stream, zero-shot topics only) for tests.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
 
 from verticore.io import atomic_write_json, atomic_write_text, read_json
+from verticore.settings import get_settings
 
 from .paths import APP_DIR_NAME, SAMPLES, AppPaths
 
@@ -23,7 +23,7 @@ DEMO_VERSION = 2  # 2: bursts keep their company name (streams.retarget), sample
 
 
 def fast_mode() -> bool:
-    return os.environ.get("VERTICORE_DEMO_FAST", "").strip().lower() in {"1", "true", "yes", "on"}
+    return get_settings().demo_fast
 
 
 def _say(show: bool, msg: str) -> None:

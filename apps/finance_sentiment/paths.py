@@ -1,7 +1,6 @@
 """Layout of the monitor's home directory (``$VERTICORE_HOME/finance_sentiment`` by default)."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,9 @@ def verticore_home() -> Path:
 
         return home()
     except ImportError:  # pragma: no cover - older core
-        return Path(os.environ.get("VERTICORE_HOME", ".verticore")).expanduser()
+        from verticore.settings import get_settings
+
+        return get_settings().home or Path(".verticore")
 
 
 @dataclass(frozen=True)

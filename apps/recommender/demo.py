@@ -11,12 +11,12 @@ Idempotent: returns at once when ``demo.json`` matches the current settings. Wit
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
 
 from verticore.io import atomic_write_json, read_json
+from verticore.settings import get_settings
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DEMO_VERSION = 1
@@ -29,7 +29,7 @@ def demo_dir(home: Path) -> Path:
 
 
 def _settings() -> dict:
-    fast = os.environ.get("VERTICORE_DEMO_FAST", "").strip().lower() in {"1", "true", "yes"}
+    fast = get_settings().demo_fast
     return {"version": DEMO_VERSION, "fast": fast, "max_items": 60 if fast else None, "finetune_steps": 2 if fast else 30,
             "batch_size": 8 if fast else 32}
 

@@ -29,6 +29,7 @@ from typing import Sequence
 from . import dashboard as _dashboard
 from .dashboard import HUB_SCRIPT, core_demo_classifier, ensure_source_paths, home, repo_root
 from .errors import VerticoreError
+from .settings import get_settings
 
 FAST_ENV = "VERTICORE_DEMO_FAST"
 CORE = "core"
@@ -40,7 +41,7 @@ def _log(msg: str) -> None:
 
 def fast_mode() -> bool:
     """True when ``VERTICORE_DEMO_FAST`` asks for tiny demo training (tests, CI)."""
-    return os.environ.get(FAST_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    return get_settings().demo_fast
 
 
 @dataclass
@@ -250,16 +251,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m verticore.demo``; returns the process exit code."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = _parse(argv)
-    base = home()
     try:
-        port = int(args.port if args.port is not None else os.environ.get("VERTICORE_PORT", "8501"))
-    except ValueError:
-        print("error: VERTICORE_PORT must be an integer", file=sys.stderr)
+        settings = get_settings()
+    except VerticoreError as exc:  # e.g. VERTICORE_PORT=eighty: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    base = home()
+    port = args.port if args.port is not None else settings.port
     if not 0 < port < 65536:
         print(f"error: port {port} is out of range", file=sys.stderr)
         return 2
-    host = args.host or os.environ.get("VERTICORE_HOST", "127.0.0.1")
+    host = args.host or settings.host
     _log(f"demo state: {base}" + ("  (fast mode)" if fast_mode() else ""))
     failed = False
     if not args.no_prepare:

@@ -18,7 +18,6 @@ dashboard cannot reach loopback, private networks, link-local / cloud-metadata a
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import socket
 import ssl
@@ -96,7 +95,9 @@ def parse_allow_list(spec: str | Iterable[str] | AllowList | None) -> AllowList:
 
 def allow_from_env(extra: str | Iterable[str] | AllowList | None = None) -> AllowList:
     """The operator allow-list from ``$VERTICORE_WEBHOOK_ALLOW``, merged with ``extra`` (e.g. a CLI flag)."""
-    env = os.environ.get(ENV_ALLOW, "")
+    from .settings import get_settings
+
+    env = get_settings().webhook_allow
     try:
         base = parse_allow_list(env)
     except DataError as exc:

@@ -60,7 +60,9 @@ def home() -> Path:
 
         return Path(core_home())
     except Exception:  # the hub module is optional for these pages
-        return Path(os.environ.get("VERTICORE_HOME", ".verticore"))
+        from verticore.settings import get_settings
+
+        return get_settings().home or Path(".verticore")
 
 
 def kb_dir() -> Path:

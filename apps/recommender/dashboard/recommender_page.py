@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -21,7 +20,9 @@ def _home() -> Path:
 
         return Path(home())
     except Exception:
-        return Path(os.environ.get("VERTICORE_HOME", _ROOT / ".verticore"))
+        from verticore.settings import get_settings
+
+        return get_settings().home or _ROOT / ".verticore"
 
 
 @st.cache_resource(show_spinner="Loading the recommender...")

@@ -16,7 +16,6 @@ and keeps its demo state under ``home() / <app>`` (written by ``<app>.demo.prepa
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -79,9 +78,11 @@ def repo_root() -> Path | None:
 
 def home() -> Path:
     """Where demo state lives: ``$VERTICORE_HOME``, else ``<repo>/.verticore``, else ``~/.verticore``."""
-    env = os.environ.get(HOME_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
+    from ..settings import get_settings
+
+    env = get_settings().home
+    if env is not None:
+        return env
     root = repo_root()
     return (root / ".verticore") if root is not None else Path.home() / ".verticore"
 

@@ -22,7 +22,6 @@ deletes, webhook re-sends), ``admin`` (also configs, watchlists, webhooks and AP
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, VerticoreError
+from ..settings import get_settings
 
 ROLES: tuple[str, ...] = ("viewer", "agent", "admin")
 USERS_ENV = "VERTICORE_DASHBOARD_USERS"
@@ -69,9 +69,9 @@ class UsersFile:
 
 def users_path() -> Path:
     """``$VERTICORE_DASHBOARD_USERS``, else ``$VERTICORE_HOME/dashboard_users.yaml``."""
-    env = os.environ.get(USERS_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
+    env = get_settings().dashboard_users
+    if env is not None:
+        return env
     from . import home
 
     return home() / USERS_FILE_NAME
@@ -221,7 +221,7 @@ def served_address() -> str | None:
 
 def login_forced() -> bool:
     """``VERTICORE_DASHBOARD_LOGIN=required`` asks for a login even on loopback."""
-    return os.environ.get(LOGIN_ENV, "").strip().lower() in {"1", "true", "yes", "on", "required"}
+    return get_settings().dashboard_login
 
 
 def login_policy(address: str | None, users_configured: bool, forced: bool = False) -> str:

@@ -39,6 +39,7 @@ import onnxruntime as ort  # noqa: F401  (ImportError here keeps these backends 
 from ..errors import ArtifactError, VerticoreError
 from ..io import atomic_write_json
 from ..models import model_fingerprint
+from ..settings import get_settings
 from .backends import load_torch_model, pool, pooling_mode, register_backend
 
 log = logging.getLogger(__name__)
@@ -52,21 +53,14 @@ _VARIANTS = ("fp32", "int8")
 
 def cache_root() -> Path:
     """``$VERTICORE_CACHE/onnx`` (default ``~/.cache/verticore/onnx``)."""
-    base = os.environ.get("VERTICORE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "verticore")
-    return Path(base) / "onnx"
+    return get_settings().cache / "onnx"
 
 
 def physical_cores() -> int:
     """Intra-op threads to use: ``VERTICORE_NUM_THREADS`` or physical cores available to this process."""
-    env = os.environ.get("VERTICORE_NUM_THREADS", "").strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise VerticoreError(f"VERTICORE_NUM_THREADS must be a positive integer, got {env!r}") from None
-        if n < 1:
-            raise VerticoreError(f"VERTICORE_NUM_THREADS must be a positive integer, got {env!r}")
-        return n
+    configured = get_settings().num_threads
+    if configured is not None:
+        return configured
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -468,7 +462,7 @@ def _session_options(threads: int | None = None):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Spinning worker threads steal cycles from the tokenizer and other processes; batch
     # throughput does not need it. VERTICORE_ORT_SPIN=1 turns it back on.
-    so.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("VERTICORE_ORT_SPIN", "0"))
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if get_settings().ort_spin else "0")
     so.log_severity_level = 3
     return so
 

@@ -10,6 +10,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..settings import get_settings
 from .store import _flatten, _is_number
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def _mlflow() -> Any | None:
-    if os.environ.get("VERTICORE_MLFLOW", "").strip().lower() in {"0", "off", "false", "no"}:
+    if not get_settings().mlflow:
         return None
     try:
         import mlflow  # type: ignore[import-not-found]
