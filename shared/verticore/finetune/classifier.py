@@ -1,8 +1,16 @@
-"""Fine-tune a text classifier (single- or multi-label; full or LoRA) into an artifact dir."""
+"""Fine-tune a text classifier (single- or multi-label; any registered method) into an artifact dir.
+
+:func:`train_classifier` is the recipe; each step is its own function: :func:`prepare_data`
+(validate and encode), :func:`resolve_pooling` / :func:`resolve_head_init` /
+:func:`linear_probe_head` (head initialisation), :func:`make_loss` (class weights), the loop
+(:func:`verticore.finetune.loop.fit`), :func:`calibrate` (temperature on dev) and
+:func:`write_classifier_artifact`.
+"""
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,11 +24,27 @@ from .calibration import expected_calibration_error, fit_temperature
 from .card import model_card
 from .common import StagedDir, TrainResult, autocast_context
 from .config import ClassifierTrainingConfig
-from .loop import fit, load_with_new_head, save_model_files
+from .loop import batched_logits, fit, length_grouped_batches, load_with_new_head, pad_tensors, save_model_files
 from .methods import get_method
 
 log = logging.getLogger(__name__)
 LabelLike = str | Sequence[str]
+HEAD_INITS = ("auto", "random", "linear_probe")
+
+
+@dataclass
+class ClassifierData:
+    """Validated training data: cleaned texts, the label space and encoded targets
+    (class indices, or a 0/1 matrix for multi-label)."""
+
+    space: LabelSpace
+    train_texts: list[str]
+    train_labels: list[Any]  # cleaned raw labels (fingerprint)
+    y_train: np.ndarray
+    dev_texts: list[str]
+    y_dev: np.ndarray
+    test_texts: list[str] | None = None
+    y_test: np.ndarray | None = None
 
 
 def _encode_targets(labels: list[Any], space: LabelSpace, what: str) -> np.ndarray:
@@ -39,7 +63,45 @@ def _encode_targets(labels: list[Any], space: LabelSpace, what: str) -> np.ndarr
     return np.asarray([index[l] for l in labels], dtype=np.int64)
 
 
-def _metrics(space: LabelSpace, y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+def prepare_data(train_texts: Sequence[str], train_labels: Sequence[LabelLike], dev_texts: Sequence[str],
+                 dev_labels: Sequence[LabelLike], multi_label: bool, test_texts: Sequence[str] | None = None,
+                 test_labels: Sequence[LabelLike] | None = None) -> ClassifierData:
+    """Clean texts and labels, build the (sorted) label space from training and encode every split.
+
+    Raises :class:`DataError` on empty texts, length mismatches, fewer than two labels or a
+    dev/test label unseen in training.
+    """
+    train = clean_texts(train_texts, what="training text")
+    dev = clean_texts(dev_texts, what="dev text")
+    if len(train) != len(train_labels) or len(dev) != len(dev_labels):
+        raise DataError("texts and labels differ in length")
+    if len(train) < 2 or len(dev) < 1:
+        raise DataError("need at least 2 training rows and 1 dev row")
+    y_train_raw = clean_labels(train_labels, multi_label, "training")
+    y_dev_raw = clean_labels(dev_labels, multi_label, "dev")
+    labels = sorted({l for ls in y_train_raw for l in ls}) if multi_label else sorted(set(y_train_raw))
+    if len(labels) < 2:
+        raise DataError(f"training data has only one label ({labels}); a classifier needs at least two")
+    space = LabelSpace(labels, multi_label)
+    data = ClassifierData(space, train, y_train_raw, _encode_targets(y_train_raw, space, "training data"),
+                          dev, _encode_targets(y_dev_raw, space, "dev data"))
+    if test_texts is not None and test_labels is not None:
+        data.test_texts = clean_texts(test_texts, what="test text")
+        data.y_test = _encode_targets(clean_labels(test_labels, multi_label, "test"), space, "test data")
+    return data
+
+
+def probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Softmax (single-label) or element-wise sigmoid (multi-label) of ``logits``."""
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-logits))
+    z = logits - logits.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def split_metrics(space: LabelSpace, y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """Classification metrics of ``probs`` against encoded targets ``y`` (multi-label: at ``space.threshold``)."""
     from ..evaluation import classification_metrics, multilabel_metrics
 
     if space.multi_label:
@@ -49,6 +111,60 @@ def _metrics(space: LabelSpace, y: np.ndarray, probs: np.ndarray) -> dict[str, A
     m = classification_metrics([space.labels[i] for i in y], [space.labels[i] for i in probs.argmax(1)], labels=space.labels)
     m["ece"] = expected_calibration_error(probs, y)
     return m
+
+
+def resolve_pooling(model, model_path: Path, pooling: str) -> str:
+    """``auto`` -> ``mean`` for sentence-transformers bases whose architecture allows it, else ``native``;
+    the chosen pooling is applied to ``model``."""
+    from ..inference.heads import apply_pooling, default_pooling, supports_mean_pooling
+
+    if pooling == "auto":
+        pooling = "mean" if default_pooling(model_path) == "mean" and supports_mean_pooling(model) else "native"
+    apply_pooling(model, pooling)
+    return pooling
+
+
+def resolve_head_init(model, head_init: str, pooling: str) -> str:
+    """``auto`` -> ``linear_probe`` when the head is one Linear layer reading usable features, else ``random``."""
+    import torch
+
+    if head_init not in HEAD_INITS:
+        raise DataError(f"head_init must be 'auto', 'random' or 'linear_probe', got {head_init!r}")
+    if head_init != "auto":
+        return head_init
+    one_linear = isinstance(getattr(model, "classifier", None), torch.nn.Linear)
+    return "linear_probe" if one_linear and (pooling == "mean" or _has_pooler(model)) else "random"
+
+
+def make_loss(y_train: np.ndarray, n_labels: int, multi_label: bool, class_weights: str | None, device: str):
+    """The training loss: cross-entropy (single-label) or BCE-with-logits (multi-label).
+
+    ``class_weights="balanced"`` counters imbalance: single-label classes are weighted by
+    inverse frequency (normalised to mean 1); multi-label positives by ``negatives / positives``
+    per label, clipped to [1, 10].
+    """
+    import torch
+
+    if class_weights == "balanced":
+        counts = y_train.sum(0) if multi_label else np.bincount(y_train, minlength=n_labels)
+        if multi_label:
+            neg = len(y_train) - counts
+            weight = torch.tensor(np.clip(neg / np.maximum(counts, 1), 1.0, 10.0), dtype=torch.float32, device=device)
+            return torch.nn.BCEWithLogitsLoss(pos_weight=weight)
+        w = len(y_train) / (n_labels * np.maximum(counts, 1))
+        return torch.nn.CrossEntropyLoss(weight=torch.tensor(w / w.mean(), dtype=torch.float32, device=device))
+    if class_weights is not None:
+        raise DataError(f"class_weights must be 'balanced' or None, got {class_weights!r}")
+    return torch.nn.BCEWithLogitsLoss() if multi_label else torch.nn.CrossEntropyLoss()
+
+
+def calibrate(clf, dev_texts: list[str], y_dev: np.ndarray, multi_label: bool) -> tuple[float, np.ndarray]:
+    """Fit the temperature on dev logits computed through ``clf`` (the exact inference path), set it
+    on ``clf`` and return ``(temperature, uncalibrated dev logits)``."""
+    logits_dev, _ = clf.predict_logits(dev_texts)
+    temperature = fit_temperature(logits_dev, y_dev, multi_label)
+    clf.temperature = temperature
+    return temperature, logits_dev
 
 
 def train_classifier(
@@ -72,130 +188,84 @@ def train_classifier(
     ``result.dev_probabilities`` exactly on CPU.
     """
     import torch
+    from transformers import AutoModelForSequenceClassification
 
     cfg = config or ClassifierTrainingConfig()
     t0 = time.time()
-    train_texts = clean_texts(train_texts, what="training text")
-    dev_texts = clean_texts(dev_texts, what="dev text")
-    if len(train_texts) != len(train_labels) or len(dev_texts) != len(dev_labels):
-        raise DataError("texts and labels differ in length")
-    if len(train_texts) < 2 or len(dev_texts) < 1:
-        raise DataError("need at least 2 training rows and 1 dev row")
-    y_train_raw = clean_labels(train_labels, cfg.multi_label, "training")
-    y_dev_raw = clean_labels(dev_labels, cfg.multi_label, "dev")
-    labels = sorted({l for ls in y_train_raw for l in ls}) if cfg.multi_label else sorted(set(y_train_raw))
-    if len(labels) < 2:
-        raise DataError(f"training data has only one label ({labels}); a classifier needs at least two")
-    space = LabelSpace(labels, cfg.multi_label)
-    y_train = _encode_targets(y_train_raw, space, "training data")
-    y_dev = _encode_targets(y_dev_raw, space, "dev data")
-    y_test = None
-    if test_texts is not None and test_labels is not None:
-        test_texts = clean_texts(test_texts, what="test text")
-        y_test = _encode_targets(clean_labels(test_labels, cfg.multi_label, "test"), space, "test data")
+    data = prepare_data(train_texts, train_labels, dev_texts, dev_labels, cfg.multi_label, test_texts, test_labels)
+    space, labels = data.space, data.space.labels
+    method = get_method(cfg.method, cfg.method_config())
 
-    from transformers import AutoModelForSequenceClassification
-
+    # The order below (seeded load, head init, method preparation) fixes the RNG stream: keep it.
     model, tokenizer, resolved, device = load_with_new_head(
         AutoModelForSequenceClassification, cfg, labels,
         problem_type="multi_label_classification" if cfg.multi_label else "single_label_classification")
-    from ..inference.heads import apply_pooling, default_pooling, supports_mean_pooling
-
-    pooling = cfg.pooling
-    if pooling == "auto":
-        pooling = "mean" if default_pooling(resolved.path) == "mean" and supports_mean_pooling(model) else "native"
-    apply_pooling(model, pooling)
-    if cfg.head_init not in ("auto", "random", "linear_probe"):
-        raise DataError(f"head_init must be 'auto', 'random' or 'linear_probe', got {cfg.head_init!r}")
-    head_init = cfg.head_init
-    if head_init == "auto":
-        head_init = "linear_probe" if isinstance(getattr(model, "classifier", None), torch.nn.Linear) and (
-            pooling == "mean" or _has_pooler(model)) else "random"
-
-    # Class weights counter imbalance (inverse frequency, mean 1).
-    if cfg.class_weights == "balanced":
-        counts = y_train.sum(0) if cfg.multi_label else np.bincount(y_train, minlength=len(labels))
-        if cfg.multi_label:
-            neg = len(y_train) - counts
-            weight = torch.tensor(np.clip(neg / np.maximum(counts, 1), 1.0, 10.0), dtype=torch.float32, device=device)
-            loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
-        else:
-            w = len(y_train) / (len(labels) * np.maximum(counts, 1))
-            loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(w / w.mean(), dtype=torch.float32, device=device))
-    else:
-        loss_fn = torch.nn.BCEWithLogitsLoss() if cfg.multi_label else torch.nn.CrossEntropyLoss()
-
-    enc_train = tokenizer(train_texts, truncation=True, max_length=cfg.max_length)["input_ids"]
+    pooling = resolve_pooling(model, resolved.path, cfg.pooling)
+    head_init = resolve_head_init(model, cfg.head_init, pooling)
+    loss_fn = make_loss(data.y_train, len(labels), cfg.multi_label, cfg.class_weights, device)
+    enc_train = tokenizer(data.train_texts, truncation=True, max_length=cfg.max_length)["input_ids"]
     pad_id = tokenizer.pad_token_id or 0
     probe_info: dict[str, Any] | None = None
     if head_init == "linear_probe":
         model.to(device)
-        probe_info = linear_probe_head(model, pooling, enc_train, y_train, loss_fn, pad_id, device, show_progress)
-    method = get_method(cfg.method)
-    model = method.prepare(model, cfg).to(device)
+        probe_info = linear_probe_head(model, pooling, enc_train, data.y_train, loss_fn, pad_id, device, show_progress)
+    model = method.prepare(model).to(device)
     autocast, _ = autocast_context(device, cfg.mixed_precision)
 
-    def dev_logits(texts_ids: list[list[int]]) -> np.ndarray:
-        model.eval()
-        out = np.zeros((len(texts_ids), len(labels)), dtype=np.float32)
-        order = np.argsort([-len(x) for x in texts_ids], kind="stable")
-        with torch.inference_mode(), autocast:
-            for s in range(0, len(order), 64):
-                idx = order[s : s + 64]
-                ids, mask = _pad([texts_ids[i] for i in idx], pad_id, device)
-                out[idx] = model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
-        model.train()
-        return out
+    enc_dev = tokenizer(data.dev_texts, truncation=True, max_length=cfg.max_length)["input_ids"]
 
-    enc_dev = tokenizer(dev_texts, truncation=True, max_length=cfg.max_length)["input_ids"]
-    loop = fit(model, cfg, method, [len(x) for x in enc_train],
-               lambda idx: (*_pad([enc_train[i] for i in idx], pad_id, device), torch.from_numpy(y_train[idx]).to(device)),
-               loss_fn, lambda: _metrics(space, y_dev, _probs(dev_logits(enc_dev), cfg.multi_label))["macro_f1"],
+    def dev_macro_f1() -> float:
+        logits = batched_logits(model, enc_dev, len(labels), pad_id, device, autocast)
+        return split_metrics(space, data.y_dev, probabilities(logits, cfg.multi_label))["macro_f1"]
+
+    def train_batch(idx: np.ndarray):
+        return (*pad_tensors([enc_train[i] for i in idx], pad_id, device), torch.from_numpy(data.y_train[idx]).to(device))
+
+    loop = fit(model, cfg, method, [len(x) for x in enc_train], train_batch, loss_fn, dev_macro_f1,
                device, "dev_macro_f1", f"fine-tune ({cfg.method})", show_progress)
-    best_step, step, history = loop.best_step, loop.steps, loop.history
-    train_seconds = time.time() - t0
+    run_info = {"best_step": loop.best_step, "steps": loop.steps, "train_seconds": round(time.time() - t0, 2),
+                "history": loop.history}
 
     staged = StagedDir(out_dir)
     try:
         final = save_model_files(method, model, tokenizer, staged.tmp, space)
-        # Calibrate with the exact inference path (chunking, batching) of TextClassifier.
-        from ..inference.backends import TorchBackend
         from ..inference.classifier import TextClassifier
 
-        clf = TextClassifier(str(staged.tmp), device=device, max_length=cfg.max_length)
-        clf._tokenizer = tokenizer
-        clf._max_len = cfg.max_length
-        clf._backend = TorchBackend(staged.tmp, head="logits", device=device, model=final)
-        clf.resolved_device = device
-        logits_dev, _ = clf.predict_logits(dev_texts)
-        temperature = fit_temperature(logits_dev, y_dev, cfg.multi_label)
-        clf.temperature = temperature
-        atomic_write_json(staged.tmp / "calibration.json", {"temperature": temperature, "fitted_on": "dev", "method": "temperature_scaling"})
-        dev_probs = clf.predict_proba(dev_texts)
-        metrics: dict[str, Any] = {
-            "dev": _metrics(space, y_dev, dev_probs),
-            "best_step": best_step, "steps": step, "train_seconds": round(train_seconds, 2), "history": history,
-            "temperature": temperature, "pooling": pooling, "head_init": head_init,
-        }
+        clf = TextClassifier.from_model(staged.tmp, final, tokenizer, device=device, max_length=cfg.max_length)
+        temperature, logits_dev = calibrate(clf, data.dev_texts, data.y_dev, cfg.multi_label)
+        atomic_write_json(staged.tmp / "calibration.json",
+                          {"temperature": temperature, "fitted_on": "dev", "method": "temperature_scaling"})
+        dev_probs = clf.predict_proba(data.dev_texts)
+        metrics: dict[str, Any] = {"dev": split_metrics(space, data.y_dev, dev_probs), **run_info,
+                                   "temperature": temperature, "pooling": pooling, "head_init": head_init}
         if probe_info is not None:
             metrics["linear_probe"] = probe_info
         if not cfg.multi_label:
-            metrics["dev"]["ece_uncalibrated"] = expected_calibration_error(_probs(logits_dev, False), y_dev)
-        if y_test is not None:
-            metrics["test"] = _metrics(space, y_test, clf.predict_proba(list(test_texts)))
-        atomic_write_json(staged.tmp / "metrics.json", metrics)
-        atomic_write_json(staged.tmp / "training_config.json", cfg.to_json())
-        fp = fingerprint_texts(train_texts, ["|".join(l) if isinstance(l, list) else l for l in y_train_raw])
-        write_meta(staged.tmp, ArtifactMeta(kind="classifier", base_model=cfg.base, base_model_name=resolved.name,
-                                            data_fingerprint=fp, method=cfg.method,
-                                            extra={"pooling": pooling, "n_train": len(train_texts), "n_dev": len(dev_texts), "labels": labels,
-                                                   "multi_label": cfg.multi_label}))
-        atomic_write_text(staged.tmp / "README.md", model_card("classifier", cfg.to_json(), metrics, resolved.name, labels, fp))
+            metrics["dev"]["ece_uncalibrated"] = expected_calibration_error(probabilities(logits_dev, False), data.y_dev)
+        if data.y_test is not None:
+            metrics["test"] = split_metrics(space, data.y_test, clf.predict_proba(list(data.test_texts)))
+        write_classifier_artifact(staged.tmp, cfg, data, metrics, resolved.name, pooling)
         artifact = staged.commit()
     except BaseException:
         staged.abort()
         raise
     return TrainResult(artifact_dir=artifact, metrics=metrics, dev_probabilities=dev_probs)
+
+
+def write_classifier_artifact(directory: Path, cfg: ClassifierTrainingConfig, data: ClassifierData,
+                              metrics: dict[str, Any], base_model_name: str, pooling: str) -> None:
+    """Write ``metrics.json``, ``training_config.json``, ``verticore.json`` and the model card into
+    ``directory`` (the weights, tokenizer, labels and calibration are already there)."""
+    labels = data.space.labels
+    atomic_write_json(directory / "metrics.json", metrics)
+    atomic_write_json(directory / "training_config.json", cfg.to_json())
+    fp = fingerprint_texts(data.train_texts, ["|".join(l) if isinstance(l, list) else l for l in data.train_labels])
+    write_meta(directory, ArtifactMeta(kind="classifier", base_model=cfg.base, base_model_name=base_model_name,
+                                       data_fingerprint=fp, method=cfg.method,
+                                       extra={"pooling": pooling, "n_train": len(data.train_texts),
+                                              "n_dev": len(data.dev_texts), "labels": labels,
+                                              "multi_label": cfg.multi_label}))
+    atomic_write_text(directory / "README.md", model_card("classifier", cfg.to_json(), metrics, base_model_name, labels, fp))
 
 
 def _has_pooler(model) -> bool:
@@ -225,7 +295,7 @@ def linear_probe_head(model, pooling: str, enc_train: list[list[int]], y_train: 
     with torch.inference_mode():
         for s in tqdm(range(0, len(order), 64), desc="linear probe: features", unit="batch", disable=not show_progress):
             idx = order[s : s + 64]
-            ids, mask = _pad([enc_train[i] for i in idx], pad_id, device)
+            ids, mask = pad_tensors([enc_train[i] for i in idx], pad_id, device)
             out = model.base_model(input_ids=ids, attention_mask=mask)
             if pooling == "mean":
                 f = pool(out.last_hidden_state, mask, "mean")
@@ -258,38 +328,10 @@ def linear_probe_head(model, pooling: str, enc_train: list[list[int]], y_train: 
     return {"loss": round(loss, 5), "train_accuracy": train_acc, "l2": l2, "n": len(enc_train)}
 
 
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator,
-                           mega: int = 50) -> list[np.ndarray]:
-    """Shuffled batches of similar-length rows (HF ``group_by_length``): shuffle, sort inside
-    windows of ``mega`` batches, cut, shuffle the batch order. Padding (and CPU time) drops a lot
-    on short-text data while every epoch still sees a random order."""
-    perm = rng.permutation(len(lengths))
-    lengths = np.asarray(lengths)
-    window = batch_size * mega
-    batches: list[np.ndarray] = []
-    for s in range(0, len(perm), window):
-        chunk = perm[s : s + window]
-        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    order = rng.permutation(len(batches))
-    return [batches[i] for i in order]
-
-
-def _pad(seqs: list[list[int]], pad_id: int, device: str):
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[r, : len(s)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _probs(logits: np.ndarray, multi_label: bool) -> np.ndarray:
-    if multi_label:
-        return 1.0 / (1.0 + np.exp(-logits))
-    z = logits - logits.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+# Names of the module before the split (kept for importers).
+_pad = pad_tensors
+_probs = probabilities
+_metrics = split_metrics
+__all__ = ["train_classifier", "prepare_data", "ClassifierData", "resolve_pooling", "resolve_head_init", "make_loss",
+           "linear_probe_head", "calibrate", "write_classifier_artifact", "split_metrics", "probabilities",
+           "length_grouped_batches"]

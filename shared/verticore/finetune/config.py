@@ -1,8 +1,21 @@
-"""Training configurations (plain dataclasses, saved as ``training_config.json``)."""
+"""Training configurations (plain dataclasses, saved as ``training_config.json``).
+
+The core config holds what every method shares (data, schedule, model selection); a
+fine-tuning method's own hyperparameters live in its config class (see
+:mod:`verticore.finetune.methods`) and arrive here as ``method_args``.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import InitVar, asdict, dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+#: Keyword arguments of the configs before methods had their own config classes, kept working:
+#: they set the LoRA method's options and are ignored for other methods (as they always were).
+LEGACY_LORA_ARGS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+                    "lora_target_modules": "target_modules", "lora_learning_rate": "learning_rate"}
+_UNSET: Any = object()
 
 
 @dataclass
@@ -11,7 +24,11 @@ class ClassifierTrainingConfig:
 
     Attributes:
         base: ``"default"``, a model directory or a hub id.
-        method: a registered method (``full`` or ``lora``; see :func:`available_methods`).
+        method: a registered method (``full``, ``lora`` or a plugin's; see :func:`available_methods`).
+        method_args: the method's own options, validated by its config class (e.g. LoRA's
+            ``{"r": 8, "learning_rate": 1e-3}``); unset options take the class defaults.
+            ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules`` and
+            ``lora_learning_rate`` are still accepted as keywords and attributes for LoRA.
         class_weights: ``"balanced"`` (inverse frequency) or ``None``.
         patience: early stopping after this many evaluations without dev macro-F1 gain.
         eval_every: evaluate on dev every N optimiser steps (``None`` = once per epoch).
@@ -28,6 +45,7 @@ class ClassifierTrainingConfig:
 
     base: str = "default"
     method: str = "full"
+    method_args: dict[str, Any] = field(default_factory=dict)
     pooling: str = "auto"
     head_init: str = "auto"
     epochs: int = 3
@@ -45,14 +63,52 @@ class ClassifierTrainingConfig:
     max_steps: int | None = None
     mixed_precision: str = "auto"
     device: str = "auto"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    lora_target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
-    lora_learning_rate: float | None = 5e-4
+    lora_r: InitVar[int | None] = _UNSET
+    lora_alpha: InitVar[int | None] = _UNSET
+    lora_dropout: InitVar[float | None] = _UNSET
+    lora_target_modules: InitVar[list[str] | None] = _UNSET
+    lora_learning_rate: InitVar[float | None] = _UNSET
+
+    #: per-method defaults that differ from the method's config class (a subclass may set them)
+    method_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __post_init__(self, lora_r: Any, lora_alpha: Any, lora_dropout: Any, lora_target_modules: Any,
+                      lora_learning_rate: Any) -> None:
+        legacy = dict(zip(LEGACY_LORA_ARGS.values(), (lora_r, lora_alpha, lora_dropout, lora_target_modules,
+                                                       lora_learning_rate)))
+        if self.method == "lora":
+            self.method_args = {**{k: v for k, v in legacy.items() if v is not _UNSET}, **dict(self.method_args)}
+        self.method_config()  # an unknown method or option fails here, not minutes into training
+
+    def method_config(self) -> BaseModel:
+        """The validated config of ``method`` (its class defaults, then ``method_defaults``, then ``method_args``)."""
+        from .methods import method_config
+
+        return method_config(self.method, {**self.method_defaults.get(self.method, {}), **dict(self.method_args)})
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "method_args": self.method_config().model_dump(mode="json")}
+
+
+def _legacy_lora_property(option: str) -> property:
+    def get(self: ClassifierTrainingConfig) -> Any:
+        # like the old fields: the LoRA value even when another method is chosen
+        from .methods import method_config
+
+        args = {**self.method_defaults.get("lora", {}), **(dict(self.method_args) if self.method == "lora" else {})}
+        return getattr(method_config("lora", args), option)
+
+    def set_(self: ClassifierTrainingConfig, value: Any) -> None:
+        if self.method == "lora":  # other methods never read the LoRA options
+            self.method_args = {**dict(self.method_args), option: value}
+
+    return property(get, set_, doc=f"Deprecated: ``method_args[{option!r}]`` of the LoRA method.")
+
+
+# The dataclass keeps the InitVar defaults in __init__'s signature; the class attributes become
+# properties so ``cfg.lora_learning_rate = x`` keeps reaching the LoRA options.
+for _name, _option in LEGACY_LORA_ARGS.items():
+    setattr(ClassifierTrainingConfig, _name, _legacy_lora_property(_option))
 
 
 @dataclass

@@ -71,8 +71,6 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
     """
     import torch
 
-    from .classifier import length_grouped_batches
-
     n_batches = (len(lengths) + cfg.batch_size - 1) // cfg.batch_size
     steps_per_epoch = max(1, n_batches // cfg.grad_accum)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
@@ -114,3 +112,51 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
     if best_state is not None:
         model.load_state_dict(best_state)
     return res
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator,
+                           mega: int = 50) -> list[np.ndarray]:
+    """Shuffled batches of similar-length rows (HF ``group_by_length``): shuffle, sort inside
+    windows of ``mega`` batches, cut, shuffle the batch order. Padding (and CPU time) drops a lot
+    on short-text data while every epoch still sees a random order."""
+    perm = rng.permutation(len(lengths))
+    lengths = np.asarray(lengths)
+    window = batch_size * mega
+    batches: list[np.ndarray] = []
+    for s in range(0, len(perm), window):
+        chunk = perm[s : s + window]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+def pad_tensors(seqs: list[list[int]], pad_id: int, device: str):
+    """Right-pad token-id rows into ``(input_ids, attention_mask)`` long tensors on ``device``."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[r, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def batched_logits(model, rows: list[list[int]], n_outputs: int, pad_id: int, device: str, autocast,
+                   batch_size: int = 64) -> np.ndarray:
+    """``(len(rows), n_outputs)`` float32 logits of ``model`` in eval mode, longest rows first
+    (less padding); the model is switched back to train mode afterwards."""
+    import torch
+
+    model.eval()
+    out = np.zeros((len(rows), n_outputs), dtype=np.float32)
+    order = np.argsort([-len(x) for x in rows], kind="stable")
+    with torch.inference_mode(), autocast:
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            ids, mask = pad_tensors([rows[i] for i in idx], pad_id, device)
+            out[idx] = model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
+    model.train()
+    return out

@@ -1,11 +1,11 @@
-"""Fine-tune a token classifier (NER, IOB2 tags; full or LoRA) into an artifact dir."""
+"""Fine-tune a token classifier (NER, IOB2 tags; any registered method: full, LoRA, ...) into an artifact dir."""
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 from ..artifact import ArtifactMeta, LabelSpace, write_meta
 from ..errors import DataError
@@ -38,12 +38,14 @@ class TokenClassifierTrainingConfig(ClassifierTrainingConfig):
     """
 
     learning_rate: float = 1e-4
-    lora_learning_rate: float | None = 1e-3
     class_weights: str | None = None
     eval_max_length: int = 256
 
+    #: LoRA on token classification wants a larger adapter learning rate than on sequences
+    method_defaults: ClassVar[dict[str, dict[str, Any]]] = {"lora": {"learning_rate": 1e-3}}
+
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in _SEQUENCE_ONLY}
+        return {k: v for k, v in super().to_json().items() if k not in _SEQUENCE_ONLY}
 
 
 def clean_tagged_rows(tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[str]], what: str,
@@ -144,6 +146,7 @@ def train_token_classifier(
     if test_tokens is not None and test_tags is not None:
         test_tokens, test_tags = clean_tagged_rows(test_tokens, test_tags, "test data", labels)
     index = {l: i for i, l in enumerate(labels)}
+    method = get_method(cfg.method, cfg.method_config())
 
     from transformers import AutoModelForTokenClassification
 
@@ -157,8 +160,7 @@ def train_token_classifier(
     if truncated:
         log.warning("%d training sentences were truncated to %d sub-tokens", truncated, cfg.max_length)
 
-    method = get_method(cfg.method)
-    model = method.prepare(model, cfg).to(device)
+    model = method.prepare(model).to(device)
     pad_id = tokenizer.pad_token_id or 0
     ce = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
     autocast, _ = autocast_context(device, cfg.mixed_precision)
@@ -208,9 +210,9 @@ def train_token_classifier(
 def _pad_with_labels(seqs: list[list[int]], labels: list[list[int]], pad_id: int, device: str):
     import torch
 
-    from .classifier import _pad
+    from .loop import pad_tensors
 
-    ids, mask = _pad(seqs, pad_id, device)
+    ids, mask = pad_tensors(seqs, pad_id, device)
     target = torch.full(ids.shape, IGNORE, dtype=torch.long)
     for r, l in enumerate(labels):
         target[r, : len(l)] = torch.tensor(l, dtype=torch.long)
