@@ -9,15 +9,21 @@ Layout of a knowledge-base directory::
 Chunk ids are ``<doc_id>#<hash of the embedded text>``, so re-ingesting a changed document
 embeds only the chunks whose text changed, removes the ones that disappeared and never
 duplicates. BM25 is rebuilt in memory from SQLite (milliseconds for thousands of chunks).
-Retrieval fuses BM25 and dense rankings with reciprocal-rank fusion (RRF) or a calibrated
-convex combination of normalised scores (:meth:`KnowledgeBase.calibrate_fusion`).
+
+The knowledge base is storage plus configuration: retrieval, fusion and calibration are the
+core's components (:mod:`verticore.retrieval`): a :class:`~verticore.retrieval.BM25Retriever`
+(bm25s, Snowball stems), a :class:`~verticore.retrieval.DenseRetriever` over the embedder and
+the ``dense/`` index, fused by a :class:`~verticore.retrieval.HybridRetriever` with reciprocal-rank
+fusion (RRF) or a calibrated convex combination of normalised scores
+(:meth:`KnowledgeBase.calibrate_fusion`, a :class:`~verticore.retrieval.FusionCalibrator`).
+``kb.json`` records the fusion and the BM25 settings (a KB saved before BM25 settings were
+recorded opens with the defaults).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
-import re
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +34,8 @@ from tqdm.auto import tqdm
 
 from verticore.errors import DataError, IndexMismatchError
 from verticore.io import atomic_write_json, read_json
+from verticore.retrieval import (FUSION_METHODS, BM25Retriever, Candidates, DenseRetriever, FusionCalibrator,
+                                 HybridRetriever, rrf_fuse, tokenize, two_way_fusion)
 from verticore.storage import connect
 
 from .loaders import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, ParsedDocument, ingestable_files, parse_bytes, parse_file
@@ -60,24 +68,6 @@ KB_MIGRATIONS = [
     """,
 ]
 
-_STOP = frozenset("""a an and are as at be but by for from has have how i if in into is it its me my of on or our
-so that the their them then there these they this to was we were what when where which who why will with you your
-can do does did am im i'm i've please would could should""".split())
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def _stem(w: str) -> str:
-    for suf, rep in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
-        if len(w) > len(suf) + 2 and w.endswith(suf) and not w.endswith("ss"):
-            return w[: -len(suf)] + rep
-    return w
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case, drop stop words, strip common English suffixes (BM25 tokens)."""
-    return [_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP]
-
-
 @dataclass
 class RetrievedChunk:
     """One retrieval result with its provenance and scores.
@@ -106,23 +96,13 @@ class RetrievedChunk:
 
 
 #: Hybrid fusion methods; ``dense_weight`` w weighs dense against BM25 (RRF weights 2w and 2(1-w)).
-FUSIONS = ("rrf", "convex")
+FUSIONS = FUSION_METHODS
 #: Fusion of a knowledge base nobody has calibrated yet (`kb calibrate` replaces it). Dense-leaning
 #: because dense is the stronger retriever on natural questions: on 1,000 Bitext kb questions
 #: (leave-one-out) weighted RRF gets hit@1 0.964 at weight 0.5, 0.968 at 0.8, 0.974 at 0.9. It
 #: stays below 1 so BM25 still decides between dense neighbours of similar rank (exact tokens such
 #: as order numbers or product names).
 DEFAULT_FUSION: dict[str, Any] = {"method": "rrf", "dense_weight": 0.8, "rrf_k": 60}
-
-
-def rrf_fuse(rankings: Sequence[Sequence[str]], k: int = 60, weights: Sequence[float] | None = None) -> list[tuple[str, float]]:
-    """Reciprocal-rank fusion: ``score(d) = sum_i w_i / (k + rank_i(d))`` with 1-based ranks."""
-    weights = list(weights) if weights is not None else [1.0] * len(rankings)
-    scores: dict[str, float] = {}
-    for ranking, w in zip(rankings, weights):
-        for rank, key in enumerate(ranking, start=1):
-            scores[key] = scores.get(key, 0.0) + w / (k + rank)
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 @dataclass
@@ -182,11 +162,12 @@ class KnowledgeBase:
                 raise IndexMismatchError(msg)
         self.conn = connect(self.directory / "kb.sqlite", KB_MIGRATIONS)
         self._lock = threading.RLock()
-        self._bm25 = None
-        self._bm25_ids: list[str] = []
-        self._bm25_pos: dict[str, int] = {}
         self._index = None
         self.fusion: dict[str, Any] = {**DEFAULT_FUSION, **(cfg.get("fusion") or {})}
+        # BM25 settings: recorded in kb.json, so a KB keeps its analysis when defaults change
+        bm25_cfg = cfg.get("bm25")
+        self._bm25 = BM25Retriever.from_dict(bm25_cfg) if bm25_cfg else BM25Retriever()
+        self._bm25_ready = False
         self._save_config()
         if recorded and recorded != self.embedder.fingerprint:
             self.reindex()
@@ -196,7 +177,8 @@ class KnowledgeBase:
         atomic_write_json(self.directory / "kb.json", {
             "format": "customer-service-kb/1", "embedder": self.embedder.model,
             "embedder_fingerprint": self.embedder.fingerprint, "dimension": self.embedder.dimension,
-            "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap, "fusion": self.fusion})
+            "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap, "fusion": self.fusion,
+            "bm25": self._bm25.to_dict()})
 
     @property
     def index(self):
@@ -316,7 +298,7 @@ class KnowledgeBase:
             if new:
                 index.upsert([cid for cid, _ in new], vectors)
             index.save(self.directory / "dense")
-            self._bm25 = None
+            self._bm25_ready = False
             status = "added" if row is None else "updated"
             return IngestReport(doc.doc_id, status, len(ids), len(new), len(removed))
 
@@ -340,7 +322,7 @@ class KnowledgeBase:
             if present:
                 index.delete(present)
             index.save(self.directory / "dense")
-            self._bm25 = None
+            self._bm25_ready = False
             return len(ids)
 
     def reindex(self, show_progress: bool = True, on_progress: Callable[[int, int], None] | None = None,
@@ -359,7 +341,7 @@ class KnowledgeBase:
             index.save(self.directory / "dense")
             self._index = index
             self._save_config()
-            self._bm25 = None
+            self._bm25_ready = False
             return len(rows)
 
     def documents(self) -> list[dict[str, Any]]:
@@ -388,20 +370,17 @@ class KnowledgeBase:
         return out
 
     # -- retrieval ----------------------------------------------------------------------
-    def _bm25_state(self):
+    def _retriever(self) -> HybridRetriever:
+        """The hybrid retriever over this KB's chunks (BM25 rebuilt from SQLite after a change)."""
         with self._lock:
-            if self._bm25 is None:
-                import bm25s
-
-                rows = list(self.conn.execute("SELECT chunk_id, text, title, section FROM chunks ORDER BY rowid"))
-                self._bm25_ids = [r[0] for r in rows]
-                self._bm25_pos = {cid: i for i, cid in enumerate(self._bm25_ids)}
-                retriever = bm25s.BM25()
-                if rows:
-                    corpus = [tokenize(f"{r[2] if r[2] not in r[1] else ''} {r[1]}") or ["_"] for r in rows]
-                    retriever.index(corpus, show_progress=False)
-                self._bm25 = retriever
-            return self._bm25, self._bm25_ids, self._bm25_pos
+            if not self._bm25_ready:
+                rows = list(self.conn.execute("SELECT chunk_id, text, title FROM chunks ORDER BY rowid"))
+                # the title is indexed too unless the text already contains it (FAQ questions)
+                self._bm25.set_texts([r[0] for r in rows], [f"{r[2] if r[2] not in r[1] else ''} {r[1]}" for r in rows])
+                self._bm25_ready = True
+            dense = DenseRetriever(self.embedder, index=self.index)
+            return HybridRetriever(dense, self._bm25, method=self.fusion["method"],
+                                   dense_weight=float(self.fusion["dense_weight"]), rrf_k=int(self.fusion.get("rrf_k", 60)))
 
     def _allowed(self, filters: dict[str, Any] | None) -> set[str] | None:
         """Chunk ids matching metadata filters ({field: value or [values]}); None = no filter."""
@@ -468,98 +447,32 @@ class KnowledgeBase:
         cand = self._candidates(queries, k, mode, filters, candidates, query_vectors, show_progress, exclude)
         if cand is None:
             return [[] for _ in queries]
-        dense_lists, bm25_lists, d_score, b_score, _ = cand
+        retriever, cands = cand
+        fuser = two_way_fusion(fusion, w, rrf_k)
         results: list[list[RetrievedChunk]] = []
-        for qi in range(len(queries)):
-            ranked = self._fuse(mode, fusion, w, rrf_k, dense_lists[qi], bm25_lists[qi], d_score[qi], b_score[qi])[:k]
-            d_rank = {key: r for r, (key, _) in enumerate(dense_lists[qi], start=1)}
-            b_rank = {key: r for r, (key, _) in enumerate(bm25_lists[qi], start=1)}
-            rows = self.get_chunks(key for key, _ in ranked)
-            out = []
-            for key, s in ranked:
-                r = rows.get(key)
-                if r is None:
-                    continue
-                out.append(RetrievedChunk(chunk_id=key, doc_id=r["doc_id"], text=r["text"], title=r["title"],
-                                          section=r["section"], source=r["source"], updated_at=r["updated_at"],
-                                          score=float(s), dense_score=d_score[qi].get(key), bm25_score=b_score[qi].get(key),
-                                          dense_rank=d_rank.get(key), bm25_rank=b_rank.get(key), answer=r["answer"],
-                                          meta=r["meta"]))
-            results.append(out)
+        for c in cands:
+            hits = retriever.explain(c, retriever.fuse(c, mode, fuser)[:k])
+            rows = self.get_chunks(h.key for h in hits)
+            results.append([RetrievedChunk(chunk_id=h.key, doc_id=r["doc_id"], text=r["text"], title=r["title"],
+                                           section=r["section"], source=r["source"], updated_at=r["updated_at"],
+                                           score=h.score, dense_score=h.dense_score, bm25_score=h.bm25_score,
+                                           dense_rank=h.dense_rank, bm25_rank=h.bm25_rank, answer=r["answer"],
+                                           meta=r["meta"])
+                            for h in hits if (r := rows.get(h.key)) is not None])
         return results
 
-    def _candidates(self, queries, k, mode, filters, candidates, query_vectors, show_progress, exclude):
-        """Dense and BM25 candidate lists per query, plus each candidate's score from the other
-        retriever where it is cheap to get (BM25 scores every chunk anyway)."""
-        n_chunks = self.chunk_count()
-        if n_chunks == 0:
+    def _candidates(self, queries, k, mode, filters, candidates, query_vectors, show_progress,
+                    exclude) -> tuple[HybridRetriever, list[Candidates]] | None:
+        """Dense and BM25 candidate lists per query, each candidate scored by both retrievers."""
+        if self.chunk_count() == 0:
             return None
         allowed = self._allowed(filters)
         if allowed is not None and not allowed:
             return None
-        extra = 1 if exclude is not None else 0
-        depth = max(k, candidates if mode == "hybrid" else k) + extra
-        n = len(queries)
-        skip = list(exclude) if exclude is not None else [None] * n
-        dense_lists: list[list[tuple[str, float]]] = [[] for _ in range(n)]
-        qv = None
-        if mode in {"dense", "hybrid"}:
-            qv = query_vectors if query_vectors is not None else self.embedder.encode(queries, show_progress=show_progress)
-            hits = self.index.search(np.asarray(qv, dtype=np.float32), k=min(depth, n_chunks), allow=allowed)
-            dense_lists = [[(h.key, float(h.score)) for h in hs if h.key != skip[qi]][: depth - extra]
-                           for qi, hs in enumerate(hits)]
-        d_score = [dict(lst) for lst in dense_lists]
-        bm25_lists: list[list[tuple[str, float]]] = [[] for _ in range(n)]
-        b_score: list[dict[str, float]] = [{} for _ in range(n)]
-        if mode in {"bm25", "hybrid"}:
-            retriever, ids, pos = self._bm25_state()
-            mask = None
-            if allowed is not None:
-                mask = np.fromiter((cid in allowed for cid in ids), dtype=bool, count=len(ids))
-            for qi, q in enumerate(queries):
-                toks = tokenize(q)
-                if not toks or not ids:
-                    continue
-                scores = np.asarray(retriever.get_scores(toks), dtype=np.float32)
-                if mask is not None:
-                    scores = np.where(mask, scores, -np.inf)
-                top = min(depth, len(ids))
-                part = np.argpartition(-scores, top - 1)[:top]
-                part = part[np.argsort(-scores[part], kind="stable")]
-                bm25_lists[qi] = [(ids[i], float(scores[i])) for i in part if scores[i] > 0 and ids[i] != skip[qi]][: depth - extra]
-                b_score[qi] = dict(bm25_lists[qi])
-                for key, _ in dense_lists[qi]:  # exact BM25 of dense-only candidates (0 = no term overlap)
-                    if key not in b_score[qi] and key in pos:
-                        b_score[qi][key] = max(0.0, float(scores[pos[key]]))
-        if mode == "hybrid" and qv is not None:
-            for qi in range(n):
-                missing = [key for key, _ in bm25_lists[qi] if key not in d_score[qi]]
-                if missing:
-                    vecs = self.index.reconstruct(missing)
-                    d_score[qi].update({key: float(v @ qv[qi]) for key, v in zip(missing, vecs)})
-        return dense_lists, bm25_lists, d_score, b_score, qv
-
-    @staticmethod
-    def _fuse(mode, fusion, w, rrf_k, dense_list, bm25_list, d_score, b_score) -> list[tuple[str, float]]:
-        if mode == "dense":
-            return list(dense_list)
-        if mode == "bm25":
-            return list(bm25_list)
-        if fusion == "rrf":
-            return rrf_fuse([[key for key, _ in dense_list], [key for key, _ in bm25_list]], k=rrf_k,
-                            weights=[2.0 * w, 2.0 * (1.0 - w)])
-        keys = list(dict.fromkeys([key for key, _ in dense_list] + [key for key, _ in bm25_list]))
-        if not keys:
-            return []
-
-        def norm(scores: dict[str, float]) -> dict[str, float]:
-            vals = [scores.get(key, 0.0) for key in keys]
-            lo, hi = min(vals), max(vals)
-            span = hi - lo
-            return {key: (v - lo) / span if span > 0 else 0.0 for key, v in zip(keys, vals)}
-
-        dn, bn = norm(d_score), norm(b_score)
-        return sorted(((key, w * dn[key] + (1.0 - w) * bn[key]) for key in keys), key=lambda kv: (-kv[1], kv[0]))
+        retriever = self._retriever()
+        retriever.candidates = int(candidates)
+        return retriever, retriever.collect(queries, k, mode, allow=allowed, exclude=exclude,
+                                            query_vectors=query_vectors, show_progress=show_progress)
 
     def calibrate_fusion(self, queries: Sequence[str], relevant: Callable[[int, RetrievedChunk], bool],
                          exclude: Sequence[str | None] | None = None, k: int = 10,
@@ -578,39 +491,28 @@ class KnowledgeBase:
         cand = self._candidates(queries, k, "hybrid", None, 50, None, show_progress, exclude)
         if cand is None:
             raise DataError("the knowledge base is empty: nothing to calibrate")
-        dense_lists, bm25_lists, d_score, b_score, _ = cand
-        keys = {key for qi in range(len(queries)) for key, _ in dense_lists[qi] + bm25_lists[qi]}
-        rows = self.get_chunks(keys)
+        retriever, cands = cand
+        rows = self.get_chunks({key for c in cands for key in c.keys()})
         chunk_of = {key: RetrievedChunk(chunk_id=key, doc_id=r["doc_id"], text=r["text"], title=r["title"],
                                         section=r["section"], source=r["source"], updated_at=r["updated_at"], score=0.0,
                                         answer=r["answer"], meta=r["meta"]) for key, r in rows.items()}
-        rel = {(qi, key): bool(relevant(qi, chunk_of[key])) for qi in range(len(queries))
-               for key, _ in dense_lists[qi] + bm25_lists[qi] if key in chunk_of}
-        table = []
-        for method in FUSIONS:
-            for w in weights:
-                hit1 = mrr = 0.0
-                for qi in range(len(queries)):
-                    ranked = self._fuse("hybrid", method, float(w), int(self.fusion.get("rrf_k", 60)), dense_lists[qi],
-                                        bm25_lists[qi], d_score[qi], b_score[qi])[:k]
-                    flags = [rel.get((qi, key), False) for key, _ in ranked]
-                    hit1 += float(bool(flags) and flags[0])
-                    first = next((r for r, f in enumerate(flags, start=1) if f), None)
-                    mrr += 1.0 / first if first else 0.0
-                table.append({"method": method, "dense_weight": float(w), "hit1": hit1 / len(queries), "mrr": mrr / len(queries)})
-        best = max(table, key=lambda r: (r["hit1"], r["mrr"], -abs(r["dense_weight"] - 0.5)))
-
-        def alone(lists: list[list[tuple[str, float]]]) -> float:  # one retriever's own top hit
-            return sum(bool(lst) and rel.get((qi, lst[0][0]), False) for qi, lst in enumerate(lists)) / len(queries)
-
+        relevant_keys = [{key for key in c.keys() if key in chunk_of and relevant(qi, chunk_of[key])}
+                         for qi, c in enumerate(cands)]
+        calibrator = FusionCalibrator(FUSIONS, weights, k=k, rrf_k=int(self.fusion.get("rrf_k", 60)))
+        result = calibrator.calibrate(retriever, cands, relevant_keys)
+        c = result["chosen"]
         # each retriever alone on the same questions, so users see whether fusion pays off on their KB
-        chosen = {"method": best["method"], "dense_weight": best["dense_weight"], "rrf_k": int(self.fusion.get("rrf_k", 60)),
-                  "calibrated_on": len(queries), "dev_hit1": round(best["hit1"], 4), "dev_mrr": round(best["mrr"], 4),
-                  "dev_dense_only_hit1": round(alone(dense_lists), 4), "dev_bm25_only_hit1": round(alone(bm25_lists), 4)}
+        chosen = {"method": c["method"], "dense_weight": c["dense_weight"], "rrf_k": c["rrf_k"],
+                  "calibrated_on": len(queries), "dev_hit1": c["dev_hit1"], "dev_mrr": c["dev_mrr"],
+                  "dev_dense_only_hit1": c["dev_dense_only_hit1"], "dev_bm25_only_hit1": c["dev_bm25_only_hit1"]}
         if save:
             self.fusion = chosen
             self._save_config()
-        return {"chosen": chosen, "table": table}
+        return {"chosen": chosen, "table": result["table"]}
 
     def close(self) -> None:
         self.conn.close()
+
+
+__all__ = ["KnowledgeBase", "RetrievedChunk", "IngestReport", "FUSIONS", "DEFAULT_FUSION", "rrf_fuse", "tokenize",
+           "KB_MIGRATIONS"]

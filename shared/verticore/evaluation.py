@@ -22,8 +22,10 @@ over users with at least one relevant item (a user with no recommendation list s
 returns keys ``"recall@10"``, ``"precision@10"``, ``"mrr"``, ``"ndcg@10"``, ``"hit@10"``,
 ``"coverage"`` (``None`` when ``catalog_size`` is not given) and ``"users"``.
 
-Anything with ``recommend_batch(users, k) -> {user: [items]}`` (the :class:`Recommender` protocol)
-can be evaluated with :func:`evaluate` or :class:`RankingEvaluator`, which add ``ms_per_user``.
+Anything with ``recommend_batch(users, k) -> {user: [items]}`` (the :class:`RankingModel` protocol)
+can be evaluated with :func:`evaluate_ranking` or :class:`RankingEvaluator`, which add ``ms_per_user``.
+``score_matrix_metrics(scores, targets)`` covers one-relevant-item retrieval from a score matrix
+(an embedder's dev set). Classification metrics are scikit-learn's.
 
 Zero divisions (a class never predicted, never present) count as 0, like scikit-learn's
 ``zero_division=0``.
@@ -45,10 +47,6 @@ def _safe_div(a: float, b: float) -> float:
     return float(a) / float(b) if b else 0.0
 
 
-def _f1(p: float, r: float) -> float:
-    return 2 * p * r / (p + r) if (p + r) else 0.0
-
-
 def _sorted_labels(values: Iterable[Any]) -> list[Any]:
     uniq = list(dict.fromkeys(values))
     try:
@@ -57,7 +55,8 @@ def _sorted_labels(values: Iterable[Any]) -> list[Any]:
         return sorted(uniq, key=str)
 
 
-def classification_metrics(y_true: Sequence[Any], y_pred: Sequence[Any], labels: Sequence[Any] | None = None) -> dict[str, Any]:
+def classification_metrics(y_true: Sequence[Any], y_pred: Sequence[Any],
+                           labels: Sequence[Any] | None = None) -> dict[str, Any]:
     """Accuracy, macro/weighted F1, per-class precision/recall/F1/support and the confusion matrix.
 
     ``labels`` fixes the order of classes (rows = true, columns = predicted in the confusion
@@ -82,24 +81,21 @@ def classification_metrics(y_true: Sequence[Any], y_pred: Sequence[Any], labels:
         for y in ys:
             if y not in pos:
                 raise DataError(f"{what} contains label {y!r} that is not in labels {labels}")
-    n = len(labels)
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (np.array([pos[y] for y in y_true]), np.array([pos[y] for y in y_pred])), 1)
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    # labels may be any hashables (mixed types too): scikit-learn sees their positions
+    idx = list(range(len(labels)))
+    t_idx, p_idx = [pos[y] for y in y_true], [pos[y] for y in y_pred]
+    cm = confusion_matrix(t_idx, p_idx, labels=idx)
+    prec, rec, f1s, support = precision_recall_fscore_support(t_idx, p_idx, labels=idx, zero_division=0)
     tp = np.diag(cm)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    per_class: dict[Any, dict[str, float]] = {}
-    f1s = []
-    for i, lab in enumerate(labels):
-        p = _safe_div(tp[i], predicted[i])
-        r = _safe_div(tp[i], support[i])
-        f = _f1(p, r)
-        f1s.append(f)
-        per_class[lab] = {"precision": p, "recall": r, "f1": f, "support": int(support[i])}
+    per_class: dict[Any, dict[str, float]] = {
+        lab: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1s[i]), "support": int(support[i])}
+        for i, lab in enumerate(labels)}
     total = int(support.sum())
     return {
         "accuracy": _safe_div(tp.sum(), total),
-        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+        "macro_f1": float(np.mean(f1s)) if len(f1s) else 0.0,
         "weighted_f1": _safe_div(float(np.dot(f1s, support)), total),
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
@@ -130,25 +126,28 @@ def multilabel_metrics(y_true_sets: Sequence[Iterable[Any]], y_pred_sets: Sequen
                 extra = row - known
                 if extra:
                     raise DataError(f"{what} contains label {sorted(extra, key=str)[0]!r} that is not in labels")
-    per_class: dict[Any, dict[str, float]] = {}
-    tp_all = fp_all = fn_all = 0
-    f1s = []
-    for lab in labels:
-        tp = sum(1 for a, b in zip(t, p) if lab in a and lab in b)
-        fp = sum(1 for a, b in zip(t, p) if lab not in a and lab in b)
-        fn = sum(1 for a, b in zip(t, p) if lab in a and lab not in b)
-        tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
-        prec, rec = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
-        f1s.append(_f1(prec, rec))
-        per_class[lab] = {"precision": prec, "recall": rec, "f1": f1s[-1], "support": tp + fn}
-    micro_p, micro_r = _safe_div(tp_all, tp_all + fp_all), _safe_div(tp_all, tp_all + fn_all)
+    from sklearn.metrics import hamming_loss, precision_recall_fscore_support
+
+    col = {lab: j for j, lab in enumerate(labels)}
+    yt = np.zeros((len(t), len(labels)), dtype=np.int8)
+    yp = np.zeros_like(yt)
+    for i, (a, b) in enumerate(zip(t, p)):
+        yt[i, [col[x] for x in a if x in col]] = 1
+        yp[i, [col[x] for x in b if x in col]] = 1
+    if not labels:  # nothing predicted, nothing true: scikit-learn refuses zero columns
+        yt = yp = np.zeros((len(t), 1), dtype=np.int8)
+    prec, rec, f1s, support = precision_recall_fscore_support(yt, yp, average=None, zero_division=0)
+    prec, rec, f1s, support = prec[: len(labels)], rec[: len(labels)], f1s[: len(labels)], support[: len(labels)]
+    micro_p, micro_r, micro_f1, _ = precision_recall_fscore_support(yt, yp, average="micro", zero_division=0)
+    per_class = {lab: {"precision": float(prec[j]), "recall": float(rec[j]), "f1": float(f1s[j]),
+                       "support": int(support[j])} for j, lab in enumerate(labels)}
     return {
-        "micro_f1": _f1(micro_p, micro_r),
-        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
-        "micro_precision": micro_p,
-        "micro_recall": micro_r,
+        "micro_f1": float(micro_f1),
+        "macro_f1": float(np.mean(f1s)) if len(f1s) else 0.0,
+        "micro_precision": float(micro_p),
+        "micro_recall": float(micro_r),
         "subset_accuracy": sum(1 for a, b in zip(t, p) if a == b) / len(t),
-        "hamming_loss": _safe_div(fp_all + fn_all, len(t) * len(labels)),
+        "hamming_loss": float(hamming_loss(yt, yp)) if labels else 0.0,
         "per_class": per_class,
         "labels": labels,
         "n": len(t),
@@ -234,8 +233,11 @@ def coverage(recommended: Mapping[Any, Sequence[Hashable]], catalog_size: int, k
 
 
 def ranking_metrics(recommended: Mapping[Any, Sequence[Hashable]], relevant: Mapping[Any, Iterable[Hashable]],
-                    k: int = 10, catalog_size: int | None = None) -> dict[str, Any]:
+                    k: int = 10, catalog_size: int | None = None, include_empty: bool = False) -> dict[str, Any]:
     """Average recall/precision/hit/NDCG@k and MRR over users with at least one relevant item.
+
+    With ``include_empty`` every user (query) in ``relevant`` counts, one with nothing relevant
+    scoring 0 (retrieval calibration: a query whose answer no retriever found is a miss).
 
     Returns ``{"recall@k", "precision@k", "mrr", "ndcg@k", "hit@k", "coverage", "users", "k"}``
     (with the number in place of ``k``). A user missing from ``recommended`` scores 0.
@@ -244,12 +246,14 @@ def ranking_metrics(recommended: Mapping[Any, Sequence[Hashable]], relevant: Map
     k = _check_k(k)
     if not isinstance(recommended, Mapping) or not isinstance(relevant, Mapping):
         raise DataError("recommended and relevant must be dicts keyed by user")
-    users = [u for u, items in relevant.items() if len(set(items)) > 0]
+    users = [u for u, items in relevant.items() if include_empty or len(set(items)) > 0]
     if not users:
         raise DataError("no user has a relevant item; nothing to evaluate")
     sums = {"recall": 0.0, "precision": 0.0, "mrr": 0.0, "ndcg": 0.0, "hit": 0.0}
     for u in users:
         rel = set(relevant[u])
+        if not rel:
+            continue
         top = _top_k(recommended.get(u), k)
         hits = [x in rel for x in top]
         n_hit = sum(hits)
@@ -275,15 +279,23 @@ def ranking_metrics(recommended: Mapping[Any, Sequence[Hashable]], relevant: Map
 
 
 @runtime_checkable
-class Recommender(Protocol):
-    """Anything that recommends ``k`` items for each of a batch of users."""
+class RankingModel(Protocol):
+    """Anything that ranks ``k`` items for each of a batch of users (or queries).
+
+    The recommender app's popularity, EASE, text and hybrid models implement it, so one
+    :func:`evaluate_ranking` scores them all.
+    """
 
     def recommend_batch(self, users: Sequence[Any], k: int) -> Mapping[Any, Sequence[Hashable]]:
         ...
 
 
+#: Deprecated name of :class:`RankingModel` (it clashed with the recommender app's ``Recommender``).
+Recommender = RankingModel
+
+
 class RankingEvaluator:
-    """Evaluate any :class:`Recommender` against held-out relevant items.
+    """Evaluate any :class:`RankingModel` against held-out relevant items.
 
     Args:
         relevant: ``{user: set(items)}`` (users without relevant items are skipped).
@@ -305,7 +317,7 @@ class RankingEvaluator:
         if not self.users:
             raise DataError("no user has a relevant item; nothing to evaluate")
 
-    def evaluate(self, model: Recommender, show_progress: bool = False) -> dict[str, Any]:
+    def evaluate(self, model: RankingModel, show_progress: bool = False) -> dict[str, Any]:
         if not callable(getattr(model, "recommend_batch", None)):
             raise DataError(f"{type(model).__name__} has no recommend_batch(users, k) method")
         batches = [self.users[i:i + self.batch_size] for i in range(0, len(self.users), self.batch_size)]
@@ -328,11 +340,42 @@ class RankingEvaluator:
         return metrics
 
 
-def evaluate(model: Recommender, relevant: Mapping[Any, Iterable[Hashable]], k: int = 10,
-             catalog_size: int | None = None, batch_size: int = 1024, show_progress: bool = False) -> dict[str, Any]:
+def evaluate_ranking(model: RankingModel, relevant: Mapping[Any, Iterable[Hashable]], k: int = 10,
+                     catalog_size: int | None = None, batch_size: int = 1024,
+                     show_progress: bool = False) -> dict[str, Any]:
     """Shortcut for ``RankingEvaluator(relevant, k, catalog_size, batch_size).evaluate(model)``."""
     return RankingEvaluator(relevant, k, catalog_size, batch_size).evaluate(model, show_progress)
 
 
+#: Deprecated name of :func:`evaluate_ranking`.
+evaluate = evaluate_ranking
+
+
+def score_matrix_metrics(scores: Any, targets: Sequence[int], ks: Sequence[int] = (1, 10)) -> dict[str, float]:
+    """Ranking metrics when each query (row of ``scores``) has exactly one relevant column.
+
+    A query's rank is the number of columns scored strictly higher than its target (ties go
+    the target's way). Returns ``hit@k`` and ``recall@k`` (equal with one relevant item) and
+    ``ndcg@k`` (scikit-learn's ``ndcg_score``) for each ``k`` in ``ks``, and MRR over the full
+    ranking. Used for an embedder's dev retrieval metrics.
+    """
+    from sklearn.metrics import ndcg_score
+
+    s = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.int64)
+    if s.ndim != 2 or len(s) != len(t) or len(t) == 0:
+        raise DataError(f"scores must be (queries, candidates) with one target per query; got {s.shape} and {len(t)}")
+    rank = (s > s[np.arange(len(t)), t][:, None]).sum(1)
+    out: dict[str, float] = {"mrr": float((1.0 / (rank + 1)).mean())}
+    truth = np.zeros_like(s)
+    truth[np.arange(len(t)), t] = 1.0
+    for k in ks:
+        k = _check_k(k)
+        out[f"hit@{k}"] = out[f"recall@{k}"] = float((rank < k).mean())
+        out[f"ndcg@{k}"] = float(ndcg_score(truth, s, k=k)) if s.shape[1] > 1 else float((rank < k).mean())
+    return out
+
+
 __all__ = ["classification_metrics", "multilabel_metrics", "recall_at_k", "precision_at_k", "hit_at_k", "mrr",
-           "ndcg_at_k", "coverage", "ranking_metrics", "Recommender", "RankingEvaluator", "evaluate"]
+           "ndcg_at_k", "coverage", "ranking_metrics", "score_matrix_metrics", "RankingModel", "RankingEvaluator",
+           "evaluate_ranking", "Recommender", "evaluate"]

@@ -8,11 +8,10 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
-
-import pandas as pd
+from typing import Any, Iterable
 
 from .errors import DataError
+from .text import parse_table, read_table  # noqa: F401  (the table reader lives in verticore.text)
 
 PathLike = str | os.PathLike
 
@@ -209,53 +208,6 @@ def read_json(path: PathLike, what: str = "file") -> Any:
         raise DataError(f"{what} not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{what} {path} is corrupt (not valid UTF-8 JSON: {exc})") from None
-
-
-def read_table(path: PathLike, required: Sequence[str] = (), *, allow_empty: bool = False) -> pd.DataFrame:
-    """Read a CSV, TSV, JSONL or JSON table with clear errors.
-
-    Raises :class:`DataError` for a missing file, non-UTF-8 bytes, an empty table or a
-    missing required column (the message lists the columns that do exist).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"file not found: {path}")
-    if path.is_dir():
-        raise DataError(f"expected a file, got a directory: {path}")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path} is not UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); re-save it as UTF-8"
-        ) from None
-    if not text.strip():
-        if allow_empty:
-            return pd.DataFrame(columns=list(required))
-        raise DataError(f"{path} is empty")
-    suffix = path.suffix.lower()
-    import io as _io
-
-    try:
-        if suffix in {".jsonl", ".ndjson"}:
-            df = pd.read_json(_io.StringIO(text), lines=True, dtype=False)
-        elif suffix == ".json":
-            df = pd.read_json(_io.StringIO(text), dtype=False)
-        elif suffix in {".tsv", ".tab"}:
-            df = pd.read_csv(_io.StringIO(text), sep="\t", dtype=str, keep_default_na=False, skip_blank_lines=False)
-        else:
-            df = pd.read_csv(_io.StringIO(text), dtype=str, keep_default_na=False, skip_blank_lines=False)
-    except ValueError as exc:
-        raise DataError(f"{path} could not be parsed as {suffix or 'csv'}: {str(exc).splitlines()[0]}") from None
-    if suffix not in {".jsonl", ".ndjson", ".json"} and len(df):
-        # Truly blank lines carry no data; whitespace-only fields are kept so they get flagged.
-        df = df[~(df == "").all(axis=1)].reset_index(drop=True)
-    if df.empty and not allow_empty:
-        raise DataError(f"{path} has a header but no rows")
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} has no column {missing[0]!r}; columns are {list(map(str, df.columns))}")
-    return df
 
 
 def clean_texts(texts: Iterable[Any], *, what: str = "text") -> list[str]:
