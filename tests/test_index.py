@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from verticore import index as index_mod
+from verticore.index import factory as index_factory
+from verticore.index import persistence as index_persistence
 from verticore.errors import ArtifactError, DataError, IndexMismatchError, VerticoreError
 from verticore.index import SearchHit, VectorIndex
 
@@ -191,8 +192,8 @@ def test_gpu_code_path_with_simulated_gpu(data, factory, monkeypatch):
 
     cpu = VectorIndex(D, factory=factory, use_gpu=False)
     cpu.add(keys, X)
-    monkeypatch.setattr(index_mod, "gpu_available", lambda: True)
-    monkeypatch.setattr(index_mod, "_to_gpu", fake_to_gpu)
+    monkeypatch.setattr(index_factory, "gpu_available", lambda: True)
+    monkeypatch.setattr(index_factory, "to_gpu", fake_to_gpu)
     gpu = VectorIndex(D, factory=factory)
     gpu.add(keys, X)
     assert gpu.on_gpu and not cpu.on_gpu
@@ -271,7 +272,7 @@ def test_save_generations_and_crash_safety(data, tmp_path, monkeypatch):
     def crash(*a, **k):
         raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(index_mod, "atomic_write_json", crash)
+    monkeypatch.setattr(index_persistence, "atomic_write_json", crash)
     with pytest.raises(KeyboardInterrupt):
         idx.save(tmp_path)
     monkeypatch.undo()

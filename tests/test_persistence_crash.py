@@ -110,7 +110,7 @@ def test_killed_index_save_leaves_temp_that_next_open_removes(tmp_path):
 
 
 def test_index_orphan_generation_removed_on_open(tmp_path, monkeypatch):
-    from verticore import index as index_mod
+    from verticore.index import persistence as index_persistence
     from verticore.index import VectorIndex
 
     idx, _ = _small_index()
@@ -120,7 +120,7 @@ def test_index_orphan_generation_removed_on_open(tmp_path, monkeypatch):
     def crash(*a, **k):
         raise Crash("killed before the sidecar")
 
-    monkeypatch.setattr(index_mod, "atomic_write_json", crash)
+    monkeypatch.setattr(index_persistence, "atomic_write_json", crash)
     with pytest.raises(Crash):
         idx.save(tmp_path)
     monkeypatch.undo()
@@ -307,7 +307,7 @@ def test_kb_first_index_save_killed_still_opens(tmp_path, monkeypatch, default_e
     """A kill during the very first dense-index save leaves only a FAISS generation file; the KB
     used to refuse to open ("index.json is missing"). Now it opens and re-embeds from SQLite."""
     from customer_service.kb import KnowledgeBase
-    from verticore import index as index_mod
+    from verticore.index import persistence as index_persistence
 
     (tmp_path / "faq.md").write_text("# Delivery\n\nParcels arrive within three working days.\n")
     kb = KnowledgeBase(tmp_path / "kb", embedder=default_embedder)
@@ -315,7 +315,7 @@ def test_kb_first_index_save_killed_still_opens(tmp_path, monkeypatch, default_e
     def crash(*a, **k):
         raise Crash("killed before the sidecar")
 
-    monkeypatch.setattr(index_mod, "atomic_write_json", crash)
+    monkeypatch.setattr(index_persistence, "atomic_write_json", crash)
     with pytest.raises(Crash):
         kb.ingest(tmp_path / "faq.md")
     monkeypatch.undo()
