@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from verticore.errors import VerticoreError
+from verticore.text import split_sentences as _split_sentences
 
 from .guardrails import redact_pii
 from .kb import RetrievedChunk, tokenize
@@ -60,14 +61,12 @@ def _snippet(text: str, n: int = 240) -> str:
     return t if len(t) <= n else t[: n - 1].rsplit(" ", 1)[0] + "…"
 
 
-_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n{1,}")
 _PLACEHOLDER = re.compile(r"\{\{[^}]*\}\}")
 
 
 def split_sentences(text: str) -> list[str]:
-    """Rough sentence splitter (punctuation + line breaks); list markers are kept."""
-    parts = [p.strip() for p in _SENT.split(text) if p and p.strip()]
-    return [p for p in parts if len(p) > 2]
+    """Sentences of an answer (the core's splitter; every line break also ends one, list markers are kept)."""
+    return [s for s in _split_sentences(text, line_breaks=True) if len(s) > 2]
 
 
 def compose_extractive(question: str, passages: Sequence[RetrievedChunk], max_sentences: int = 3,

@@ -200,7 +200,8 @@ def train_intents(train: Path = typer.Option(..., help="CSV/JSONL with text,labe
     from .intents import train_intent_model
 
     tr, dv = read_table(train, ["text", "label"]), read_table(dev, ["text", "label"])
-    oos = read_table(oos_dev, ["text"])["text"].astype(str).tolist() if oos_dev else None
+    # optional input: a header-only file means "no out-of-scope examples", like no file
+    oos = (read_table(oos_dev, ["text"], allow_empty=True)["text"].astype(str).tolist() or None) if oos_dev else None
     cfg = ClassifierTrainingConfig(epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, max_length=64,
                                    batch_size=16 if len(tr) < 500 else 32)
     model, metrics = train_intent_model(tr["text"].astype(str).tolist(), tr["label"].astype(str).tolist(),

@@ -11,11 +11,11 @@ import hashlib
 import io
 import re
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from verticore.errors import DataError
+from verticore.text import html_to_markdown, parse_table, utc_iso
 
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".text", ".html", ".htm", ".csv", ".tsv", ".jsonl", ".ndjson", ".pdf"}
 MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -123,73 +123,9 @@ def split_markdown(text: str, default_title: str, chunk_size: int = 800, chunk_o
     return title, chunks
 
 
-class _HTMLToMarkdown(HTMLParser):
-    """Minimal HTML -> Markdown-ish text: headings become #, scripts/styles/nav are dropped."""
-
-    _SKIP = {"script", "style", "noscript", "nav", "footer", "header", "svg", "template"}
-    _BLOCK = {"p", "div", "li", "tr", "br", "section", "article", "ul", "ol", "table", "dd", "dt", "blockquote", "pre"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.skip = 0
-        self.title = ""
-        self._in_title = False
-
-    def handle_starttag(self, tag, attrs):
-        if tag in self._SKIP:
-            self.skip += 1
-        elif tag == "title":
-            self._in_title = True
-        elif re.fullmatch(r"h[1-6]", tag):
-            self.out.append("\n\n" + "#" * min(int(tag[1]), 3) + " ")
-        elif tag in self._BLOCK:
-            self.out.append("\n")
-            if tag == "li":
-                self.out.append("- ")
-
-    def handle_endtag(self, tag):
-        if tag in self._SKIP:
-            self.skip = max(0, self.skip - 1)
-        elif tag == "title":
-            self._in_title = False
-        elif re.fullmatch(r"h[1-6]", tag) or tag in self._BLOCK:
-            self.out.append("\n")
-
-    def handle_data(self, data):
-        if self._in_title:
-            self.title += data
-            return
-        if not self.skip:
-            self.out.append(re.sub(r"[ \t\r\f\v]+", " ", data))
-
-    def markdown(self) -> str:
-        text = "".join(self.out)
-        text = re.sub(r"[ \t]+\n", "\n", text)
-        return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-def html_to_markdown(html: str) -> tuple[str, str]:
-    """Convert HTML to Markdown-ish text; returns (title, text)."""
-    parser = _HTMLToMarkdown()
-    parser.feed(html)
-    parser.close()
-    return parser.title.strip(), parser.markdown()
-
-
 def _faq_chunks(path: Path, text: str) -> list[ChunkRecord]:
-    import pandas as pd
-
-    suffix = path.suffix.lower()
-    try:
-        if suffix in {".jsonl", ".ndjson"}:
-            df = pd.read_json(io.StringIO(text), lines=True, dtype=False)
-        elif suffix == ".tsv":
-            df = pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False)
-        else:
-            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except ValueError as exc:
-        raise DataError(f"{path.name} could not be parsed as {suffix.lstrip('.')}: {str(exc).splitlines()[0]}") from None
+    # a header-only FAQ parses to no rows; parse_bytes then says the document has no text to index
+    df = parse_table(text, path.name, allow_empty=True)
     cols = {str(c).strip().lower(): c for c in df.columns}
     q_col = cols.get("question") or cols.get("instruction") or cols.get("q")
     a_col = cols.get("answer") or cols.get("response") or cols.get("a")
@@ -285,7 +221,7 @@ def parse_bytes(raw: bytes, name: str, doc_id: str | None = None, *, chunk_size:
             updated_at = str(meta.get("updated") or meta.get("updated_at"))
     if not chunks:
         raise DataError(f"{path.name} contains no text to index")
-    stamp = updated_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    stamp = updated_at or utc_iso()
     return ParsedDocument(doc_id=doc_id or path.name, source=path.name, title=title, kind=kind, sha256=sha,
                           updated_at=stamp, chunks=chunks, meta={k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))})
 
@@ -304,7 +240,7 @@ def parse_file(path: str | Path, doc_id: str | None = None, *, max_bytes: int | 
     st = path.stat()
     check_size(st.st_size, path.name, max_bytes)
     if "updated_at" not in kwargs:
-        kwargs["updated_at"] = _dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc).isoformat(timespec="seconds")
+        kwargs["updated_at"] = utc_iso(st.st_mtime)
     try:
         with path.open("rb") as f:  # read at most one byte past the limit: the file may grow after stat()
             raw = f.read() if max_bytes is None else f.read(max_bytes + 1)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from verticore.errors import DataError
 from verticore.netguard import MAX_REDIRECTS, NetError, guarded_request
+from verticore.text import html_to_text
 
 from .items import parse_timestamp
 from .store import NewsStore
@@ -52,19 +53,12 @@ def parse_feed(data: bytes | str, source: str) -> list[dict[str, Any]]:
         body = e.get("summary") or ""
         if e.get("content"):
             body = " ".join(c.get("value", "") for c in e["content"]) or body
-        rec["body"] = _strip_html(body)
+        rec["body"] = html_to_text(body)
         ts = e.get("published_parsed") or e.get("updated_parsed")
         if ts:
             rec["published_at"] = parse_timestamp(ts)
         out.append(rec)
     return out
-
-
-def _strip_html(html: str) -> str:
-    import re
-    from html import unescape
-
-    return unescape(re.sub(r"<[^>]+>", " ", html or ""))
 
 
 def fetch_feed(url: str | Path, *, timeout_s: float = 10.0, allow: Any = None) -> list[dict[str, Any]]:

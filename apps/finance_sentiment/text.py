@@ -1,9 +1,12 @@
-"""Text utilities: cleaning, normalised title hashing, sentence splitting."""
+"""Text utilities: cleaning, normalised title hashing; sentence splitting is the core's
+(:func:`verticore.text.split_sentences`, re-exported here)."""
 from __future__ import annotations
 
 import hashlib
 import re
 import unicodedata
+
+from verticore.text import split_sentences as _split_sentences
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 _SPACES = re.compile(r"\s+")
@@ -59,29 +62,6 @@ def title_hash(title: str) -> str:
     return hashlib.sha1(normalize_title(title).encode("utf-8")).hexdigest()[:16]
 
 
-_ABBREV = {"inc", "corp", "co", "ltd", "plc", "mr", "mrs", "ms", "dr", "st", "vs", "u.s", "e.g", "i.e", "jan", "feb",
-           "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "no", "approx", "est"}
-_SENT_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9$])")
-
-
 def split_sentences(text: str, max_sentences: int | None = None) -> list[str]:
-    """Split prose into sentences (rule-based; abbreviations and decimals such as ``5.2`` kept intact)."""
-    text = clean_text(text)
-    if not text:
-        return []
-    out: list[str] = []
-    start = 0
-    for m in _SENT_END.finditer(text):
-        candidate = text[start:m.start()].strip()
-        last_word = candidate.rsplit(" ", 1)[-1].rstrip(".").lower() if candidate else ""
-        if last_word in _ABBREV or len(last_word) == 1 and last_word.isalpha():
-            continue
-        if candidate:
-            out.append(candidate)
-        start = m.end()
-    tail = text[start:].strip()
-    if tail:
-        out.append(tail)
-    if max_sentences is not None:
-        out = out[:max_sentences]
-    return out
+    """Sentences of cleaned ``text`` (the core's splitter: abbreviations and decimals such as ``5.2`` kept)."""
+    return _split_sentences(clean_text(text), max_sentences)

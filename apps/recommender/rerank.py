@@ -5,14 +5,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-
-def minmax(x: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1] (all-equal input maps to ones)."""
-    x = np.asarray(x, dtype=np.float64)
-    if len(x) == 0:
-        return x
-    lo, hi = float(x.min()), float(x.max())
-    return np.ones_like(x) if hi - lo < 1e-12 else (x - lo) / (hi - lo)
+from verticore.text import minmax_normalise
 
 
 def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, diversity: float = 0.0) -> list[int]:
@@ -26,7 +19,7 @@ def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, diversity: float = 0
     k = min(int(k), n)
     if k <= 0:
         return []
-    rel = minmax(relevance)
+    rel = minmax_normalise(relevance)
     if diversity <= 0:
         return [int(i) for i in np.argsort(-rel, kind="stable")[:k]]
     if not 0 <= diversity <= 1:

@@ -62,7 +62,8 @@ def finetune(
 
     cols = [text_col, label_col]
     tr, dv = read_table(train, cols), read_table(dev, cols)
-    te = read_table(test, cols) if test else None
+    te = read_table(test, cols, allow_empty=True) if test else None  # optional: an empty test set = no test set
+    te = None if te is not None and te.empty else te
     sep = label_sep if multi_label else None
     cfg = ClassifierTrainingConfig(base=base, method=method, epochs=epochs, batch_size=batch_size, learning_rate=lr,
                                    lora_learning_rate=lora_lr, max_length=max_length, multi_label=multi_label,
