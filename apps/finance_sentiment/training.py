@@ -28,7 +28,10 @@ def train_sentiment(data_dir: str | Path, out_dir: str | Path, *, method: str = 
         f = data_dir / f"{split}.csv"
         if split == "test" and not f.exists():
             continue
-        frames[split] = read_table(f, ["text", "label"])
+        frames[split] = read_table(f, ["text", "label"], allow_empty=split == "test")  # test is optional
+        if frames[split].empty:
+            del frames[split]
+            continue
         if limit:
             frames[split] = frames[split].head(limit)
     bad = sorted(set(frames["train"]["label"]) - {"positive", "neutral", "negative"})

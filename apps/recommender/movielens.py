@@ -26,7 +26,7 @@ def movie_records(data_dir: str | Path, max_tags: int = 12) -> list[dict[str, An
     tags_path = d / "tags.csv"
     tag_map: dict[str, list[str]] = {}
     if tags_path.exists():
-        tags = read_table(tags_path, ["movieId", "tag"])
+        tags = read_table(tags_path, ["movieId", "tag"], allow_empty=True)  # optional: may have no rows
         tags["tag_norm"] = tags["tag"].str.strip().str.lower()
         tags = tags[tags["tag_norm"] != ""]
         counts = tags.groupby(["movieId", "tag_norm"]).size().reset_index(name="n")
@@ -52,5 +52,6 @@ def load_splits(data_dir: str | Path) -> tuple[Interactions, pd.DataFrame, set[s
     test = read_table(s / "test.csv", ["userId", "movieId"])
     test = test.rename(columns={"userId": "user", "movieId": "item"})[["user", "item"]]
     cold_path = s / "cold_items.csv"
-    cold = set(read_table(cold_path, ["movieId"])["movieId"].astype(str)) if cold_path.exists() else set()
+    cold = set(read_table(cold_path, ["movieId"], allow_empty=True)["movieId"].astype(str)) \
+        if cold_path.exists() else set()  # optional: may be missing or have no rows
     return train, test, cold
