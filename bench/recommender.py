@@ -56,25 +56,11 @@ def _fmt(v) -> str:
 
 
 def ranking(recommended: dict[str, list[str]], relevant: dict[str, set[str]], k: int, catalog_size: int) -> dict:
-    """Core evaluator when present; the same definitions locally otherwise."""
-    try:
-        from verticore.evaluation import ranking_metrics
+    """Recall, NDCG and coverage at ``k`` from the core evaluator."""
+    from verticore.evaluation import ranking_metrics
 
-        m = ranking_metrics(recommended, relevant, k=k, catalog_size=catalog_size)
-        return {"recall": m[f"recall@{k}"], "ndcg": m[f"ndcg@{k}"], "coverage": m.get("coverage")}
-    except ImportError:
-        rec, nd, shown = [], [], set()
-        for u, rel in relevant.items():
-            if not rel:
-                continue
-            top = recommended.get(u, [])[:k]
-            shown.update(top)
-            hits = [1.0 if i in rel else 0.0 for i in top]
-            rec.append(sum(hits) / len(rel))
-            dcg = sum(h / np.log2(r + 2) for r, h in enumerate(hits))
-            idcg = sum(1.0 / np.log2(r + 2) for r in range(min(len(rel), k)))
-            nd.append(dcg / idcg)
-        return {"recall": float(np.mean(rec)), "ndcg": float(np.mean(nd)), "coverage": len(shown) / catalog_size}
+    m = ranking_metrics(recommended, relevant, k=k, catalog_size=catalog_size)
+    return {"recall": m[f"recall@{k}"], "ndcg": m[f"ndcg@{k}"], "coverage": m.get("coverage")}
 
 
 def evaluate(name: str, rank_all, rank_cold, users: list[str], rel_all: dict, rel_cold: dict, n_items: int,

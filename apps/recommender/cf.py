@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -16,19 +16,40 @@ from .interactions import Interactions
 _WEIGHTS_RE = re.compile(r"^ease\.(\d+)\.safetensors$")
 
 
+def _histories(model: Any, users: Sequence[Any], histories: Mapping[Any, Iterable[str]] | None) -> dict[Any, list[str]]:
+    """Each user's items: from ``histories`` when given, else the interactions the model was fitted on."""
+    if histories is not None:
+        return {u: [str(i) for i in histories.get(u, ())] for u in users}
+    inter = getattr(model, "_fitted_on", None)
+    if inter is None:
+        raise DataError(f"{type(model).__name__} has no fitted interactions; pass histories={{user: items}}")
+    return {u: sorted(inter.seen(u)) if inter.has_user(u) else [] for u in users}
+
+
 class Popularity:
-    """Scores items by how many users interacted with them (optionally time-decayed)."""
+    """Scores items by how many users interacted with them (optionally time-decayed).
+
+    Implements :class:`verticore.evaluation.RankingModel` (``recommend_batch``).
+    """
 
     def __init__(self, half_life_days: float | None = None) -> None:
         self.half_life_days = half_life_days
         self.counts: dict[str, float] = {}
+        self._fitted_on: Interactions | None = None
 
     def fit(self, interactions: Interactions) -> "Popularity":
         if len(interactions) == 0:
             raise DataError("cannot fit popularity on zero interactions")
         self.counts = interactions.counts(self.half_life_days)
         self._ranked = sorted(self.counts, key=lambda i: -self.counts[i])
+        self._fitted_on = interactions
         return self
+
+    def recommend_batch(self, users: Sequence[Any], k: int = 10,
+                        histories: Mapping[Any, Iterable[str]] | None = None) -> dict[Any, list[str]]:
+        """Top-``k`` popular items per user, leaving out what each user already saw."""
+        seen = _histories(self, users, histories)
+        return {u: [i for i, _ in self.recommend(k, exclude=seen[u])] for u in users}
 
     def recommend(self, k: int = 10, exclude: Iterable[str] = (), candidates: Iterable[str] | None = None) -> list[tuple[str, float]]:
         """Top-``k`` popular items not in ``exclude`` (and within ``candidates`` if given)."""
@@ -49,6 +70,7 @@ class EASE:
 
     Closed form, one matrix inverse over the items seen in training (fine at 10k items).
     Items never seen in training are *cold*: EASE cannot score them (:meth:`knows`).
+    Implements :class:`verticore.evaluation.RankingModel` (``recommend_batch``).
     """
 
     def __init__(self, l2: float = 200.0, implicit: bool = True) -> None:
@@ -57,6 +79,7 @@ class EASE:
         self.items: list[str] = []
         self.index: dict[str, int] = {}
         self.B: np.ndarray | None = None
+        self._fitted_on: Interactions | None = None
 
     def fit(self, interactions: Interactions, show_progress: bool = False) -> "EASE":
         """Fit on ``interactions`` (implicit: every interaction counts 1)."""
@@ -75,6 +98,7 @@ class EASE:
         B = -P / np.diag(P)[None, :]
         B[np.diag_indices_from(B)] = 0.0
         self.B = B.astype(np.float32)
+        self._fitted_on = interactions
         return self
 
     def knows(self, item: str) -> bool:
@@ -108,6 +132,12 @@ class EASE:
                 s[j] = -np.inf
         top = np.argsort(-s, kind="stable")[:k]
         return [(self.items[j], float(s[j])) for j in top if np.isfinite(s[j])]
+
+    def recommend_batch(self, users: Sequence[Any], k: int = 10,
+                        histories: Mapping[Any, Iterable[str]] | None = None) -> dict[Any, list[str]]:
+        """Top-``k`` unseen items per user from their history (fitted interactions unless ``histories``)."""
+        hist = _histories(self, users, histories)
+        return {u: [i for i, _ in self.recommend(h, k)] if h else [] for u, h in hist.items()}
 
     # -- persistence (safetensors + JSON, never pickle) -------------------------------------
     def save(self, directory: str | Path) -> Path:

@@ -60,6 +60,9 @@ class Recommendation:
 class Recommender:
     """Recommendations from item texts (FAISS retrieval) and user behaviour.
 
+    Implements :class:`verticore.evaluation.RankingModel` (:meth:`recommend_batch`), so
+    ``verticore.evaluation.evaluate_ranking`` scores its text, hybrid and CF modes.
+
     Args:
         catalog: the embedded, indexed items.
         interactions: user histories (may be empty: cold-start users are served from text).
@@ -211,6 +214,29 @@ class Recommender:
             return self._recommend_from(items, weights, k=k, exclude=set(self.interactions.seen(user)) if exclude_seen else set(),
                                         filters=filters, diversity=diversity, prior=prior, candidates=candidates,
                                         n_interests=n_interests, mode=mode, explain=explain)
+
+    def recommend_batch(self, users: Sequence[Any], k: int = 10) -> dict[Any, list[str]]:
+        """Item ids of :meth:`recommend` for each user (an empty list for a user without history)."""
+        return {u: [r.item for r in self.recommend(u, k, explain=False)] if self.has_profile(u) else [] for u in users}
+
+    def search_items(self, query: str, k: int = 10, *, mode: str = "hybrid") -> list[Recommendation]:
+        """Search item texts with the core retrievers: BM25 (exact words: titles, names), dense
+        (meaning) or both fused (``mode``); built from the catalog on first use."""
+        from verticore.retrieval import BM25Retriever, DenseRetriever, HybridRetriever
+
+        with self._lock:
+            if len(self.catalog) == 0:
+                raise DataError("the catalog is empty: add items before searching")
+            texts = self.catalog.texts
+            if getattr(self, "_text_search_texts", None) != texts:  # the catalog changed: rebuild the BM25 side
+                bm25 = BM25Retriever()
+                bm25.set_texts(list(texts), list(texts.values()))
+                dense = DenseRetriever(self.catalog.embedder, index=self.catalog.index)
+                self._text_search = HybridRetriever(dense, bm25, dense_weight=0.5)
+                self._text_search_texts = dict(texts)
+            hits = self._text_search.search(query, k=k, mode=mode)
+            return [Recommendation(item=h.key, score=h.score, title=self.catalog.title(h.key), source="query")
+                    for h in hits]
 
     def has_profile(self, user: Any) -> bool:
         """True when ``user`` has history with items still in the catalog (else they are cold)."""

@@ -53,7 +53,12 @@ class DenseRetriever(RetrievalComponent):
             from ..inference import Embedder
 
             spec = self.embedder_spec
-            self._embedder = Embedder(**spec) if isinstance(spec, dict) else Embedder(str(spec))
+            if isinstance(spec, dict) and callable(getattr(Embedder, "from_dict", None)) and "type" in spec:
+                self._embedder = Embedder.from_dict(spec)
+            elif isinstance(spec, dict):
+                self._embedder = Embedder(**spec)
+            else:
+                self._embedder = Embedder(str(spec))
         return self._embedder
 
     @property
