@@ -57,10 +57,10 @@ def _retrieval_metrics(model, pairs: list[tuple[str, str]]) -> dict[str, float]:
     pos_index = {p: i for i, p in enumerate(positives)}
     qa = model.encode(anchors, normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
     pe = model.encode(positives, normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
-    scores = qa @ pe.T
-    target = np.array([pos_index[p] for _, p in pairs])
-    rank = (scores > scores[np.arange(len(pairs)), target][:, None]).sum(1)
-    return {"recall@1": float((rank == 0).mean()), "mrr": float((1.0 / (rank + 1)).mean())}
+    from ..evaluation import score_matrix_metrics
+
+    m = score_matrix_metrics(qa @ pe.T, [pos_index[p] for _, p in pairs], ks=(1,))
+    return {"recall@1": m["recall@1"], "mrr": m["mrr"]}
 
 
 def train_embedder(
