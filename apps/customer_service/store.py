@@ -10,7 +10,6 @@ not redacted but encrypted at rest (Fernet) with a key kept outside the database
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import secrets
@@ -25,6 +24,7 @@ from verticore.errors import ArtifactError, DataError
 from verticore.io import fsync_dir
 from verticore.settings import get_settings
 from verticore.storage import connect
+from verticore.text import utc_iso
 
 from .guardrails import redact_pii
 
@@ -121,7 +121,7 @@ _ENC_PREFIX = "enc:v1:"
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return utc_iso()
 
 
 def _fernet(key: bytes | str, where: str):

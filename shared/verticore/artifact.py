@@ -15,7 +15,6 @@ Layout of a classifier artifact (an embedder artifact is a sentence-transformers
 """
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any
 
 from .errors import ArtifactError, DataError
 from .io import atomic_write_json, fsync_dir, pid_alive, read_json
+from .text import utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class ArtifactMeta:
 
         return {"format": "verticore-artifact/1", "kind": self.kind, "base_model": self.base_model,
                 "base_model_name": self.base_model_name, "data_fingerprint": self.data_fingerprint,
-                "method": self.method, "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "method": self.method, "created_at": utc_iso(),
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__}, **self.extra}
 
 

@@ -22,7 +22,6 @@ the ``torch`` backend on GPU.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import logging
@@ -40,6 +39,7 @@ from ..errors import ArtifactError, VerticoreError
 from ..io import atomic_write_json
 from ..models import model_fingerprint
 from ..settings import get_settings
+from ..text import utc_iso
 from .backends import load_torch_model, pool, pooling_mode, register_backend
 
 log = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ class OnnxExporter:
         info = {"recipe": RECIPE_VERSION, "model_dir": str(self.model_dir), "model_fingerprint": self.fingerprint,
                 "head": self.head, "pooling": self.pooling, "variant": self.variant, "fused": fused,
                 **qinfo,
-                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "created_at": utc_iso(),
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                              "onnxruntime": onnxruntime.__version__}}
         return chosen, info

@@ -17,7 +17,6 @@ file they read is replaced atomically). Nothing is deleted except by :meth:`Mode
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import errno
 import getpass
 import json
@@ -32,6 +31,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import ArtifactError, DataError
 from ..io import DirLock, atomic_write_json, file_sha256, fsync_dir, pid_alive, read_json
+from ..text import utc_iso
 from .gate import GateResult, compare
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def default_root() -> Path:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return utc_iso()
 
 
 def current_user() -> str:

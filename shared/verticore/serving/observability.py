@@ -14,10 +14,11 @@ import re
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ..text import utc_iso
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("verticore_request_id", default=None)
 access_log = logging.getLogger("verticore.serving.access")
@@ -38,7 +39,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": utc_iso(record.created, timespec="milliseconds"),
             "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage(),
             "request_id": getattr(record, "request_id", None) or request_id_var.get(),
         }
