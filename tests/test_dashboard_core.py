@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 import verticore.dashboard as dashboard
 from verticore import demo
-from verticore.dashboard import CORE_PAGE, HUB_SCRIPT, AppInfo, discover_pages, find_artifacts, home
+from verticore.dashboard import CORE_PAGE, HUB_SCRIPT, discover_pages, find_artifacts, home, hub_apps
+from app_dist import forget_modules, install_app
 from streamlit_harness import prepared_demo_home
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,52 +30,54 @@ def demo_home(tmp_path_factory) -> Path:
 
 
 def _write_fake_apps(root: Path) -> dict[str, Path]:
-    """Three fake app packages: one good, one whose dashboard raises, one with a malformed PAGES."""
-    good = root / "vc_fake_good" / "dashboard"
-    good.mkdir(parents=True)
-    (root / "vc_fake_good" / "__init__.py").write_text("")
-    page = good / "fake_page.py"
-    page.write_text("import streamlit as st\nst.header('Fake page works')\n")
-    (good / "__init__.py").write_text(textwrap.dedent(f"""
-        PAGES = [{{"title": "Fake page", "path": {str(page)!r}, "icon": ":material/star:"}},
-                 {{"title": "Gone", "path": {str(good / 'missing.py')!r}}}]
-    """))
-    (root / "vc_fake_good" / "demo.py").write_text(textwrap.dedent("""
-        from pathlib import Path
+    """Fake apps registered through entry points: one good, one whose plugin raises, one whose demo
+    fails, one whose package is not installed."""
+    good = install_app(root, "vc_fake_good", {
+        "dashboard/__init__.py": "",
+        "dashboard/fake_page.py": "import streamlit as st\nst.header('Fake page works')\n",
+        "demo.py": """
+            from pathlib import Path
 
-        def prepare_demo(home: Path, show_progress: bool = True) -> None:
-            (home / "vc_fake_good").mkdir(parents=True, exist_ok=True)
-            (home / "vc_fake_good" / "ready.flag").write_text("ok")
+            def prepare_demo(home: Path, *, fast: bool = False, show_progress: bool = True) -> None:
+                (home / "vc_fake_good").mkdir(parents=True, exist_ok=True)
+                (home / "vc_fake_good" / "ready.flag").write_text("ok")
 
-        def is_ready(home: Path) -> bool:
-            return (home / "vc_fake_good" / "ready.flag").exists()
-    """))
-    broken = root / "vc_fake_broken" / "dashboard"
-    broken.mkdir(parents=True)
-    (root / "vc_fake_broken" / "__init__.py").write_text("")
-    (broken / "__init__.py").write_text("raise RuntimeError('boom in dashboard')\n")
-    bad = root / "vc_fake_badpages" / "dashboard"
-    bad.mkdir(parents=True)
-    (root / "vc_fake_badpages" / "__init__.py").write_text("")
-    (bad / "__init__.py").write_text("PAGES = 'not a list'\n")
-    (root / "vc_fake_badpages" / "demo.py").write_text(
-        "def prepare_demo(home, show_progress=True):\n    raise ValueError('sample data missing')\n")
-    return {"page": page}
+            def is_ready(home: Path) -> bool:
+                return (home / "vc_fake_good" / "ready.flag").exists()
+        """,
+        "plugin.py": """
+            from verticore.plugins import AppSpec, DashboardPage
+
+            APP = AppSpec(name="vc_fake_good", title="Fake good", summary="A fake app.", icon=":material/star:",
+                          pages=[DashboardPage("Fake page", "dashboard/fake_page.py", icon=":material/star:"),
+                                 DashboardPage("Gone", "dashboard/missing.py")],
+                          prepare_demo="vc_fake_good.demo:prepare_demo", demo_ready="vc_fake_good.demo:is_ready")
+        """,
+    })
+    install_app(root, "vc_fake_broken", {"plugin.py": "raise RuntimeError('boom in plugin')\n"})
+    install_app(root, "vc_fake_faildemo", {"plugin.py": """
+        from verticore.plugins import AppSpec
+
+        def fail(home, *, fast, show_progress):
+            raise ValueError("sample data missing")
+
+        APP = AppSpec(name="vc_fake_faildemo", title="Fake failing demo", prepare_demo=fail)
+    """})
+    install_app(root, "vc_fake_absent", {"plugin.py": """
+        from verticore.plugins import AppSpec, DashboardPage
+
+        APP = AppSpec(name="vc_fake_absent", title="Fake absent", package="vc_fake_not_installed",
+                      pages=[DashboardPage("Nowhere", "dashboard/nowhere.py")])
+    """})
+    return {"page": good / "dashboard" / "fake_page.py"}
 
 
 @pytest.fixture
 def fake_apps(tmp_path, monkeypatch):
-    paths = _write_fake_apps(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    apps = (AppInfo("vc_fake_good", "Fake good", "A fake app.", ":material/star:"),
-            AppInfo("vc_fake_broken", "Fake broken", "Its dashboard raises.", ":material/error:"),
-            AppInfo("vc_fake_badpages", "Fake bad pages", "PAGES is not a list.", ":material/error:"),
-            AppInfo("vc_fake_absent", "Fake absent", "Not installed.", ":material/block:"))
-    monkeypatch.setattr(dashboard, "APPS", apps)
+    paths = _write_fake_apps(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
     yield paths
-    for name in list(sys.modules):
-        if name.startswith("vc_fake_"):
-            del sys.modules[name]
+    forget_modules("vc_fake")
 
 
 # -- verticore.dashboard ------------------------------------------------------------------------
@@ -88,14 +90,17 @@ def test_home_follows_env_and_defaults_to_repo(monkeypatch, tmp_path):
 
 
 def test_discover_pages_isolates_broken_apps(fake_apps):
-    found = {e.app.package: e for e in discover_pages()}
-    good = found["vc_fake_good"]
+    found = hub_apps()
+    apps = {e.app.name: e for e in found.apps}
+    good = apps["vc_fake_good"]
     assert [p["title"] for p in good.pages] == ["Fake page"]
     assert good.pages[0]["url_path"] == "vc-fake-good-fake-page"
     assert any("missing.py" in w for w in good.warnings)
-    assert found["vc_fake_broken"].broken and "boom in dashboard" in found["vc_fake_broken"].error
-    assert found["vc_fake_badpages"].broken and "PAGES" in found["vc_fake_badpages"].error
-    assert not found["vc_fake_absent"].installed and not found["vc_fake_absent"].broken
+    assert any("vc_fake_broken" in p and "boom in plugin" in p for p in found.problems)
+    assert "vc_fake_broken" not in apps
+    assert not apps["vc_fake_absent"].installed and not apps["vc_fake_absent"].broken
+    assert apps["vc_fake_faildemo"].error and not apps["vc_fake_faildemo"].broken  # simply no pages
+    assert {e.app.name for e in discover_pages()} == set(apps)
 
 
 def test_find_artifacts_lists_the_demo_classifier(demo_home):
@@ -120,11 +125,11 @@ def test_demo_ready_uses_the_app_hook_or_the_folder(fake_apps, tmp_path):
 def test_prepare_all_runs_app_hooks_and_survives_failures(fake_apps, tmp_path):
     from verticore.demo import prepare_all
 
-    results = {r.name: r for r in prepare_all(tmp_path, only=["vc_fake_good", "vc_fake_badpages", "vc_fake_absent"],
+    results = {r.name: r for r in prepare_all(tmp_path, only=["vc_fake_good", "vc_fake_faildemo", "vc_fake_absent"],
                                                 show_progress=False)}
     assert results["vc_fake_good"].status == "prepared" and (tmp_path / "vc_fake_good" / "ready.flag").exists()
-    assert results["vc_fake_badpages"].status == "failed" and "sample data missing" in results["vc_fake_badpages"].detail
-    assert results["vc_fake_absent"].status == "skipped"
+    assert results["vc_fake_faildemo"].status == "failed" and "sample data missing" in results["vc_fake_faildemo"].detail
+    assert results["vc_fake_absent"].status == "skipped"  # an app without a demo
 
 
 # -- python -m verticore.demo -------------------------------------------------------------------
@@ -160,9 +165,9 @@ def test_demo_rejects_unknown_parts_and_ports(capsys, monkeypatch, tmp_path):
     assert "already in use" in capsys.readouterr().err
 
 
-def test_demo_skips_apps_without_demo_module(monkeypatch, tmp_path):
+def test_demo_skips_apps_that_are_not_installed(monkeypatch, tmp_path):
     res = demo.prepare_app("vc_no_such_app_pkg", tmp_path, show_progress=False)
-    assert res.status == "skipped" and "no demo module" in res.detail
+    assert res.status == "skipped" and "not an installed app" in res.detail
 
 
 def test_hub_command_is_headless_on_requested_port():
@@ -178,7 +183,7 @@ def test_hub_runs_and_survives_broken_app_pages(fake_apps, demo_home, monkeypatc
     assert not at.exception
     assert at.title[0].value == "Verticore"
     warnings = " ".join(w.value for w in at.sidebar.warning)
-    assert "boom in dashboard" in warnings and "defines no PAGES list" in warnings and "missing.py" in warnings
+    assert "boom in plugin" in warnings and "missing.py" in warnings
     text = " ".join(m.value for m in at.markdown)
     assert "A fake app." in text
     at.switch_page(str(fake_apps["page"])).run()

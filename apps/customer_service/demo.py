@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from verticore.io import atomic_write_json, read_json
+from verticore.paths import app_home
 from verticore.settings import get_settings
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -23,7 +24,7 @@ DEMO_VERSION = 1
 
 def demo_dir(home: Path) -> Path:
     """``home / "customer_service"``."""
-    return Path(home) / APP
+    return app_home(APP, Path(home))
 
 
 def demo_kb_dir(home: Path) -> Path:
@@ -44,19 +45,38 @@ def _samples_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def prepare_demo(home: Path, show_progress: bool = True) -> None:
-    """Build the demo bot under ``home / "customer_service"`` (idempotent, fast when done)."""
+def _up_to_date(root: Path, want: dict) -> bool:
+    """The marker says this demo was built from the current samples (a full build also serves fast mode)."""
+    marker = root / "demo.json"
+    if not marker.exists() or not (root / "kb" / "kb.json").exists():
+        return False
+    try:
+        have = read_json(marker, "demo marker")
+    except Exception:
+        return False
+    if all(have.get(k) == v for k, v in want.items()):
+        return True
+    return have.get("version") == want["version"] and have.get("samples") == want["samples"] \
+        and not have.get("fast") and want["fast"]
+
+
+def is_ready(home: Path) -> bool:
+    """True when :func:`prepare_demo` has completed for the current samples and settings."""
+    fast = _fast()
+    return _up_to_date(demo_dir(Path(home)), {"version": DEMO_VERSION, "samples": _samples_hash(), "fast": fast})
+
+
+def prepare_demo(home: Path, show_progress: bool = True, fast: bool | None = None) -> None:
+    """Build the demo bot under ``home / "customer_service"`` (idempotent, fast when done).
+
+    ``fast`` (default: ``VERTICORE_DEMO_FAST``) trains the intent model for a few steps only.
+    """
     root = demo_dir(Path(home))
     marker = root / "demo.json"
-    fast = _fast()
+    fast = _fast() if fast is None else bool(fast)
     want = {"version": DEMO_VERSION, "samples": _samples_hash(), "fast": fast}
-    if marker.exists():
-        try:
-            have = read_json(marker, "demo marker")
-        except Exception:
-            have = {}
-        if all(have.get(k) == v for k, v in want.items()) or (have.get("samples") == want["samples"] and not have.get("fast") and fast):
-            return
+    if _up_to_date(root, want):
+        return
     from verticore.finetune import ClassifierTrainingConfig
     from verticore.io import read_table
 

@@ -1,5 +1,6 @@
-"""The customer-service bot as a hub app: ``verticore serve --apps customer_service`` mounts its
-API (and the chat widget at ``/v1/support/widget``) under ``/v1/support``.
+"""The customer-service bot as a Verticore app (entry point ``verticore.apps``): its hub pages, its
+command line (``verticore customer_service ...``), its demo state, and its API: ``verticore serve
+--apps customer_service`` mounts it (and the chat widget at ``/v1/support/widget``) under ``/v1/support``.
 
 It opens the bot in ``$CUSTOMER_SERVICE_KB`` if set, else the demo bot under
 ``$VERTICORE_HOME/customer_service/kb`` (``customer-service demo --home HOME`` prepares it).
@@ -12,7 +13,7 @@ from pathlib import Path
 from fastapi import APIRouter
 
 from verticore.errors import ArtifactError
-from verticore.plugins import AppSpec, ServingContext
+from verticore.plugins import AppSpec, DashboardPage, ServingContext
 
 
 def bot_directory(home: Path) -> Path:
@@ -38,4 +39,18 @@ def create_router(ctx: ServingContext) -> APIRouter:
     return router
 
 
-APP = AppSpec(name="customer_service", title="Customer service", api_prefix="support", create_router=create_router)
+APP = AppSpec(
+    name="customer_service",
+    title="Customer service",
+    summary="Answers customer questions from a knowledge base with sources, detects intent, hands off to humans.",
+    icon=":material/support_agent:",
+    pages=[DashboardPage("Support chat", "dashboard/chat_page.py", icon=":material/support_agent:"),
+           DashboardPage("Knowledge base", "dashboard/kb_page.py", icon=":material/library_books:"),
+           DashboardPage("Support analytics", "dashboard/analytics_page.py", icon=":material/analytics:"),
+           DashboardPage("Handoff queue", "dashboard/handoff_page.py", icon=":material/assignment_ind:")],
+    cli="customer_service.cli:app",
+    api_prefix="support",
+    create_router=create_router,
+    prepare_demo="customer_service.demo:prepare_demo",
+    demo_ready="customer_service.demo:is_ready",
+)

@@ -63,16 +63,16 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug log
 
 @app.command()
 @_friendly
-def train(data: Path = typer.Option(None, help="folder with train.csv/dev.csv[/test.csv] (text,label); "
-                                                "default: Financial PhraseBank 50Agree"),
+def train(data: Path = typer.Option(..., help="folder with train.csv/dev.csv[/test.csv] (text,label), e.g. the "
+                                               "Financial PhraseBank 50Agree splits"),
           out: Optional[Path] = typer.Option(None, help="artifact dir (default <home>/models/sentiment)"),
           method: str = typer.Option("full", help="full or lora"), epochs: int = 6, batch_size: int = 32,
           learning_rate: Optional[float] = None, max_steps: Optional[int] = None, home: Optional[Path] = HOME_OPT) -> None:
     """Fine-tune the sentiment model (positive/neutral/negative) with the core and print test metrics."""
-    from .training import PHRASEBANK_DIR, train_sentiment
+    from .training import train_sentiment
 
     out = out or _paths(home).sentiment_model
-    res = train_sentiment(data or PHRASEBANK_DIR, out, method=method, epochs=epochs, batch_size=batch_size,
+    res = train_sentiment(data, out, method=method, epochs=epochs, batch_size=batch_size,
                           learning_rate=learning_rate, max_steps=max_steps)
     m = res.metrics
     typer.echo(f"sentiment model written to {res.artifact_dir}")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from verticore.io import atomic_write_json, atomic_write_text, read_json
+from verticore.paths import app_home
 from verticore.settings import get_settings
 
 from .paths import APP_DIR_NAME, SAMPLES, AppPaths
@@ -57,22 +58,33 @@ def demo_stream(paths: AppPaths, fast: bool) -> tuple[list[dict], list]:
                         burst_minutes=30.0, seed=11, tickers=["MRD", "CSM"])
 
 
-def prepare_demo(home: Path, show_progress: bool = True) -> None:
-    """Prepare ``home / "finance_sentiment"``: models, watchlist, config, a replayed stream with alerts."""
+def is_ready(home: Path) -> bool:
+    """True when :func:`prepare_demo` has completed under ``home`` (models, database, replayed stream)."""
+    paths = AppPaths(app_home(APP_DIR_NAME, Path(home)))
+    done = paths.root / DEMO_DONE
+    if not done.exists():
+        return False
+    try:
+        state = read_json(done)
+    except Exception:
+        return False
+    return state.get("version") == DEMO_VERSION and _ready(paths.sentiment_model) and paths.db.exists()
+
+
+def prepare_demo(home: Path, show_progress: bool = True, fast: bool | None = None) -> None:
+    """Prepare ``home / "finance_sentiment"``: models, watchlist, config, a replayed stream with alerts.
+
+    ``fast`` (default: ``VERTICORE_DEMO_FAST``) trains for 2 steps on a shorter stream.
+    """
     from .training import train_sample_sentiment, train_topics
 
-    fast = fast_mode()
-    paths = AppPaths(Path(home) / APP_DIR_NAME)
+    fast = fast_mode() if fast is None else bool(fast)
+    paths = AppPaths(app_home(APP_DIR_NAME, Path(home)))
     paths.root.mkdir(parents=True, exist_ok=True)
     done = paths.root / DEMO_DONE
-    if done.exists():
-        try:
-            state = read_json(done)
-            if state.get("version") == DEMO_VERSION and _ready(paths.sentiment_model) and paths.db.exists():
-                _say(show_progress, f"ready at {paths.root}")
-                return
-        except Exception:
-            pass
+    if is_ready(home):
+        _say(show_progress, f"ready at {paths.root}")
+        return
     if not paths.watchlist.exists():
         shutil.copyfile(SAMPLES / "watchlist.csv", paths.watchlist)
     if not paths.config.exists():

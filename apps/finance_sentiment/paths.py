@@ -4,20 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from verticore.paths import app_home, home
+
 SAMPLES = Path(__file__).resolve().parent / "samples"
 APP_DIR_NAME = "finance_sentiment"
 
 
 def verticore_home() -> Path:
-    """``$VERTICORE_HOME`` or the core's default (``<repo>/.verticore``)."""
-    try:
-        from verticore.dashboard import home
-
-        return home()
-    except ImportError:  # pragma: no cover - older core
-        from verticore.settings import get_settings
-
-        return get_settings().home or Path(".verticore")
+    """The Verticore home (``$VERTICORE_HOME``, else the core's default): :func:`verticore.paths.home`."""
+    return home()
 
 
 @dataclass(frozen=True)
@@ -28,7 +23,7 @@ class AppPaths:
 
     @classmethod
     def default(cls) -> "AppPaths":
-        return cls(verticore_home() / APP_DIR_NAME)
+        return cls(app_home(APP_DIR_NAME))
 
     @property
     def db(self) -> Path:

@@ -1,5 +1,7 @@
-"""The finance sentiment monitor as a hub app: ``verticore serve --apps finance_sentiment`` mounts
-it under ``/v1/finance``, with the webhook deliverer running in the background while it serves.
+"""The finance sentiment monitor as a Verticore app (entry point ``verticore.apps``): its hub page,
+its command line (``verticore finance_sentiment ...``), its demo state, and its API: ``verticore serve
+--apps finance_sentiment`` mounts it under ``/v1/finance``, with the webhook deliverer running in the
+background while it serves.
 
 It opens the monitor installed under ``$VERTICORE_HOME/finance_sentiment`` (models, watchlist,
 ``config.yaml``, database), as ``finance-sentiment demo`` or ``train`` left it.
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from verticore.plugins import AppSpec, ServingContext
+from verticore.plugins import AppSpec, DashboardPage, ServingContext
 
 
 def create_router(ctx: ServingContext) -> APIRouter:
@@ -32,4 +34,15 @@ def create_router(ctx: ServingContext) -> APIRouter:
     return router
 
 
-APP = AppSpec(name="finance_sentiment", title="Finance sentiment", api_prefix="finance", create_router=create_router)
+APP = AppSpec(
+    name="finance_sentiment",
+    title="Finance sentiment",
+    summary="Classifies the sentiment of financial news, tracks trends per company and alerts on surges.",
+    icon=":material/monitoring:",
+    pages=[DashboardPage("Finance sentiment monitor", "dashboard/monitor_page.py", icon=":material/monitoring:")],
+    cli="finance_sentiment.cli:app",
+    api_prefix="finance",
+    create_router=create_router,
+    prepare_demo="finance_sentiment.demo:prepare_demo",
+    demo_ready="finance_sentiment.demo:is_ready",
+)

@@ -9,8 +9,6 @@ from verticore.io import read_table
 
 from .paths import SAMPLES
 
-PHRASEBANK_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "financial_phrasebank" / "splits" / "50Agree"
-
 
 def train_sentiment(data_dir: str | Path, out_dir: str | Path, *, method: str = "full", epochs: int = 6,
                     batch_size: int = 32, learning_rate: float | None = None, max_steps: int | None = None,

@@ -16,26 +16,27 @@ import time
 from pathlib import Path
 
 from verticore.io import atomic_write_json, read_json
+from verticore.paths import app_home
 from verticore.settings import get_settings
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: the hybrid alpha is tuned on a holdout and stored with the state
 TEMPLATE = "{title} ({year}). {genre}. {description} Tags: {tags}"
 
 
 def demo_dir(home: Path) -> Path:
     """Where the recommender's demo state lives under the hub's home."""
-    return Path(home) / "recommender"
+    return app_home("recommender", Path(home))
 
 
-def _settings() -> dict:
-    fast = get_settings().demo_fast
+def _settings(fast: bool | None = None) -> dict:
+    fast = get_settings().demo_fast if fast is None else bool(fast)
     return {"version": DEMO_VERSION, "fast": fast, "max_items": 60 if fast else None, "finetune_steps": 2 if fast else 30,
             "batch_size": 8 if fast else 32}
 
 
-def is_ready(home: Path) -> bool:
-    """True when :func:`prepare_demo` has completed for the current settings."""
+def is_ready(home: Path, fast: bool | None = None) -> bool:
+    """True when :func:`prepare_demo` has completed for these settings (``fast``: default ``VERTICORE_DEMO_FAST``)."""
     f = demo_dir(home) / "demo.json"
     if not f.exists():
         return False
@@ -43,25 +44,30 @@ def is_ready(home: Path) -> bool:
         meta = read_json(f, "demo state")
     except Exception:
         return False
-    return meta.get("settings") == _settings() and (demo_dir(home) / "state" / "recommender.json").exists()
+    return meta.get("settings") == _settings(fast) and (demo_dir(home) / "state" / "recommender.json").exists()
 
 
-def prepare_demo(home: Path, show_progress: bool = True) -> None:
-    """Build the recommender demo state under ``home / "recommender"`` (idempotent)."""
+def prepare_demo(home: Path, show_progress: bool = True, fast: bool | None = None) -> None:
+    """Build the recommender demo state under ``home / "recommender"`` (idempotent).
+
+    ``fast`` (default: ``VERTICORE_DEMO_FAST``): 60 items and 2 fine-tuning steps.
+    """
     from tqdm.auto import tqdm
 
     from verticore import Embedder
 
     from . import EASE, Catalog, Interactions, Recommender
-    from .training import finetune_on_behaviour
+    from verticore.errors import DataError
     from verticore.io import read_table
 
+    from .training import DEFAULT_ALPHA, finetune_on_behaviour, tune_alpha
+
     home = Path(home)
-    if is_ready(home):
+    if is_ready(home, fast):
         return
     out = demo_dir(home)
     out.mkdir(parents=True, exist_ok=True)
-    settings = _settings()
+    settings = _settings(fast)
     t0 = time.time()
     steps = tqdm(total=5, desc="recommender demo", unit="step", disable=not show_progress)
     items = read_table(SAMPLES / "items.csv", ["item_id", "title", "description"])
@@ -89,9 +95,14 @@ def prepare_demo(home: Path, show_progress: bool = True) -> None:
                                  show_progress=show_progress)
     steps.update(1)
 
-    steps.set_postfix_str("fitting EASE")
+    steps.set_postfix_str("fitting EASE, tuning the hybrid weight")
     ease = EASE(l2=20.0).fit(inter)
-    rec = Recommender(tuned, inter, cf=ease, mode="hybrid", alpha=0.5, n_interests=2)
+    try:  # the same holdout tuning as `recommender build`; its scores are what the page shows
+        tuning = tune_alpha(tuned, inter, l2=20.0, n_interests=2, max_users=40 if settings["fast"] else 300)
+        alpha, tuning_info = tuning.alpha, tuning.to_dict()
+    except DataError as exc:
+        alpha, tuning_info = DEFAULT_ALPHA, {"skipped": str(exc)}
+    rec = Recommender(tuned, inter, cf=ease, mode="hybrid", alpha=alpha, n_interests=2, alpha_tuning=tuning_info)
     steps.update(1)
 
     steps.set_postfix_str("saving")

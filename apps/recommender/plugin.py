@@ -1,4 +1,6 @@
-"""The recommender as a hub app: ``verticore serve --apps recommender`` mounts it under ``/v1/rec``.
+"""The recommender as a Verticore app (entry point ``verticore.apps``): its hub page, its command line
+(``verticore recommender ...``), its demo state, and its API: ``verticore serve --apps recommender``
+mounts it under ``/v1/rec``.
 
 It serves the state that ``recommender demo`` (or the hub's ``make demo``) prepared under
 ``$VERTICORE_HOME/recommender/state``; events and item changes are persisted there.
@@ -8,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from verticore.errors import ArtifactError
-from verticore.plugins import AppSpec, ServingContext
+from verticore.plugins import AppSpec, DashboardPage, ServingContext
 
 
 def create_router(ctx: ServingContext) -> APIRouter:
@@ -23,4 +25,16 @@ def create_router(ctx: ServingContext) -> APIRouter:
     return build(Recommender.load(state), state_dir=state)
 
 
-APP = AppSpec(name="recommender", title="Recommender", api_prefix="rec", create_router=create_router)
+APP = AppSpec(
+    name="recommender",
+    title="Recommender",
+    summary="Recommends items from what they say and what users did, served from a FAISS index.",
+    icon=":material/recommend:",
+    pages=[DashboardPage("Recommender", "dashboard/recommender_page.py", icon=":material/recommend:",
+                         url_path="recommender")],
+    cli="recommender.cli:app",
+    api_prefix="rec",
+    create_router=create_router,
+    prepare_demo="recommender.demo:prepare_demo",
+    demo_ready="recommender.demo:is_ready",
+)

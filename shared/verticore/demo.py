@@ -1,20 +1,21 @@
 """``python -m verticore.demo`` (what ``make demo`` runs): prepare demo state, then start the hub.
 
-1. Preparation (idempotent; fast when already done): for every importable app
-   (``customer_service``, ``finance_sentiment``, ``recommender``) call
-   ``<app>.demo.prepare_demo(home, show_progress=True)``; train the core demo classifier on the
-   bundled sample ``verticore/samples/core_sentiment.csv`` into ``home/core/demo_classifier``.
+1. Preparation (idempotent; fast when already done): for every installed app (registered under the
+   ``verticore.apps`` entry-point group, see :mod:`verticore.plugins`) call its ``prepare_demo(home,
+   fast=..., show_progress=...)`` hook; train the core demo classifier on the bundled sample
+   ``verticore/samples/core_sentiment.csv`` into ``home/core/demo_classifier``.
 2. Start ``streamlit run .../dashboard/hub.py`` headless on 127.0.0.1:8501 (``--port``/``--host`` or
    env ``VERTICORE_PORT``/``VERTICORE_HOST``), print the URL and open a browser when there is a display.
    Ctrl-C stops it.
 
-``--prepare-only`` prepares and exits (tests / CI); ``--no-prepare`` only starts the hub.
+``--prepare-only`` prepares and exits (tests / CI); ``--no-prepare`` only starts the hub;
+``--list`` prints the parts (the apps and ``core``) and whether their demo state is ready.
 Env ``VERTICORE_DEMO_FAST=1`` makes every preparation tiny (a couple of training steps).
 """
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
 import os
 import signal
 import subprocess
@@ -26,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import dashboard as _dashboard
-from .dashboard import HUB_SCRIPT, core_demo_classifier, ensure_source_paths, home, repo_root
+from .dashboard import HUB_SCRIPT, core_demo_classifier
 from .errors import VerticoreError
+from .paths import HOME_ENV, home
+from .plugins import AppSpec, discover_apps
 from .settings import get_settings
 
 FAST_ENV = "VERTICORE_DEMO_FAST"
@@ -93,29 +95,32 @@ def prepare_core(base: Path, show_progress: bool = True) -> StepResult:
 
 
 # -- apps --------------------------------------------------------------------------------------
-def prepare_app(package: str, base: Path, show_progress: bool = True) -> StepResult:
-    """Call ``<package>.demo.prepare_demo(base, show_progress)``; skip when the app has no demo yet."""
-    ensure_source_paths()
-    try:
-        module = importlib.import_module(f"{package}.demo")
-    except ModuleNotFoundError as exc:
-        missing = getattr(exc, "name", "") or ""
-        if missing in {package, f"{package}.demo"}:
-            return StepResult(package, "skipped", f"{package} has no demo module yet")
-        return StepResult(package, "failed", f"importing {package}.demo failed: {_first_line(exc)}")
-    except Exception as exc:
-        return StepResult(package, "failed", f"importing {package}.demo failed: {_first_line(exc)}")
-    prepare = getattr(module, "prepare_demo", None)
-    if not callable(prepare):
-        return StepResult(package, "skipped", f"{package}.demo defines no prepare_demo()")
-    prepare(base, show_progress=show_progress)
-    return StepResult(package, "prepared", f"demo state in {base / package}")
+def installed_apps() -> dict[str, AppSpec]:
+    """The apps registered under ``verticore.apps`` (one that fails to load is logged and left out)."""
+    return discover_apps(on_error=lambda name, why: _log(f"app {name} not loaded: {why}  [ERROR]"))
+
+
+def prepare_app(app: AppSpec | str, base: Path, show_progress: bool = True) -> StepResult:
+    """Call the app's ``prepare_demo(base, fast=..., show_progress=...)`` hook; skip apps without one."""
+    spec = app if isinstance(app, AppSpec) else installed_apps().get(app)
+    if spec is None:
+        return StepResult(str(app), "skipped", f"{app} is not an installed app")
+    if spec.prepare_demo is None:
+        return StepResult(spec.name, "skipped", f"{spec.name} has no demo to prepare")
+    spec.run_prepare_demo(base, fast=fast_mode(), show_progress=show_progress)
+    return StepResult(spec.name, "prepared", f"demo state in {base / spec.name}")
+
+
+def demo_parts(apps: dict[str, AppSpec] | None = None) -> list[str]:
+    """What ``--only`` accepts: every installed app, then ``core``."""
+    return [*(installed_apps() if apps is None else apps), CORE]
 
 
 def prepare_all(base: Path, only: Sequence[str] | None = None, show_progress: bool = True) -> list[StepResult]:
     """Run every preparation step (apps, then core); a failing step is logged and the rest go on."""
     base.mkdir(parents=True, exist_ok=True)
-    names = [a.package for a in _dashboard.APPS] + [CORE]
+    apps = installed_apps()
+    names = demo_parts(apps)
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:
@@ -126,7 +131,7 @@ def prepare_all(base: Path, only: Sequence[str] | None = None, show_progress: bo
         _log(f"preparing {name} …")
         t0 = time.perf_counter()
         try:
-            res = prepare_core(base, show_progress) if name == CORE else prepare_app(name, base, show_progress)
+            res = prepare_core(base, show_progress) if name == CORE else prepare_app(apps[name], base, show_progress)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one broken app must not stop the others or the hub
@@ -138,16 +143,24 @@ def prepare_all(base: Path, only: Sequence[str] | None = None, show_progress: bo
     return results
 
 
+def list_parts(base: Path) -> list[dict[str, object]]:
+    """Every demo part with its title and whether its demo state is ready under ``base``."""
+    rows: list[dict[str, object]] = []
+    for name, spec in installed_apps().items():
+        rows.append({"name": name, "title": spec.title, "has_demo": spec.prepare_demo is not None,
+                     "ready": spec.is_demo_ready(base)})
+    clf = core_demo_classifier(base)
+    rows.append({"name": CORE, "title": "Core demo classifier", "has_demo": True,
+                 "ready": (clf / "labels.json").is_file()})
+    return rows
+
+
 # -- hub ---------------------------------------------------------------------------------------
 def _child_env(base: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env["VERTICORE_HOME"] = str(base)
-    root = repo_root()
-    if root is not None:
-        extra = [str(root / "shared"), str(root / "apps")]
-        env["PYTHONPATH"] = os.pathsep.join(extra + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env[HOME_ENV] = str(base)
     return env
 
 
@@ -238,12 +251,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--prepare-only", action="store_true", help="prepare the demo state, then exit")
     g.add_argument("--no-prepare", action="store_true", help="start the hub without preparing")
-    p.add_argument("--only", default=None, help="comma-separated parts to prepare: "
-                   + ",".join([a.package for a in _dashboard.APPS] + [CORE]))
+    g.add_argument("--list", action="store_true", help="list the demo parts and whether they are ready, then exit")
+    p.add_argument("--only", default=None, help="comma-separated parts to prepare: the installed apps' names "
+                   "and 'core' (see --list)")
     p.add_argument("--port", type=int, default=None, help="port (default: $VERTICORE_PORT or 8501)")
     p.add_argument("--host", default=None, help="address (default: $VERTICORE_HOST or 127.0.0.1)")
     p.add_argument("--no-browser", action="store_true", help="do not try to open a web browser")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="with --list: print JSON")
     return p.parse_args(argv)
 
 
@@ -262,6 +277,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: port {port} is out of range", file=sys.stderr)
         return 2
     host = args.host or settings.host
+    if args.list:
+        try:
+            rows = list_parts(base)
+        except VerticoreError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for row in rows:
+                state = "ready" if row["ready"] else ("not prepared" if row["has_demo"] else "no demo")
+                print(f"{row['name']:<24} {state:<14} {row['title']}")
+        return 0
     _log(f"demo state: {base}" + ("  (fast mode)" if fast_mode() else ""))
     failed = False
     if not args.no_prepare:

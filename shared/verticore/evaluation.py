@@ -282,7 +282,7 @@ def ranking_metrics(recommended: Mapping[Any, Sequence[Hashable]], relevant: Map
 class RankingModel(Protocol):
     """Anything that ranks ``k`` items for each of a batch of users (or queries).
 
-    The recommender app's popularity, EASE, text and hybrid models implement it, so one
+    An app's ranking models (popularity, collaborative filtering, text, hybrid) implement it, so one
     :func:`evaluate_ranking` scores them all.
     """
 
@@ -290,7 +290,7 @@ class RankingModel(Protocol):
         ...
 
 
-#: Deprecated name of :class:`RankingModel` (it clashed with the recommender app's ``Recommender``).
+#: Deprecated name of :class:`RankingModel` (it clashed with an app's own ``Recommender`` class).
 Recommender = RankingModel
 
 

@@ -214,7 +214,7 @@ def create_app(classifier: str | None = None, embedder: str | None = "default", 
     if apps:
         if srv is None:
             raise ValueError("mounting apps needs the serving layer: pass serving=ServingSettings(...)")
-        from .dashboard import home as default_home
+        from .paths import home as default_home
         from .plugins import ServingContext
 
         ctx = ServingContext(home=Path(home) if home is not None else default_home(), settings=srv.settings,
@@ -226,7 +226,7 @@ def create_app(classifier: str | None = None, embedder: str | None = "default", 
                 app_status[name] = "no API"
                 continue
             try:
-                router = spec.create_router(ctx)
+                router = spec.router_factory()(ctx)  # a hook may be a "module:attr" string
                 app.include_router(router, prefix=f"/v1/{spec.api_prefix}")
             except Exception as exc:  # one app's missing demo state must not stop the others
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

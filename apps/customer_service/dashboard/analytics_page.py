@@ -1,16 +1,11 @@
 """Support analytics: intent mix, deflection, escalations, unanswered questions, feedback, latency."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
+from verticore.errors import VerticoreError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import require_bot_dir  # noqa: E402
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from verticore.errors import VerticoreError  # noqa: E402
+from customer_service.dashboard.common import require_bot_dir
 
 st.title("Support analytics")
 directory = require_bot_dir()

@@ -1,13 +1,9 @@
 """Support chat: ask the bot, see sources, intent, confidence, escalations; rate answers."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bot_or_stop, citation_markdown, escape_markdown, md_block, reply_markdown  # noqa: E402
-
-import streamlit as st  # noqa: E402
+from customer_service.dashboard.common import bot_or_stop, citation_markdown, escape_markdown, md_block, reply_markdown
 
 st.title("Support chat")
 st.caption("Answers come only from the knowledge base, with numbered sources. When the bot is unsure it opens a "

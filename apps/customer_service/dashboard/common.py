@@ -3,17 +3,11 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 
-_APPS = Path(__file__).resolve().parents[2]
-for _p in (_APPS, _APPS.parent / "shared"):
-    if _p.is_dir() and str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import streamlit as st  # noqa: E402
-
-from verticore.text_safety import escape_markdown  # noqa: E402
+import streamlit as st
+from verticore.paths import home as verticore_home
+from verticore.text_safety import escape_markdown
 
 # Everything below that reaches st.markdown / captions / labels comes from customers, KB files or
 # config, so it is escaped: a message like ![x](http://evil/t.png) must show as text, not load a
@@ -54,15 +48,8 @@ def citation_markdown(c: dict) -> str:
 
 
 def home() -> Path:
-    """The demo home (``VERTICORE_HOME``, default ``.verticore``)."""
-    try:
-        from verticore.dashboard import home as core_home
-
-        return Path(core_home())
-    except Exception:  # the hub module is optional for these pages
-        from verticore.settings import get_settings
-
-        return get_settings().home or Path(".verticore")
+    """The Verticore home (``VERTICORE_HOME``, else the core's default)."""
+    return verticore_home()
 
 
 def kb_dir() -> Path:

@@ -6,18 +6,13 @@ saves the question with the chosen intent as a labelled example for retraining.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
+from verticore.dashboard import auth
+from verticore.errors import VerticoreError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import md_block, require_bot_dir, show_error, ticket_markdown  # noqa: E402
-
-import streamlit as st  # noqa: E402
-
-from customer_service.bot import known_intent_labels  # noqa: E402
-from customer_service.store import OUT_OF_SCOPE_LABEL, BotStore  # noqa: E402
-from verticore.dashboard import auth  # noqa: E402
-from verticore.errors import VerticoreError  # noqa: E402
+from customer_service.bot import known_intent_labels
+from customer_service.dashboard.common import md_block, require_bot_dir, show_error, ticket_markdown
+from customer_service.store import OUT_OF_SCOPE_LABEL, BotStore
 
 st.title("Handoff queue")
 st.caption("Conversations the bot handed over (low confidence, out of scope, no evidence, repeated failure, "

@@ -1,17 +1,12 @@
 """Knowledge base: upload, list, delete and re-index documents, with progress; try a search."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
+from verticore.dashboard import auth
+from verticore.errors import VerticoreError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bot_or_stop, escape_markdown, md_block, show_error  # noqa: E402
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from verticore.dashboard import auth  # noqa: E402
-from verticore.errors import VerticoreError  # noqa: E402
+from customer_service.dashboard.common import bot_or_stop, escape_markdown, md_block, show_error
 
 st.title("Knowledge base")
 st.caption("Markdown, text, HTML, CSV/JSONL FAQ (question, answer) and PDF. Re-uploading a changed file replaces its "

@@ -1,7 +1,4 @@
-"""Streamlit pages the finance_sentiment app contributes to the Verticore hub."""
-from __future__ import annotations
+"""Streamlit pages of the finance_sentiment app; the hub lists them from the app's AppSpec (``finance_sentiment.plugin``).
 
-from pathlib import Path
-
-PAGES = [{"title": "Finance sentiment monitor", "path": str(Path(__file__).parent / "monitor_page.py"),
-          "icon": ":material/monitoring:"}]
+Page scripts run as scripts: they import their helpers absolutely (``from finance_sentiment.dashboard... import ...``).
+"""

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
-import re
-
 import pandas as pd
-
 from verticore.text_safety import escape_html, escape_markdown
 
 from ..store import SQLiteStore

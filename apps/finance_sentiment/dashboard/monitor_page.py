@@ -6,32 +6,33 @@ Reads the monitor's state from ``$VERTICORE_HOME/finance_sentiment`` (``finance-
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
+import yaml
+from plotly.subplots import make_subplots
+from verticore.dashboard import auth
+from verticore.errors import VerticoreError
+from verticore.text_safety import escape_markdown
 
-_ROOT = Path(__file__).resolve().parents[3]
-for _p in (_ROOT / "shared", _ROOT / "apps"):
-    if _p.is_dir() and str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-from plotly.subplots import make_subplots  # noqa: E402
-
-from verticore.dashboard import auth  # noqa: E402
-from verticore.errors import VerticoreError  # noqa: E402
-from verticore.text_safety import escape_markdown  # noqa: E402
-
-from finance_sentiment.config import config_from_dict, dump_config_yaml, load_config  # noqa: E402
-from finance_sentiment.dashboard.data import (SENTIMENT_COLOURS, alert_label_md, alert_markers, alerts_frame,  # noqa: E402
-                                              evidence_heading_md, feed_frame, outbox_frame, score_badge_html,
-                                              silences_frame, trend_frame)
-from finance_sentiment.entities import Watchlist  # noqa: E402
-from finance_sentiment.paths import SAMPLES, AppPaths  # noqa: E402
-from finance_sentiment.store import SQLiteStore  # noqa: E402
+from finance_sentiment.config import config_from_dict, dump_config_yaml, load_config
+from finance_sentiment.dashboard.data import (
+    SENTIMENT_COLOURS,
+    alert_label_md,
+    alert_markers,
+    alerts_frame,
+    evidence_heading_md,
+    feed_frame,
+    outbox_frame,
+    score_badge_html,
+    silences_frame,
+    trend_frame,
+)
+from finance_sentiment.entities import Watchlist
+from finance_sentiment.paths import SAMPLES, AppPaths
+from finance_sentiment.store import SQLiteStore
 
 
 def _paths() -> AppPaths:

@@ -1,5 +1,4 @@
-"""Streamlit pages of the recommender app, discovered by the Verticore hub."""
-from pathlib import Path
+"""Streamlit pages of the recommender app; the hub lists them from the app's AppSpec (``recommender.plugin``).
 
-PAGES = [{"title": "Recommender", "path": str(Path(__file__).parent / "recommender_page.py"),
-          "icon": ":material/recommend:", "url_path": "recommender"}]
+Page scripts run as scripts: they import their helpers absolutely (``from recommender.dashboard... import ...``).
+"""

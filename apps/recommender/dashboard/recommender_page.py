@@ -1,28 +1,14 @@
-"""Recommender dashboard: user history vs recommendations, cold start, search, embedding map, bench."""
+"""Recommender dashboard: user history vs recommendations, cold start, search, embedding map, model quality."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parents[3]
-for _p in (_ROOT / "shared", _ROOT / "apps"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+import pandas as pd
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-
-def _home() -> Path:
-    try:
-        from verticore.dashboard import home
-
-        return Path(home())
-    except Exception:
-        from verticore.settings import get_settings
-
-        return get_settings().home or _ROOT / ".verticore"
+from recommender.demo import demo_dir, is_ready
+from verticore.paths import home as verticore_home
 
 
 @st.cache_resource(show_spinner="Loading the recommender...")
@@ -39,9 +25,7 @@ def _recs_table(recs) -> pd.DataFrame:
 
 st.title("Recommender")
 st.caption("Recommendations from what items say and what users did, served from a FAISS index.")
-home = _home()
-from recommender.demo import demo_dir, is_ready  # noqa: E402
-
+home = verticore_home()
 if not is_ready(home):
     st.warning(f"The recommender demo is not prepared under {demo_dir(home)}. Run `make demo` "
                "(or `recommender demo`) first.")
@@ -52,8 +36,8 @@ cat = rec.catalog
 st.write(f"**{len(cat)}** items, **{len(rec.interactions.users)}** users, mode **{rec.mode}**, "
          f"model `{Path(cat.embedder.model).name}`")
 
-tab_user, tab_cold, tab_search, tab_map, tab_bench = st.tabs(
-    ["User", "Describe what you like", "Search & similar", "Embedding map", "Bench"])
+tab_user, tab_cold, tab_search, tab_map, tab_quality = st.tabs(
+    ["User", "Describe what you like", "Search & similar", "Embedding map", "Model quality"])
 
 with tab_user:
     users = rec.interactions.users
@@ -102,20 +86,26 @@ with tab_map:
     st.plotly_chart(px.scatter(df, x="x", y="y", color="genre", hover_name="title", height=480),
                     use_container_width=True)
 
-with tab_bench:
-    path = _ROOT / "bench" / "results" / "recommender.json"
-    if path.exists():
-        data = json.loads(path.read_text(encoding="utf-8"))
-        rows = []
-        for m in ("random", "popularity", "ease", "text", "text_finetuned", "hybrid"):
-            if m in data:
-                rows.append({"model": m, "metric": "all NDCG@10", "value": data[m]["all"]["ndcg10"]})
-                if data[m].get("cold"):
-                    rows.append({"model": m, "metric": "cold Recall@10", "value": data[m]["cold"]["recall10"]})
+with tab_quality:
+    # only what this model stored about itself: the hybrid weight's holdout scores (saved with the state
+    # by `recommender build` / the demo) and the behaviour fine-tuning's metrics (in the demo's demo.json)
+    tuning = rec.alpha_tuning or {}
+    if tuning.get("scores"):
         import plotly.express as px
 
-        st.plotly_chart(px.bar(pd.DataFrame(rows), x="model", y="value", color="metric", barmode="group", height=380),
-                        use_container_width=True)
-        st.caption("MovieLens latest-small, fixed splits (bench/recommender.py).")
+        scores = pd.DataFrame({"alpha": [float(a) for a in tuning["scores"]],
+                               "score": [float(v) for v in tuning["scores"].values()]})
+        st.write(f"Hybrid weight **alpha = {rec.alpha:g}**, picked on a time holdout of the training interactions "
+                 f"({tuning.get('metric', 'NDCG@10')} over {tuning.get('users', '?')} users).")
+        st.plotly_chart(px.line(scores, x="alpha", y="score", markers=True, height=320), use_container_width=True)
+    elif tuning.get("skipped"):
+        st.info(f"The hybrid weight was not tuned ({tuning['skipped']}); alpha = {rec.alpha:g}.")
     else:
-        st.info("No bench results yet: run `python bench/recommender.py`.")
+        st.info(f"The hybrid weight alpha = {rec.alpha:g} was set by hand (`recommender build --alpha`), not tuned.")
+    meta_file = demo_dir(home) / "demo.json"
+    finetune = json.loads(meta_file.read_text(encoding="utf-8")).get("finetune") if meta_file.exists() else None
+    numbers = {k: v for k, v in (finetune or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if numbers:
+        st.caption("Behaviour fine-tuning of the embedder")
+        st.dataframe(pd.DataFrame([numbers]), hide_index=True, use_container_width=True)
+    st.caption("Offline comparisons against other models on MovieLens are a bench: `python bench/recommender.py`.")

@@ -6,16 +6,10 @@ Models are cached with ``st.cache_resource``; user mistakes (bad model path, emp
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import streamlit as st
-
-try:  # running from a source checkout without `pip install -e .`
-    import verticore.dashboard  # noqa: F401
-except ModuleNotFoundError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from verticore.dashboard import core_demo_classifier, find_artifacts, home
 from verticore.errors import VerticoreError

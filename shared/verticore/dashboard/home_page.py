@@ -1,17 +1,9 @@
-"""Home page of the Verticore hub: what Verticore is, the three apps, and whether their demo is ready."""
+"""Home page of the Verticore hub: what Verticore is, the installed apps, and whether their demo is ready."""
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import streamlit as st
 
-try:  # running from a source checkout without `pip install -e .`
-    import verticore.dashboard  # noqa: F401
-except ModuleNotFoundError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from verticore.dashboard import CORE_PAGE, core_demo_classifier, demo_ready, discover_pages, home
+from verticore.dashboard import CORE_PAGE, core_demo_classifier, discover_pages, home
 
 
 def _page_link(path: str, label: str, icon: str | None) -> None:
@@ -34,7 +26,7 @@ def render() -> None:
     base = home()
     st.title("Verticore")
     st.markdown(
-        "**One shared fine-tuning and inference core powering three vertical apps.** "
+        "**One shared fine-tuning and inference core powering vertical apps.** "
         "The core embeds texts (all-MiniLM-L6-v2 by default, shipped offline), fine-tunes text "
         "classifiers (full or LoRA) with calibrated probabilities, serves FAISS vector indexes and "
         "evaluates models; it picks a GPU automatically when there is one and runs on CPU otherwise."
@@ -53,15 +45,21 @@ def render() -> None:
 
     st.header("Apps", anchor=False)
     entries = discover_pages()
+    if not entries:
+        st.info("No app is installed: apps register under the `verticore.apps` entry-point group.",
+                icon=":material/info:")
+        return
+    ready = {e.app.name: e.installed and e.app.is_demo_ready(base) for e in entries}
     cols = st.columns(len(entries))
     for col, entry in zip(cols, entries):
         with col, st.container(border=True, height="stretch"):
             st.subheader(entry.app.title, anchor=False)
-            st.write(entry.app.summary)
+            if entry.app.summary:
+                st.write(entry.app.summary)
             if not entry.installed:
                 _status(False, "", "not installed")
                 continue
-            _status(demo_ready(entry.app.package, base), "demo state ready", "demo state not prepared")
+            _status(ready[entry.app.name], "demo state ready", "demo state not prepared")
             if entry.pages:
                 for page in entry.pages:
                     _page_link(page["path"], page["title"], page["icon"])
@@ -70,7 +68,7 @@ def render() -> None:
             for warning in entry.warnings:
                 st.caption(f"⚠ {warning}")
 
-    if not all(demo_ready(e.app.package, base) for e in entries):
+    if not all(ready.values()):
         st.info("Prepare every demo with `make demo` (or `python -m verticore.demo --prepare-only`): it trains "
                 "small models on bundled sample data into the demo state folder above. It is idempotent.",
                 icon=":material/info:")

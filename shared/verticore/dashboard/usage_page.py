@@ -6,17 +6,10 @@ Reads ``$VERTICORE_HOME/serving/usage.db`` (counters reach it within ~1 s of eac
 """
 from __future__ import annotations
 
-import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-
-try:  # running from a source checkout without `pip install -e .`
-    import verticore.dashboard  # noqa: F401
-except ModuleNotFoundError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from verticore.dashboard import auth, home
 from verticore.errors import VerticoreError

@@ -3,12 +3,12 @@
 ::
 
     reg = ModelRegistry()                      # $VERTICORE_HOME/registry
-    v = reg.register("customer_service", "intent", "runs/intent", data_fingerprint=fp,
+    v = reg.register("my_app", "intent", "runs/intent", data_fingerprint=fp,
                      recipe={"epochs": 3}, metrics={"accuracy": 0.91}, eval_split="intent-eval-v1")
-    reg.gate("customer_service", "intent", v.version, y_true=y, candidate_pred=new, production_pred=old,
+    reg.gate("my_app", "intent", v.version, y_true=y, candidate_pred=new, production_pred=old,
              tolerance=0.01, floors={"*": 0.6})
-    reg.promote("customer_service", "intent", v.version)      # refused if the gate failed
-    handle = reg.watch("customer_service", "intent", loader=load_classifier)
+    reg.promote("my_app", "intent", v.version)      # refused if the gate failed
+    handle = reg.watch("my_app", "intent", loader=load_classifier)
     handle.get()                                # follows production without a restart
 """
 from __future__ import annotations
