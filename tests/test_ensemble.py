@@ -5,8 +5,16 @@ import shutil
 import numpy as np
 import pytest
 
-from verticore import (ArtifactError, ClassifierEnsemble, DataError, EmbeddingProbe, TextClassifier, TfidfProbe,
-                       load_classifier)
+from verticore import (
+    ArtifactError,
+    ClassifierEnsemble,
+    DataError,
+    EmbeddingProbe,
+    TextClassifier,
+    TfidfProbe,
+    VerticoreError,
+    load_classifier,
+)
 
 
 @pytest.fixture(scope="module")
@@ -312,8 +320,12 @@ def test_new_member_kinds_register_without_touching_the_core(tmp_path, tiny_clas
             p = np.tile(self.p, (len(texts), 1))
             return p, np.log(p)
 
-    monkeypatch.setattr(ens_mod, "MEMBER_KINDS", dict(ens_mod.MEMBER_KINDS))  # leave the registry as it was
+    # register into copies: the registry is as it was after the test
+    monkeypatch.setattr(ens_mod.MEMBER_KINDS, "_entries", dict(ens_mod.MEMBER_KINDS._entries))
+    monkeypatch.setattr(ens_mod.MEMBER_KINDS, "_origin", dict(ens_mod.MEMBER_KINDS._origin))
     ens_mod.register_member_kind("class_prior", lambda path, *args: ClassPrior(path))
+    with pytest.raises(VerticoreError, match="already registered"):  # a taken kind is refused
+        ens_mod.register_member_kind("class_prior", lambda path, *args: None)
     d = tmp_path / "ens"
     shutil.copytree(tiny_classifier.artifact_dir, d / "member0")
     labels = TextClassifier(str(d / "member0")).labels

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from verticore.errors import ArtifactError
+from verticore.inference.protocols import Classifier
 
 from .items import SentenceEvidence
 from .text import split_sentences
@@ -19,14 +20,6 @@ log = logging.getLogger("finance_sentiment")
 SENTIMENTS = ("negative", "neutral", "positive")
 _ALIASES = {"negative": "negative", "neg": "negative", "bearish": "negative", "label_0": None,
             "neutral": "neutral", "neu": "neutral", "positive": "positive", "pos": "positive", "bullish": "positive"}
-
-
-class ProbaClassifier(Protocol):
-    """What the monitor needs from a classifier (``verticore.TextClassifier`` satisfies it)."""
-
-    labels: list[str]
-
-    def predict_proba(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray: ...
 
 
 def artifact_version(path: str | Path, kind: str) -> str:
@@ -61,7 +54,7 @@ class SentimentModel:
     counted ``title_weight`` times. Every sentence's label and score is kept as evidence.
     """
 
-    def __init__(self, classifier: ProbaClassifier, *, version: str = "unknown", max_sentences: int = 64,
+    def __init__(self, classifier: Classifier, *, version: str = "unknown", max_sentences: int = 64,
                  title_weight: float = 2.0) -> None:
         self.classifier = classifier
         self.version = version
@@ -145,7 +138,7 @@ class TopicModel:
     a text with none gets ``other``.
     """
 
-    def __init__(self, embedder: Any, topics: dict[str, str], *, classifier: ProbaClassifier | None = None,
+    def __init__(self, embedder: Any, topics: dict[str, str], *, classifier: Classifier | None = None,
                  threshold: float = 0.25, margin: float = 0.05, max_topics: int = 2, classifier_threshold: float = 0.5,
                  version: str | None = None) -> None:
         if not topics and classifier is None:

@@ -19,10 +19,13 @@ from .models import DEFAULT_MODEL, resolve_device, resolve_dtype, resolve_model 
 __version__ = "0.1.0"
 
 
+_INFERENCE_NAMES = {"Embedder", "TextClassifier", "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "TfidfProbe",
+                    "load_classifier", "TokenClassifier", "Entity", "Classifier", "EnsembleMember", "Component"}
+
+
 def __getattr__(name: str):
     # Lazy imports keep `import verticore` light (no torch until needed).
-    if name in {"Embedder", "TextClassifier", "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "TfidfProbe", "load_classifier",
-                "TokenClassifier", "Entity"}:
+    if name in _INFERENCE_NAMES:
         from . import inference
 
         return getattr(inference, name)
@@ -35,4 +38,5 @@ def __getattr__(name: str):
 
 __all__ = ["ArtifactError", "DataError", "IndexMismatchError", "ModelResolutionError", "VerticoreError",
            "DEFAULT_MODEL", "resolve_model", "resolve_device", "resolve_dtype", "Embedder", "TextClassifier",
-           "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "TfidfProbe", "load_classifier", "TokenClassifier", "Entity", "VectorIndex", "SearchHit", "__version__"]
+           "Prediction", "ClassifierEnsemble", "EmbeddingProbe", "TfidfProbe", "load_classifier", "TokenClassifier", "Entity",
+           "Classifier", "EnsembleMember", "Component", "VectorIndex", "SearchHit", "__version__"]

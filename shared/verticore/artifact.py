@@ -42,11 +42,12 @@ class LabelSpace:
     multi_label: bool = False
     threshold: float = 0.5
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The ``labels.json`` content."""
         return {"labels": self.labels, "multi_label": self.multi_label, "threshold": self.threshold}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "LabelSpace":
+    def from_dict(cls, data: dict[str, Any]) -> "LabelSpace":
         labels = data.get("labels")
         if not isinstance(labels, list) or not labels:
             raise ArtifactError("labels.json has no 'labels' list")
@@ -68,7 +69,8 @@ class ArtifactMeta:
     method: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The ``verticore.json`` content (stamped with the creation time and library versions)."""
         import torch
         import transformers
 
@@ -79,7 +81,7 @@ class ArtifactMeta:
 
 
 def write_meta(out: Path, meta: ArtifactMeta) -> None:
-    atomic_write_json(out / ARTIFACT_META, meta.to_json())
+    atomic_write_json(out / ARTIFACT_META, meta.to_dict())
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -98,7 +100,7 @@ def read_labels(path: Path) -> LabelSpace | None:
     f = path / "labels.json"
     if f.exists():
         try:
-            return LabelSpace.from_json(read_json(f, "labels file"))
+            return LabelSpace.from_dict(read_json(f, "labels file"))
         except DataError as exc:
             raise ArtifactError(str(exc)) from None
     cfg = path / "config.json"

@@ -54,7 +54,7 @@ def save_model_files(method, model, tokenizer, out: Path, space) -> Any:
     final = method.finalize(model, out).eval()
     final.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
-    atomic_write_json(out / "labels.json", space.to_json())
+    atomic_write_json(out / "labels.json", space.to_dict())
     return final
 
 

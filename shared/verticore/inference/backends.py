@@ -7,7 +7,7 @@ touching the embedder or classifier.
 """
 from __future__ import annotations
 
-import json
+import importlib
 import warnings
 from pathlib import Path
 from typing import Callable, Protocol
@@ -15,93 +15,53 @@ from typing import Callable, Protocol
 import numpy as np
 
 from ..errors import ArtifactError, VerticoreError
+from ..registries import Registry
+from .loading import load_torch_model
+from .pooling import pool, pooling_mode
 
 
 class Backend(Protocol):
+    """Runs padded int64 ``(input_ids, attention_mask)`` and returns float32 outputs."""
+
     device: str
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
 
 
 BackendFactory = Callable[..., Backend]
-_BACKENDS: dict[str, BackendFactory] = {}
+
+#: Every backend by name. Third-party backends arrive through the ``verticore.backends``
+#: entry-point group (a module that calls :func:`register_backend`, or a factory object).
+BACKENDS: Registry[BackendFactory] = Registry("backend", "verticore.backends")
+
+#: Built-in backends that need an optional dependency: imported on first lookup, skipped when
+#: the dependency is missing (an ImportError leaves their names unregistered).
+_OPTIONAL_BACKEND_MODULES = ("verticore.inference.onnx_backend",)
 
 
 def register_backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
-    """Decorator: make a backend available under ``name``."""
-
-    def deco(factory: BackendFactory) -> BackendFactory:
-        _BACKENDS[name] = factory
-        return factory
-
-    return deco
+    """Decorator: make a backend factory available under ``name`` (a taken name is refused)."""
+    return BACKENDS.decorator(name)
 
 
 def available_backends() -> list[str]:
+    """Names of every backend that can be made here (optional ones only when importable)."""
     _load_optional_backends()
-    return sorted(_BACKENDS)
+    return BACKENDS.names()
 
 
 def make_backend(name: str, **kwargs) -> Backend:
     """Instantiate backend ``name`` (see :func:`available_backends`)."""
     _load_optional_backends()
-    if name not in _BACKENDS:
-        raise VerticoreError(f"unknown backend {name!r}; choose one of {sorted(_BACKENDS)}")
-    return _BACKENDS[name](**kwargs)
+    return BACKENDS.get(name)(**kwargs)
 
 
 def _load_optional_backends() -> None:
-    try:  # ONNX Runtime backends live in their own module and need onnxruntime
-        from . import onnx_backend  # noqa: F401
-    except ImportError:
-        pass
-
-
-def pooling_mode(model_dir: Path) -> str:
-    """Pooling of a sentence-transformers folder (mean by default, as in SBERT)."""
-    cfg = Path(model_dir) / "1_Pooling" / "config.json"
-    if cfg.exists():
-        data = json.loads(cfg.read_text(encoding="utf-8"))
-        if data.get("pooling_mode_cls_token"):
-            return "cls"
-        if data.get("pooling_mode_max_tokens"):
-            return "max"
-    return "mean"
-
-
-def pool(hidden, mask, mode: str):
-    """Pool token states (torch tensors) into one vector per sequence."""
-    import torch
-
-    if mode == "cls":
-        return hidden[:, 0]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    if mode == "max":
-        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-
-
-def load_torch_model(model_dir: Path, head: str, dtype=None, attn_implementation: str | None = None):
-    """Load AutoModel (pool) or AutoModelForSequenceClassification (logits) with clear errors."""
-    from transformers import AutoModel, AutoModelForSequenceClassification
-
-    cls = AutoModel if head == "pool" else AutoModelForSequenceClassification
-    try:
-        kwargs = {"dtype": dtype} if dtype is not None else {}
-        if attn_implementation:
-            kwargs["attn_implementation"] = attn_implementation
-        model = cls.from_pretrained(str(model_dir), **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"could not load model weights from {model_dir}: {msg[:200]}") from None
-    except Exception as exc:  # safetensors raises its own error types on corrupt files
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"model files in {model_dir} are corrupt: {msg[:200]}") from None
-    if head != "pool":
-        from .heads import CONFIG_KEY, apply_pooling
-
-        apply_pooling(model, getattr(model.config, CONFIG_KEY, None) or "native")
-    return model
+    for module in _OPTIONAL_BACKEND_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
 
 
 @register_backend("torch")
@@ -166,7 +126,7 @@ AUTO_CPU_BACKEND = "onnx-int8"
 def onnxruntime_available() -> bool:
     """True when onnxruntime can be imported (the ONNX backends are registered)."""
     _load_optional_backends()
-    return "onnx" in _BACKENDS
+    return "onnx" in BACKENDS
 
 
 @register_backend("auto")
@@ -175,10 +135,13 @@ def auto_backend(model_dir: Path, head: str = "pool", device: str = "cpu", dtype
     """``torch`` on GPU/MPS (bf16/fp16, optional compile); on CPU :data:`AUTO_CPU_BACKEND` when
     onnxruntime is installed, falling back to ``torch`` when the model cannot be exported."""
     if device == "cpu" and onnxruntime_available():
-        import warnings
-
         try:
             return make_backend(AUTO_CPU_BACKEND, model_dir=model_dir, head=head, device=device, **kwargs)
         except ArtifactError as exc:
             warnings.warn(f"{exc}; falling back to the torch backend", stacklevel=2)
     return TorchBackend(model_dir, head=head, device=device, dtype=dtype, compile=compile, **kwargs)
+
+
+__all__ = ["AUTO_CPU_BACKEND", "BACKENDS", "Backend", "BackendFactory", "TorchBackend", "TorchInt8Backend",
+           "available_backends", "load_torch_model", "make_backend", "onnxruntime_available", "pool", "pooling_mode",
+           "register_backend"]

@@ -14,6 +14,8 @@ from ..io import clean_texts
 from ..models import resolve_device, resolve_dtype, resolve_model
 from .backends import Backend, make_backend
 from .chunking import aggregate_mean, chunk_texts, length_sorted_batches, pad_batch
+from .component import Component, register_component
+from .loading import load_tokenizer
 
 
 @dataclass
@@ -45,6 +47,19 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def softmax_weights(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weights ``(labels x features)`` and bias of a fitted scikit-learn logistic regression, one
+    row per class so that a softmax over ``x @ W.T + b`` gives its probabilities.
+
+    On two classes scikit-learn keeps a single row ``z`` (the log-odds of the second class);
+    ``softmax(-z/2, z/2)`` equals ``sigmoid(z)``, so the rows become ``-coef/2`` and ``coef/2``.
+    """
+    coef, intercept = np.asarray(coef, dtype=np.float32), np.asarray(intercept, dtype=np.float32).reshape(-1)
+    if coef.shape[0] == 1:
+        coef, intercept = np.vstack([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
+    return np.ascontiguousarray(coef, dtype=np.float32), np.ascontiguousarray(intercept, dtype=np.float32)
+
+
 def prediction_from_probabilities(space: LabelSpace, p: np.ndarray, top_k: int, chunks: int = 1,
                                   aggregation: str = "none") -> Prediction:
     """One :class:`Prediction` from a row of probabilities over ``space.labels``."""
@@ -57,11 +72,38 @@ def prediction_from_probabilities(space: LabelSpace, p: np.ndarray, top_k: int, 
                       top_k=top, labels=chosen, chunks=chunks, aggregation=aggregation)
 
 
-class TextClassifier:
+class PredictsFromProbabilities:
+    """``predict`` for a classifier that has ``label_space`` and ``predict_proba`` (the probes,
+    the ensemble): same :class:`Prediction` contract as :meth:`TextClassifier.predict`."""
+
+    label_space: LabelSpace
+    #: how a :class:`Prediction`'s probabilities were obtained
+    aggregation: str = "none"
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def predict(self, texts: Sequence[str] | str, top_k: int = 3, show_progress: bool = False) -> list[Prediction] | Prediction:
+        """Predict labels. A single string returns one :class:`Prediction`, a list returns a list."""
+        single = isinstance(texts, str)
+        batch = [texts] if single else list(texts)
+        if not batch:
+            return []
+        preds = [prediction_from_probabilities(self.label_space, p, top_k, aggregation=self.aggregation)
+                 for p in self.predict_proba(batch)]
+        return preds[0] if single else preds
+
+
+@register_component("TextClassifier")
+class TextClassifier(Component):
     """Load a fine-tuned classifier artifact (or any HF sequence-classification checkpoint).
 
     Probabilities are temperature-scaled with the temperature fitted on the dev set at
     training time (``calibration.json``), so a 0.9 means about 90% right.
+
+    Construction stores the settings and reads the artifact's small JSON description (labels,
+    calibration, metadata), so a wrong path fails at once; tokenizer and weights load in
+    :meth:`warm_up`, called by the first prediction.
     """
 
     def __init__(self, model: str, device: str = "auto", batch_size: int = 64, max_length: int = 256,
@@ -85,11 +127,27 @@ class TextClassifier:
         self._backend: Backend | None = None
 
     @classmethod
-    def load(cls, path: str | Path, **kwargs) -> "TextClassifier":
-        """Load an artifact directory written by :func:`verticore.finetune.train_classifier`."""
-        return cls(str(path), **kwargs)
+    def from_model(cls, path: str | Path, model: Any, tokenizer: Any, device: str, max_length: int) -> "TextClassifier":
+        """A classifier over an artifact directory whose weights are already in memory.
 
-    def to_config(self) -> dict[str, Any]:
+        The trainer uses it to calibrate through the exact inference path (chunking, batching)
+        without reloading what it just saved: ``model`` is the in-memory transformers model of
+        ``path``, run in fp32 on the resolved ``device``, chunking at ``max_length`` tokens.
+        """
+        from .backends import TorchBackend
+
+        clf = cls(str(path), device=device, max_length=max_length)
+        clf._attach(tokenizer, TorchBackend(Path(path), head="logits", device=device, model=model), device)
+        return clf
+
+    def _attach(self, tokenizer: Any, backend: Backend, device: str) -> None:
+        """Install the heavy state (what :meth:`warm_up` loads, or what :meth:`from_model` is given)."""
+        self._tokenizer = tokenizer
+        self._max_len = min(self.max_length, getattr(tokenizer, "model_max_length", 512) or 512, 512)
+        self._backend = backend
+        self.resolved_device = device
+
+    def _init_parameters(self) -> dict[str, Any]:
         return {"model": self.model, "device": self.device, "batch_size": self.batch_size,
                 "max_length": self.max_length, "backend": self.backend, "dtype": self.dtype, "compile": self.compile}
 
@@ -102,19 +160,13 @@ class TextClassifier:
         return self.label_space.multi_label
 
     def warm_up(self) -> None:
+        """Load tokenizer and weights (idempotent)."""
         if self._backend is not None:
             return
-        from transformers import AutoTokenizer
-
-        try:
-            self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
-        except Exception as exc:
-            raise ArtifactError(f"could not load tokenizer from {self.model_path}: {str(exc).splitlines()[0][:200]}") from None
+        tokenizer = load_tokenizer(self.model_path)
         device = resolve_device(self.device)
-        self._max_len = min(self.max_length, getattr(self._tokenizer, "model_max_length", 512) or 512, 512)
-        self._backend = make_backend(self.backend, model_dir=self.model_path, head="logits", device=device,
-                                     dtype=resolve_dtype(device, self.dtype), compile=self.compile)
-        self.resolved_device = device
+        self._attach(tokenizer, make_backend(self.backend, model_dir=self.model_path, head="logits", device=device,
+                                             dtype=resolve_dtype(device, self.dtype), compile=self.compile), device)
 
     def predict_logits(self, texts: Sequence[str], show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Raw per-text logits (chunk logits averaged) and chunk counts."""

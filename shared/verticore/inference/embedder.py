@@ -9,12 +9,15 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError
 from ..io import clean_texts
-from ..models import resolve_device, resolve_dtype, resolve_model
+from ..models import ResolvedModel, resolve_device, resolve_dtype, resolve_model
 from .backends import Backend, make_backend
 from .chunking import aggregate_mean, chunk_texts, length_sorted_batches, pad_batch
+from .component import Component, register_component
+from .loading import load_tokenizer
 
 
-class Embedder:
+@register_component("Embedder")
+class Embedder(Component):
     """Embed texts with a sentence-transformers-style encoder (mean pooling by default).
 
     Args:
@@ -28,7 +31,9 @@ class Embedder:
         normalize: L2-normalise the output (cosine = dot product).
         compile: ``torch.compile`` the model (GPU).
 
-    Heavy state is created lazily by :meth:`warm_up` (Haystack-style); init args are JSON-serialisable.
+    Construction only stores these settings: the model spec is resolved on first need (a hub
+    id may mean a download) and weights load in :meth:`warm_up`, called by the first
+    :meth:`encode`. ``to_dict``/``from_dict`` and ``save``/``load`` round-trip the settings.
     """
 
     def __init__(self, model: str = "default", device: str = "auto", batch_size: int = 64, max_length: int = 256,
@@ -41,24 +46,25 @@ class Embedder:
         self.dtype = dtype
         self.normalize = normalize
         self.compile = compile
-        self._resolved = resolve_model(self.model)
+        self._resolved_model: ResolvedModel | None = None
         self._tokenizer = None
         self._backend: Backend | None = None
         self._dim: int | None = None
 
-    # -- config -------------------------------------------------------------------------
-    def to_config(self) -> dict[str, Any]:
-        """JSON-serialisable init args."""
+    def _init_parameters(self) -> dict[str, Any]:
         return {"model": self.model, "device": self.device, "batch_size": self.batch_size,
                 "max_length": self.max_length, "backend": self.backend, "dtype": self.dtype,
                 "normalize": self.normalize, "compile": self.compile}
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Embedder":
-        return cls(**config)
+    @property
+    def _resolved(self) -> ResolvedModel:
+        if self._resolved_model is None:
+            self._resolved_model = resolve_model(self.model)
+        return self._resolved_model
 
     @property
     def model_path(self) -> Path:
+        """Local directory of the model (resolving the spec on first use)."""
         return self._resolved.path
 
     @property
@@ -80,14 +86,7 @@ class Embedder:
         """Load tokenizer and weights (idempotent)."""
         if self._backend is not None:
             return
-        from transformers import AutoTokenizer
-
-        from ..errors import ArtifactError
-
-        try:
-            self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
-        except Exception as exc:
-            raise ArtifactError(f"could not load tokenizer from {self.model_path}: {str(exc).splitlines()[0][:200]}") from None
+        self._tokenizer = load_tokenizer(self.model_path)
         device = resolve_device(self.device)
         dtype = resolve_dtype(device, self.dtype)
         self._max_len = min(self.max_length, getattr(self._tokenizer, "model_max_length", 512) or 512, 512)

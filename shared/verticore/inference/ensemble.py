@@ -25,28 +25,36 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..artifact import LabelSpace, read_json_and_tensors
-from ..errors import ArtifactError, DataError
+from ..errors import ArtifactError, DataError, VerticoreError
 from ..io import atomic_write_bytes, atomic_write_json, clean_labelled_texts, clean_texts, read_json
-from .classifier import Prediction, TextClassifier, _softmax, prediction_from_probabilities
+from ..registries import Registry
+from .classifier import PredictsFromProbabilities, TextClassifier, _softmax, softmax_weights
+from .component import Component, register_component
 
 ENSEMBLE_FILE = "ensemble.json"
 PROBE_CONFIG = "probe.json"
 PROBE_WEIGHTS = "probe.safetensors"
 
 
-class EmbeddingProbe:
+@register_component("EmbeddingProbe")
+class EmbeddingProbe(PredictsFromProbabilities, Component):
     """A linear softmax classifier on frozen (L2-normalised) sentence embeddings.
 
     This is the "frozen embeddings + logistic regression" model as a saved, reloadable artifact:
     ``probe.safetensors`` holds ``weight`` (labels x dim) and ``bias``; ``probe.json`` the labels
     and the embedder spec and fingerprint it was fitted on. Loading it against other weights
     fails with a clear message instead of returning wrong probabilities.
+
+    Construction reads the small probe files (no encoder weights: the embedder loads them on
+    first use); ``embedder`` may be a shared :class:`~verticore.Embedder` instance.
     """
 
     def __init__(self, path: str | Path, embedder: Any = None, device: str = "auto") -> None:
         from .embedder import Embedder
 
         self.path = Path(path)
+        self.device = device
+        self._embedder_given = embedder
         cfg, tensors = read_json_and_tensors(self.path, PROBE_CONFIG, PROBE_WEIGHTS, "embedding probe")
         try:
             self.weight = np.asarray(tensors["weight"], dtype=np.float32)
@@ -65,12 +73,17 @@ class EmbeddingProbe:
         if self.weight.shape[1] != self.embedder.dimension:
             raise ArtifactError(f"{self.path} expects {self.weight.shape[1]}-d embeddings, the embedder gives {self.embedder.dimension}")
         self.temperature = 1.0
+        self.label_space = LabelSpace(self._labels)
+
+    def _init_parameters(self) -> dict[str, Any]:
+        return {"path": str(self.path), "embedder": self._embedder_given, "device": self.device}
 
     @property
     def labels(self) -> list[str]:
         return self._labels
 
     def warm_up(self) -> None:
+        """Load the embedder's weights."""
         self.embedder.warm_up()
 
     def logits(self, texts: Sequence[str] | None = None, embeddings: np.ndarray | None = None) -> np.ndarray:
@@ -105,8 +118,8 @@ class EmbeddingProbe:
         lr.fit(x, y)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / PROBE_WEIGHTS, save({"weight": np.ascontiguousarray(lr.coef_, dtype=np.float32),
-                                                      "bias": np.ascontiguousarray(lr.intercept_, dtype=np.float32)}))
+        weight, bias = softmax_weights(lr.coef_, lr.intercept_)  # two labels: scikit-learn keeps one row
+        atomic_write_bytes(out / PROBE_WEIGHTS, save({"weight": weight, "bias": bias}))
         atomic_write_json(out / PROBE_CONFIG, {"kind": "embedding_probe", "labels": [str(v) for v in lr.classes_],
                                                "embedder": emb.model, "embedder_fingerprint": emb.fingerprint,
                                                "dim": int(x.shape[1]), "c": float(c), "n_train": len(texts),
@@ -142,27 +155,35 @@ def _load_tfidf_probe(path: Path, device: str, max_length: int, classifier_kwarg
     return TfidfProbe(path)
 
 
+MemberLoader = Callable[..., Any]
+
 #: Member kinds an ``ensemble.json`` may list: kind -> loader(path, device, max_length,
-#: classifier_kwargs, embedder). :func:`register_member_kind` adds one without touching this module.
-MEMBER_KINDS: dict[str, Callable[..., Any]] = {"classifier": _load_fine_tuned, "embedding_probe": _load_embedding_probe,
-                                               "tfidf_probe": _load_tfidf_probe}
+#: classifier_kwargs, embedder). Third-party kinds arrive through the ``verticore.ensemble_members``
+#: entry-point group or :func:`register_member_kind`; a taken kind is refused.
+MEMBER_KINDS: Registry[MemberLoader] = Registry("ensemble member kind", "verticore.ensemble_members")
+MEMBER_KINDS.register("classifier", _load_fine_tuned)
+MEMBER_KINDS.register("embedding_probe", _load_embedding_probe)
+MEMBER_KINDS.register("tfidf_probe", _load_tfidf_probe)
 
 
-def register_member_kind(kind: str, loader: Callable[..., Any]) -> None:
-    """Register a new ensemble member kind; its objects need ``labels``, ``temperature``,
-    ``warm_up()`` and ``predict_proba_and_logits(texts)``."""
-    MEMBER_KINDS[str(kind)] = loader
+def register_member_kind(kind: str, loader: MemberLoader) -> MemberLoader:
+    """Register a new ensemble member kind. ``loader(path, device, max_length, classifier_kwargs,
+    embedder)`` returns an :class:`~verticore.inference.protocols.EnsembleMember` (``labels``,
+    ``temperature``, ``warm_up()``, ``predict_proba_and_logits(texts)``)."""
+    return MEMBER_KINDS.register(str(kind), loader)
 
 
 def _load_member(path: Path, kind: str, device: str, max_length: int, classifier_kwargs: dict[str, Any],
                  embedder: Any = None) -> Any:
-    loader = MEMBER_KINDS.get(kind)
-    if loader is None:
-        raise ArtifactError(f"unknown ensemble member kind {kind!r} (one of {sorted(MEMBER_KINDS)})")
+    try:
+        loader = MEMBER_KINDS.get(kind)
+    except VerticoreError:
+        raise ArtifactError(f"unknown ensemble member kind {kind!r} (one of {MEMBER_KINDS.names()})") from None
     return loader(path, device, max_length, classifier_kwargs, embedder)
 
 
-class ClassifierEnsemble:
+@register_component("ClassifierEnsemble")
+class ClassifierEnsemble(PredictsFromProbabilities, Component):
     """Weighted average of the calibrated probabilities of several classifiers over one label set.
 
     ``predict_proba_and_logits`` also returns the weighted mean of the members' temperature-scaled
@@ -174,9 +195,15 @@ class ClassifierEnsemble:
     :meth:`predict_proba_and_logits` instead of encoding the texts again.
     """
 
+    aggregation = "ensemble_mean_of_probabilities"
+
     def __init__(self, path: str | Path, device: str = "auto", max_length: int = 256, embedder: Any = None,
                  **classifier_kwargs: Any) -> None:
         self.path = Path(path)
+        self.device = device
+        self.max_length = int(max_length)
+        self.classifier_kwargs = dict(classifier_kwargs)
+        self._embedder_given = embedder
         f = self.path / ENSEMBLE_FILE
         if not f.exists():
             raise ArtifactError(f"{self.path} is not a classifier ensemble ({ENSEMBLE_FILE} missing)")
@@ -212,6 +239,10 @@ class ClassifierEnsemble:
         self.multi_label = False
         self.label_space = LabelSpace(self._labels, False)
 
+    def _init_parameters(self) -> dict[str, Any]:
+        return {"path": str(self.path), "device": self.device, "max_length": self.max_length,
+                "embedder": self._embedder_given, **self.classifier_kwargs}
+
     @property
     def labels(self) -> list[str]:
         return self._labels
@@ -226,6 +257,7 @@ class ClassifierEnsemble:
         return None
 
     def warm_up(self) -> None:
+        """Load every member's heavy state."""
         for m in self.members:
             m.warm_up()
 
@@ -259,16 +291,6 @@ class ClassifierEnsemble:
 
     def predict_proba(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         return self.predict_proba_and_logits(texts)[0]
-
-    def predict(self, texts: Sequence[str] | str, top_k: int = 3, show_progress: bool = False) -> list[Prediction] | Prediction:
-        """Same contract as :meth:`TextClassifier.predict`."""
-        single = isinstance(texts, str)
-        batch = [texts] if single else list(texts)
-        if not batch:
-            return []
-        preds = [prediction_from_probabilities(self.label_space, p, top_k, aggregation="ensemble_mean_of_probabilities")
-                 for p in self.predict_proba(batch)]
-        return preds[0] if single else preds
 
     @staticmethod
     def write(out_dir: str | Path, members: Sequence[tuple[str, str, float]], labels: Sequence[str],

@@ -16,6 +16,8 @@ import json
 import types
 from pathlib import Path
 
+from .pooling import pool
+
 CONFIG_KEY = "verticore_pooling"
 POOLINGS = ("native", "mean")
 
@@ -60,8 +62,6 @@ def _mean_pooled_forward(self, input_ids=None, attention_mask=None, token_type_i
     enc_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if token_type_ids is not None:
         enc_kwargs["token_type_ids"] = token_type_ids
-    from .backends import pool
-
     pooled = pool(self.base_model(**enc_kwargs).last_hidden_state, attention_mask, "mean")
     dropout = getattr(self, "dropout", None)
     if dropout is not None:

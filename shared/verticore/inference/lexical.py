@@ -15,10 +15,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..artifact import read_json_and_tensors
+from ..artifact import LabelSpace, read_json_and_tensors
 from ..errors import ArtifactError, DataError
 from ..io import atomic_write_bytes, atomic_write_json, clean_labelled_texts, clean_texts
-from .classifier import _softmax
+from .classifier import PredictsFromProbabilities, _softmax, softmax_weights
+from .component import Component, register_component
 
 TFIDF_CONFIG = "tfidf.json"
 TFIDF_WEIGHTS = "tfidf.safetensors"
@@ -32,7 +33,8 @@ def _vectorizer(analyzer: str, ngram_range: Sequence[int], vocabulary: dict[str,
                            sublinear_tf=True, min_df=min_df, vocabulary=vocabulary, dtype=np.float32)
 
 
-class TfidfProbe:
+@register_component("TfidfProbe")
+class TfidfProbe(PredictsFromProbabilities, Component):
     """Multinomial logistic regression on TF-IDF features (word n-grams + character n-grams).
 
     Same member contract as :class:`~verticore.inference.ensemble.EmbeddingProbe`: ``labels``,
@@ -66,6 +68,10 @@ class TfidfProbe:
             raise ArtifactError(f"{self.path}: weights of shape {self.weight.shape} do not match "
                                 f"{len(self._labels)} labels x {n_features} features")
         self.temperature = 1.0
+        self.label_space = LabelSpace(self._labels)
+
+    def _init_parameters(self) -> dict[str, Any]:
+        return {"path": str(self.path)}
 
     @property
     def labels(self) -> list[str]:
@@ -112,12 +118,9 @@ class TfidfProbe:
         lr = LogisticRegression(C=float(c), max_iter=int(max_iter)).fit(x, y)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        coef = lr.coef_ if lr.coef_.shape[0] > 1 else np.vstack([-lr.coef_, lr.coef_])  # binary LR: one row
-        bias = lr.intercept_ if lr.intercept_.shape[0] > 1 else np.concatenate([-lr.intercept_, lr.intercept_])
-        if lr.coef_.shape[0] == 1:  # softmax over (-z, z) equals the sigmoid with z/2 scaled back
-            coef, bias = coef / 2, bias / 2
+        coef, bias = softmax_weights(lr.coef_, lr.intercept_)  # two labels: scikit-learn keeps one row
         atomic_write_bytes(out / TFIDF_WEIGHTS, save({
-            "weight": np.ascontiguousarray(coef, dtype=np.float32), "bias": np.ascontiguousarray(bias, dtype=np.float32),
+            "weight": coef, "bias": bias,
             "word_idf": np.ascontiguousarray(word.idf_, dtype=np.float32),
             "char_idf": np.ascontiguousarray(char.idf_, dtype=np.float32)}))
         atomic_write_json(out / TFIDF_CONFIG, {

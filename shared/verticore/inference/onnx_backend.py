@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import onnxruntime as ort  # noqa: F401  (ImportError here keeps these backends unregistered)
 
 from ..errors import ArtifactError, VerticoreError
@@ -40,7 +39,9 @@ from ..io import atomic_write_json
 from ..models import model_fingerprint
 from ..settings import get_settings
 from ..text import utc_iso
-from .backends import load_torch_model, pool, pooling_mode, register_backend
+from .backends import register_backend
+from .loading import load_torch_model
+from .pooling import pool, pooling_mode
 
 log = logging.getLogger(__name__)
 
@@ -453,7 +454,6 @@ def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _session_options(threads: int | None = None):
-    import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -468,7 +468,6 @@ def _session_options(threads: int | None = None):
 
 
 def _run_file(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), _session_options(), providers=["CPUExecutionProvider"])
     return sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
@@ -481,7 +480,6 @@ def _max_err(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _providers(device: str) -> list:
-    import onnxruntime as ort
 
     if device == "cpu":
         return ["CPUExecutionProvider"]
@@ -511,7 +509,6 @@ class OnnxBackend:
 
     def __init__(self, model_dir: Path, head: str = "pool", device: str = "cpu", dtype=None, compile: bool = False,
                  pooling: str | None = None, num_threads: int | None = None, fuse: bool = True, **_: Any) -> None:
-        import onnxruntime as ort
 
         self.device = str(device)
         self.head = head

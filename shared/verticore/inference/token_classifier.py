@@ -20,6 +20,7 @@ from ..errors import ArtifactError, DataError, VerticoreError
 from ..models import resolve_device, resolve_dtype, resolve_model
 from .backends import Backend, make_backend
 from .chunking import length_sorted_batches, pad_batch, special_tokens
+from .component import Component, register_component
 
 #: Words as CoNLL-2003 tokenises them: letters/digits joined by . ' & / - stay one word
 #: (U.S., 1996-08-22, O'Neill, AT&T), common abbreviations keep their period (Inc., Mr.); any
@@ -220,13 +221,17 @@ def entities_from_tags(text: str, spans: Sequence[tuple[int, int]], tags: Sequen
     return out
 
 
-class TokenClassifier:
+@register_component("TokenClassifier")
+class TokenClassifier(Component):
     """Load a token-classification artifact (from :func:`verticore.finetune.train_token_classifier`,
     or any HF token-classification checkpoint with IOB2 labels) and find entities.
 
     ``predict`` takes raw text and returns :class:`Entity` spans (empty or whitespace-only text
     gives no entities); ``predict_words`` tags text that is already split into words (CoNLL
     style). Backends: ``torch`` (fp32 on CPU, bf16/fp16 on GPU) and ``torch-int8`` (CPU).
+
+    Construction stores the settings and reads the artifact's labels; tokenizer and weights
+    load in :meth:`warm_up`, called by the first prediction.
     """
 
     def __init__(self, model: str | Path, device: str = "auto", batch_size: int = 32, max_length: int = 256,
@@ -257,7 +262,7 @@ class TokenClassifier:
     def entity_types(self) -> list[str]:
         return sorted({parse_tag(l)[1] for l in self.labels if l != "O"})
 
-    def to_config(self) -> dict[str, Any]:
+    def _init_parameters(self) -> dict[str, Any]:
         return {"model": self.model, "device": self.device, "batch_size": self.batch_size, "max_length": self.max_length,
                 "stride": self.stride, "backend": self.backend, "dtype": self.dtype}
 
