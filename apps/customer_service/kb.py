@@ -193,9 +193,11 @@ class KnowledgeBase:
                 try:
                     self._index = VectorIndex.load(dense, expected_fingerprint=self.embedder.fingerprint)
                 except IndexMismatchError as exc:
-                    raise IndexMismatchError(f"{exc}; run `customer-service kb reindex --kb {self.directory}`") from None
+                    raise IndexMismatchError(
+                        f"{exc}; run `customer-service kb reindex --kb {self.directory}`") from None
             else:
-                self._index = VectorIndex(self.embedder.dimension, metric="ip", model_fingerprint=self.embedder.fingerprint)
+                self._index = VectorIndex(self.embedder.dimension, metric="ip",
+                                          model_fingerprint=self.embedder.fingerprint)
             self._repair_index()
         return self._index
 
@@ -223,7 +225,8 @@ class KnowledgeBase:
                          max_bytes=self.max_file_bytes)
         return self.add_document(doc, show_progress=show_progress)
 
-    def ingest_bytes(self, raw: bytes, name: str, doc_id: str | None = None, show_progress: bool = False) -> IngestReport:
+    def ingest_bytes(self, raw: bytes, name: str, doc_id: str | None = None,
+                     show_progress: bool = False) -> IngestReport:
         """Ingest an uploaded file's bytes (the dashboard's upload path)."""
         doc = parse_bytes(raw, name, doc_id=doc_id, chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap,
                           max_bytes=self.max_file_bytes)
@@ -279,15 +282,18 @@ class KnowledgeBase:
             try:
                 self.conn.execute("DELETE FROM chunks WHERE doc_id=?", (doc.doc_id,))
                 self.conn.execute(
-                    "INSERT INTO documents(doc_id, source, title, kind, sha256, updated_at, ingested_at, n_chunks, meta) "
+                    "INSERT INTO documents(doc_id, source, title, kind, sha256, updated_at, ingested_at, n_chunks, "
+                    "meta) "
                     "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(doc_id) DO UPDATE SET source=excluded.source, "
                     "title=excluded.title, kind=excluded.kind, sha256=excluded.sha256, updated_at=excluded.updated_at, "
                     "ingested_at=excluded.ingested_at, n_chunks=excluded.n_chunks, meta=excluded.meta",
                     (doc.doc_id, doc.source, doc.title, doc.kind, doc.sha256, doc.updated_at, _now(), len(ids),
                      json.dumps(doc.meta, ensure_ascii=False)))
                 self.conn.executemany(
-                    "INSERT INTO chunks(chunk_id, doc_id, ord, text, embed_text, title, section, answer, meta) VALUES (?,?,?,?,?,?,?,?,?)",
-                    [(cid, doc.doc_id, i, c.text, c.embed_text, c.title, c.section, c.answer, json.dumps(c.meta, ensure_ascii=False))
+                    "INSERT INTO chunks(chunk_id, doc_id, ord, text, embed_text, title, section, answer, meta) "
+                    "VALUES (?,?,?,?,?,?,?,?,?)",
+                    [(cid, doc.doc_id, i, c.text, c.embed_text, c.title, c.section, c.answer,
+                      json.dumps(c.meta, ensure_ascii=False))
                      for i, (cid, c) in enumerate(zip(ids, doc.chunks))])
                 self.conn.execute("COMMIT")
             except BaseException:
@@ -331,7 +337,8 @@ class KnowledgeBase:
         from verticore import VectorIndex
 
         with self._lock:
-            rows = [(r[0], r[1]) for r in self.conn.execute("SELECT chunk_id, embed_text FROM chunks ORDER BY doc_id, ord")]
+            rows = [(r[0], r[1]) for r in
+                    self.conn.execute("SELECT chunk_id, embed_text FROM chunks ORDER BY doc_id, ord")]
             index = VectorIndex(self.embedder.dimension, metric="ip", model_fingerprint=self.embedder.fingerprint)
             for s in tqdm(range(0, len(rows), batch), desc="re-index", unit="batch", disable=not show_progress):
                 part = rows[s : s + batch]
@@ -361,7 +368,8 @@ class KnowledgeBase:
         out: dict[str, dict[str, Any]] = {}
         for s in range(0, len(ids), 500):
             part = ids[s : s + 500]
-            q = ("SELECT c.chunk_id, c.doc_id, c.text, c.title, c.section, c.answer, c.meta, d.source, d.updated_at, d.kind "
+            q = ("SELECT c.chunk_id, c.doc_id, c.text, c.title, c.section, c.answer, c.meta, d.source, d.updated_at, "
+                 "d.kind "
                  f"FROM chunks c JOIN documents d USING(doc_id) WHERE c.chunk_id IN ({','.join('?' * len(part))})")
             for r in self.conn.execute(q, part):
                 d = dict(r)
@@ -380,7 +388,8 @@ class KnowledgeBase:
                 self._bm25_ready = True
             dense = DenseRetriever(self.embedder, index=self.index)
             return HybridRetriever(dense, self._bm25, method=self.fusion["method"],
-                                   dense_weight=float(self.fusion["dense_weight"]), rrf_k=int(self.fusion.get("rrf_k", 60)))
+                                   dense_weight=float(self.fusion["dense_weight"]),
+                                   rrf_k=int(self.fusion.get("rrf_k", 60)))
 
     def _allowed(self, filters: dict[str, Any] | None) -> set[str] | None:
         """Chunk ids matching metadata filters ({field: value or [values]}); None = no filter."""
@@ -399,7 +408,9 @@ class KnowledgeBase:
                 params.append(str(value))
             else:
                 meta_filters[key] = {str(v) for v in values}
-        q = "SELECT c.chunk_id, c.meta FROM chunks c JOIN documents d USING(doc_id)" + (f" WHERE {' AND '.join(where)}" if where else "")
+        q = "SELECT c.chunk_id, c.meta FROM chunks c JOIN documents d USING(doc_id)"
+        if where:
+            q += f" WHERE {' AND '.join(where)}"
         allowed = set()
         for cid, meta in self.conn.execute(q, params):
             if meta_filters:
@@ -410,7 +421,8 @@ class KnowledgeBase:
         return allowed
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid", filters: dict[str, Any] | None = None,
-               candidates: int = 50, rrf_k: int | None = None, query_vector: np.ndarray | None = None) -> list[RetrievedChunk]:
+               candidates: int = 50, rrf_k: int | None = None,
+               query_vector: np.ndarray | None = None) -> list[RetrievedChunk]:
         """Retrieve the top ``k`` chunks for ``query``.
 
         ``mode``: ``bm25``, ``dense`` or ``hybrid`` (both top-``candidates`` lists fused as set in
@@ -421,7 +433,8 @@ class KnowledgeBase:
         return self.search_many([query], k=k, mode=mode, filters=filters, candidates=candidates, rrf_k=rrf_k,
                                 query_vectors=None if query_vector is None else query_vector[None, :])[0]
 
-    def search_many(self, queries: Sequence[str], k: int = 5, mode: str = "hybrid", filters: dict[str, Any] | None = None,
+    def search_many(self, queries: Sequence[str], k: int = 5, mode: str = "hybrid",
+                    filters: dict[str, Any] | None = None,
                     candidates: int = 50, rrf_k: int | None = None, query_vectors: np.ndarray | None = None,
                     show_progress: bool = False, fusion: str | None = None, dense_weight: float | None = None,
                     exclude: Sequence[str | None] | None = None) -> list[list[RetrievedChunk]]:
