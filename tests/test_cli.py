@@ -1,4 +1,4 @@
-"""The `verticore` CLI contracts and its one-line errors (exit code 2)."""
+"""The `verticore` CLI contracts and its one-line errors (exit code 3)."""
 import json
 import subprocess
 import sys
@@ -49,11 +49,11 @@ def test_finetune_predict_eval_contract(tmp_path, capsys, tiny_sentiment):
     (b"body,label\nhello,positive\n", "no column 'text'"),
     (b"text,label\n\xff\xfe bad,positive\n", "not UTF-8"),
 ])
-def test_bad_input_files_give_one_line_and_exit_2(tmp_path, capsys, content, expected):
+def test_bad_input_files_give_one_line_and_exit_3(tmp_path, capsys, content, expected):
     f = tmp_path / "bad.csv"
     f.write_bytes(content)
     code, _, err = run(["finetune", "--train", str(f), "--dev", str(f), "--out", str(tmp_path / "o")], capsys)
-    assert code == 2
+    assert code == 3
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1
 
 
@@ -61,14 +61,14 @@ def test_predict_with_corrupt_artifact_and_unknown_label(tmp_path, capsys, tiny_
     data = tmp_path / "x.csv"
     pd.DataFrame({"text": ["fine"], "label": ["bullish"]}).to_csv(data, index=False)
     code, _, err = run(["eval", "--model", str(tiny_classifier.artifact_dir), "--input", str(data)], capsys)
-    assert code == 2 and "unknown label 'bullish'" in err
+    assert code == 3 and "unknown label 'bullish'" in err
     code, _, err = run(["predict", "--model", str(tmp_path), "--input", str(data), "--output", str(tmp_path / "o.csv")], capsys)
-    assert code == 2 and "no config.json" in err
+    assert code == 3 and "no config.json" in err
     empty = tmp_path / "empty_text.csv"
     pd.DataFrame({"text": ["ok", "   "]}).to_csv(empty, index=False)
     code, _, err = run(["predict", "--model", str(tiny_classifier.artifact_dir), "--input", str(empty),
                         "--output", str(tmp_path / "o.csv")], capsys)
-    assert code == 2 and "empty" in err
+    assert code == 3 and "empty" in err
     assert not (tmp_path / "o.csv").exists()
 
 
@@ -95,6 +95,6 @@ def test_hub_id_offline_via_cli_is_one_line(tmp_path):
     p = subprocess.run([sys.executable, "-m", "verticore.cli", "finetune", "--train", str(f), "--dev", str(f),
                         "--out", str(tmp_path / "o"), "--base", "ProsusAI/finbert"],
                        capture_output=True, text=True, env={**env, "PYTHONPATH": ":".join(sys.path)})
-    assert p.returncode == 2
+    assert p.returncode == 3
     assert p.stderr.startswith("error: model 'ProsusAI/finbert' is not in the local cache")
     assert "Traceback" not in p.stderr

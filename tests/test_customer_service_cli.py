@@ -36,7 +36,7 @@ def test_cli_end_to_end(tmp_path, capsys, monkeypatch):
     assert code == 0 and "fusion:" in out and "dev hit@1 1.0000" in out
     assert json.loads((kb / "kb.json").read_text())["fusion"]["calibrated_on"] == 1
     code, _, err = run(capsys, monkeypatch, "kb", "calibrate", dev, "--kb", kb, "--match", "intent")
-    assert code == 2 and "intent" in err
+    assert code == 3 and "intent" in err
 
     code, out, _ = run(capsys, monkeypatch, "ask", "--kb", kb, "How many days do I have to return something?")
     assert code == 0 and "30 days" in out and "[1] Returns - Return window (returns.md)" in out
@@ -52,7 +52,7 @@ def test_cli_end_to_end(tmp_path, capsys, monkeypatch):
     assert json.loads(out)["feedback"]["up"] == 1
 
     code, out, err = run(capsys, monkeypatch, "kb", "delete", "nope.md", "--kb", kb)
-    assert code == 2 and err.startswith("error: no document 'nope.md'")
+    assert code == 3 and err.startswith("error: no document 'nope.md'")
     code, out, _ = run(capsys, monkeypatch, "kb", "delete", "returns.md", "--kb", kb)
     assert code == 0
     code, out, _ = run(capsys, monkeypatch, "ask", "--kb", kb, "How many days to return?")
@@ -61,6 +61,6 @@ def test_cli_end_to_end(tmp_path, capsys, monkeypatch):
 
 def test_cli_bad_input(tmp_path, capsys, monkeypatch):
     code, _, err = run(capsys, monkeypatch, "ask", "--kb", tmp_path / "missing", "hello")
-    assert code == 2 and err.startswith("error: knowledge base directory not found")
+    assert code == 3 and err.startswith("error: knowledge base directory not found")
     code, _, err = run(capsys, monkeypatch, "feedback", "5", "sideways", "--kb", tmp_path)
-    assert code == 2 and err.startswith("error: rating must be up/down")
+    assert code == 3 and err.startswith("error: rating must be up/down")

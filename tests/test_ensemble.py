@@ -169,7 +169,7 @@ def test_cli_finetune_ensemble_then_predict_and_eval(tmp_path, capsys, tiny_sent
     assert code in (0, None), err
     assert 0.0 <= json.loads(stdout)["accuracy"] <= 1.0
     code, stdout, err = run(common[:-1] + ["--ensemble", "--multi-label", "--out", str(tmp_path / "ml")])
-    assert code == 2 and "single-label" in err
+    assert code == 3 and "single-label" in err
 
 
 def test_server_classifies_with_an_ensemble(tmp_path, tiny_classifier, probe):

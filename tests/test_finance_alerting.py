@@ -307,7 +307,7 @@ def test_config_validates_notify_inhibit_and_volume_sections(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("notify: {group_by: [ticker]}\n")
     r = CliRunner().invoke(app, ["check-config", str(bad)])
-    assert r.exit_code == 2 and "unknown label" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 3 and "unknown label" in r.output and "Traceback" not in r.output
 
 
 def test_silence_bad_input_is_refused_with_one_line_reasons():
@@ -345,13 +345,13 @@ def test_silence_cli_add_list_expire(tmp_path):
     assert "#1  active" in r.output and "by ana: known news" in r.output
     r = run(app, ["silence", "add", "--match", "entity=AAA", "--start", "2030-01-02T00:00:00Z",
                   "--end", "2030-01-01T00:00:00Z", "--author", "ana", "--comment", "x", "--home", home])
-    assert r.exit_code == 2 and "before or when it starts" in r.output
+    assert r.exit_code == 3 and "before or when it starts" in r.output
     r = run(app, ["silence", "add", "--match", "stock=AAA", "--duration", "1h", "--author", "a", "--comment", "x",
                   "--home", home])
-    assert r.exit_code == 2 and "unknown label" in r.output
+    assert r.exit_code == 3 and "unknown label" in r.output
     assert run(app, ["silence", "expire", "1", "--home", home]).exit_code == 0
     r = run(app, ["silence", "expire", "1", "--home", home])
-    assert r.exit_code == 2 and "no running silence #1" in r.output
+    assert r.exit_code == 3 and "no running silence #1" in r.output
     assert "no silences" in run(app, ["silence", "list", "--home", home]).output
     assert "expired" in run(app, ["silence", "list", "--all", "--home", home]).output
 

@@ -214,7 +214,7 @@ def test_cli(paths, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules: [{name: x, severity: urgent}]")
     r = runner.invoke(app, ["check-config", str(bad)])
-    assert r.exit_code == 2 and "error:" in r.output and "severity" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 3 and "error:" in r.output and "severity" in r.output and "Traceback" not in r.output
     assert runner.invoke(app, ["alerts", "--home", home]).exit_code == 0
     inbox = tmp_path / "in.jsonl"
     inbox.write_text(json.dumps({"id": "cli-1", "title": "Kestrel Logistics wins new contract"}) + "\n")
@@ -223,7 +223,7 @@ def test_cli(paths, tmp_path):
     r = runner.invoke(app, ["ingest", str(inbox), "--home", home])  # already read: nothing new
     assert r.exit_code == 0 and "accepted" not in r.output
     r = runner.invoke(app, ["resend", "999", "--home", home])
-    assert r.exit_code == 2 and "not dead-lettered" in r.output
+    assert r.exit_code == 3 and "not dead-lettered" in r.output
 
 
 def _add_dead_alert(store: SQLiteStore) -> int:

@@ -131,15 +131,15 @@ def test_cli_build_recommend_and_errors(tmp_path, capsys):
     assert "Kitten Band" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         main(["recommend", "nobody", "--state", str(state)])
-    assert e.value.code == 2 and "error: unknown user 'nobody'" in capsys.readouterr().err
+    assert e.value.code == 3 and "error: unknown user 'nobody'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["recommend", "u1", "--state", str(tmp_path / "missing")])
-    assert e.value.code == 2 and "recommender build" in capsys.readouterr().err
+    assert e.value.code == 3 and "recommender build" in capsys.readouterr().err
     empty = tmp_path / "empty.csv"
     empty.write_text("item_id,title\n", encoding="utf-8")
     with pytest.raises(SystemExit) as e:
         main(["build", "--items", str(empty), "--state", str(tmp_path / "s2")])
-    assert e.value.code == 2 and "no rows" in capsys.readouterr().err
+    assert e.value.code == 3 and "no rows" in capsys.readouterr().err
 
 
 def test_dashboard_page_apptest(demo_home, monkeypatch):

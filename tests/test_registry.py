@@ -500,7 +500,7 @@ def test_cli_models_commands_json_and_errors(reg, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["models", "promote", APP, MODEL, "9", "--registry", str(reg.root)])
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and err == f"error: {APP}/{MODEL} has no version 9 (versions: 1, 3)\n"
+    assert exc.value.code == 3 and err == f"error: {APP}/{MODEL} has no version 9 (versions: 1, 3)\n"
 
 
 def test_mlflow_is_optional_and_used_when_present(reg, tmp_path, monkeypatch):

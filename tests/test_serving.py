@@ -453,7 +453,7 @@ def test_keys_and_usage_cli(tmp_path, capsys):
     assert store.verify(new) is None
     with pytest.raises(SystemExit) as exc:
         main(["keys", "create", "--name", "x", "--scopes", "embed,teleport", *home])
-    assert exc.value.code == 2 and "unknown scope(s) 'teleport'" in capsys.readouterr().err
+    assert exc.value.code == 3 and "unknown scope(s) 'teleport'" in capsys.readouterr().err
 
     from verticore.serving.metering import Meter, utc_day
 

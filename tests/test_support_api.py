@@ -331,6 +331,6 @@ def test_serve_command_refuses_a_missing_bot(tmp_path):
 
     runner = CliRunner()
     r = runner.invoke(app, ["serve", "--kb", str(tmp_path / "nothing")])
-    assert r.exit_code == 2 and "no knowledge base" in r.output
+    assert r.exit_code == 3 and "no knowledge base" in r.output
     helptext = runner.invoke(app, ["serve", "--help"]).output
     assert "--insecure-no-auth" in helptext and "--keys-db" in helptext and "--port" in helptext

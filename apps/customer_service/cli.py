@@ -1,6 +1,7 @@
 """``customer-service`` command line: knowledge base, asking, chatting, intents, tickets, feedback.
 
-Every user mistake ends as ``error: <one line>`` with exit code 2 (never a stack trace).
+Every user mistake ends as ``error: <one line>`` with exit code 3 (never a stack trace); usage errors
+exit 2 and Ctrl-C 130 (see verticore.cli_support).
 """
 from __future__ import annotations
 
@@ -14,20 +15,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer
 
+from verticore.cli_support import VerticoreGroup, add_version_option, choice_option, fail, run_app
 from verticore.errors import VerticoreError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=VerticoreGroup,
                   help="Retrieval-augmented customer-service bot: answer from your knowledge base, hand over when unsure.")
 kb_app = typer.Typer(no_args_is_help=True, help="Manage the knowledge base (ingest, list, delete, reindex, search).")
 app.add_typer(kb_app, name="kb")
+add_version_option(app)
 
 KB_OPT = typer.Option(..., "--kb", help="knowledge-base directory (also holds the bot's conversations and tickets)",
                       envvar="CUSTOMER_SERVICE_KB")
+INTENTS_OPT = typer.Option(None, help="intent model directory (overrides bot.json)")
+TEMPLATES_OPT = typer.Option(None, help="answer templates YAML/JSON (overrides bot.json)")
+LLM_OPT = typer.Option(None, help="openai:MODEL@URL, ollama:MODEL or hf:/path (default: extractive)")
 
 
 def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
+    fail(msg)  # one line on stderr, exit code 3
 
 
 def _open_bot(kb: Path, intents: Optional[Path] = None, templates: Optional[Path] = None, llm: Optional[str] = None):
@@ -72,7 +77,7 @@ def kb_list(kb: Path = KB_OPT) -> None:
 
 
 @kb_app.command("delete")
-def kb_delete(doc_id: str, kb: Path = KB_OPT) -> None:
+def kb_delete(doc_id: str = typer.Argument(..., help="document id (see `kb list`)"), kb: Path = KB_OPT) -> None:
     """Remove a document and its chunks."""
     from .kb import KnowledgeBase
 
@@ -125,7 +130,9 @@ def kb_calibrate(dev: Path = typer.Argument(..., help="CSV/JSONL of labelled dev
 
 
 @kb_app.command("search")
-def kb_search(query: str, kb: Path = KB_OPT, k: int = 5, mode: str = typer.Option("hybrid", help="bm25, dense or hybrid"),
+def kb_search(query: str = typer.Argument(..., help="search text"), kb: Path = KB_OPT,
+              k: int = typer.Option(5, help="number of chunks"),
+              mode: str = choice_option("hybrid", ("bm25", "dense", "hybrid"), "--mode", help="retriever"),
               source: Optional[str] = typer.Option(None, help="only this source file")) -> None:
     """Show the raw retrieval results for a query."""
     from .kb import KnowledgeBase
@@ -154,9 +161,7 @@ def _print_reply(reply, as_json: bool) -> None:
 @app.command()
 def ask(question: str = typer.Argument(..., help="the customer's message"), kb: Path = KB_OPT,
         session: Optional[str] = typer.Option(None, help="continue this conversation"),
-        intents: Optional[Path] = typer.Option(None, help="intent model directory (overrides bot.json)"),
-        templates: Optional[Path] = typer.Option(None, help="answer templates YAML/JSON (overrides bot.json)"),
-        llm: Optional[str] = typer.Option(None, help="openai:MODEL@URL, ollama:MODEL or hf:/path (default: extractive)"),
+        intents: Optional[Path] = INTENTS_OPT, templates: Optional[Path] = TEMPLATES_OPT, llm: Optional[str] = LLM_OPT,
         as_json: bool = typer.Option(False, "--json", help="print the full reply as JSON")) -> None:
     """Answer one question: prints the answer, citations, intent, confidence and whether it escalated."""
     bot = _open_bot(kb, intents, templates, llm)
@@ -164,7 +169,8 @@ def ask(question: str = typer.Argument(..., help="the customer's message"), kb: 
 
 
 @app.command()
-def chat(kb: Path = KB_OPT, intents: Optional[Path] = None, templates: Optional[Path] = None, llm: Optional[str] = None) -> None:
+def chat(kb: Path = KB_OPT, intents: Optional[Path] = INTENTS_OPT, templates: Optional[Path] = TEMPLATES_OPT,
+         llm: Optional[str] = LLM_OPT) -> None:
     """Interactive chat in the terminal (+/- rates the last answer, 'quit' ends)."""
     bot = _open_bot(kb, intents, templates, llm)
     bot.warm_up()
@@ -188,8 +194,11 @@ def train_intents(train: Path = typer.Option(..., help="CSV/JSONL with text,labe
                   dev: Path = typer.Option(..., help="CSV/JSONL with text,label"),
                   out: Path = typer.Option(..., help="output model directory"),
                   oos_dev: Optional[Path] = typer.Option(None, help="CSV/JSONL with out-of-scope texts (column text)"),
-                  epochs: int = 5, max_steps: Optional[int] = None, learning_rate: float = 1e-4,
-                  method: str = typer.Option("max_prob", help="OOS score: max_prob or energy"),
+                  epochs: int = typer.Option(5, help="passes over the training data"),
+                  max_steps: Optional[int] = typer.Option(None, help="stop after N optimiser steps"),
+                  learning_rate: float = typer.Option(1e-4, help="learning rate"),
+                  method: str = choice_option("max_prob", ("max_prob", "energy"), "--method",
+                                              help="out-of-scope score: max probability or free energy"),
                   ensemble: bool = typer.Option(False, help="train the core ensemble (2 fine-tunes + frozen-embedding "
                                                             "probe + TF-IDF probe): more accurate, 2x the training time"),
                   kb: Optional[Path] = typer.Option(None, help="register the model in this bot's bot.json")) -> None:
@@ -238,7 +247,7 @@ def tickets(kb: Path = KB_OPT, status: Optional[str] = typer.Option(None, help="
 
 @app.command()
 def feedback(turn: int = typer.Argument(..., help="turn id printed by `ask`"), rating: str = typer.Argument(..., help="up or down"),
-             kb: Path = KB_OPT, comment: Optional[str] = None) -> None:
+             kb: Path = KB_OPT, comment: Optional[str] = typer.Option(None, help="free-text remark")) -> None:
     """Thumbs up/down for one answer."""
     from .store import BotStore
 
@@ -255,13 +264,15 @@ def stats(kb: Path = KB_OPT) -> None:
 
 
 @app.command()
-def serve(kb: Path = KB_OPT, host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+def serve(kb: Path = KB_OPT, host: str = typer.Option("127.0.0.1", help="interface to listen on (0.0.0.0: all)"),
+          port: int = typer.Option(8000, help="TCP port"),
           insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
                                                 help="serve WITHOUT API keys (trusted local machine only)"),
           keys_db: Optional[Path] = typer.Option(None, help="API keys database (default $VERTICORE_HOME/serving/keys.db; "
                                                            "create keys with `verticore keys create`)"),
           usage_db: Optional[Path] = typer.Option(None, help="usage database (default $VERTICORE_HOME/serving/usage.db)"),
-          intents: Optional[Path] = None, templates: Optional[Path] = None, llm: Optional[str] = None) -> None:
+          intents: Optional[Path] = INTENTS_OPT, templates: Optional[Path] = TEMPLATES_OPT,
+          llm: Optional[str] = LLM_OPT) -> None:
     """Serve the bot's HTTP API under /v1/support (chat, handoff queue, agent replies) and the
     embeddable chat widget at /v1/support/widget#key=PUBLIC_CHAT_KEY. API keys are required
     (scopes support:chat for customers and the widget, support:agent for agents)."""
@@ -295,25 +306,8 @@ def demo(home: Path = typer.Option(Path(".verticore"), help="demo home (VERTICOR
 
 
 def main() -> None:
-    """Console entry point: runs the app and turns user errors into one-line messages."""
-    try:
-        app(standalone_mode=False)
-    except VerticoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+    """Console entry point (exit codes: see verticore.cli_support)."""
+    run_app(app)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,20 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from verticore.cli_support import (
+    EXIT_DATA,
+    RegistryChoicesCommand,
+    VerticoreGroup,
+    device_option,
+    method_option,
+    run_app,
+    version_option,
+)
 from verticore.errors import VerticoreError
 
 from .paths import AppPaths
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=VerticoreGroup,
                   help="Financial-news sentiment alerting monitor (Verticore app).")
 watchlist_app = typer.Typer(no_args_is_help=True, help="Show or edit the watchlist.")
 app.add_typer(watchlist_app, name="watchlist")
@@ -23,6 +32,10 @@ app.add_typer(silence_app, name="silence")
 log = logging.getLogger("finance_sentiment")
 
 HOME_OPT = typer.Option(None, "--home", help="monitor directory (default $VERTICORE_HOME/finance_sentiment)")
+CONFIG_OPT = typer.Option(None, "--config", help="YAML or TOML monitor config (default: the monitor directory's "
+                                                 "config, else built-in defaults)")
+JSON_OPT = typer.Option(False, "--json", help="print pure JSON")
+HOST_OPT = typer.Option("127.0.0.1", help="interface to listen on (0.0.0.0: all)")
 
 
 def _paths(home: Optional[Path]) -> AppPaths:
@@ -30,7 +43,7 @@ def _paths(home: Optional[Path]) -> AppPaths:
 
 
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn user errors into ``error: <message>`` and exit code 2 (no stack trace)."""
+    """Turn user errors into ``error: <message>`` and exit code 3 (no stack trace)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,12 +51,12 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except VerticoreError as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(EXIT_DATA) from None
 
     return wrapper
 
 
-def _monitor(home: Optional[Path], config: Optional[Path] = None, device: str = "auto"):
+def _monitor(home: Optional[Path], config: Optional[Path] = CONFIG_OPT, device: str = "auto"):
     from .config import load_config
     from .pipeline import Monitor
 
@@ -57,17 +70,22 @@ def _echo_json(obj: Any) -> None:
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+          show_version: bool = version_option()) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
-@app.command()
+@app.command(cls=RegistryChoicesCommand)
 @_friendly
-def train(data: Path = typer.Option(..., help="folder with train.csv/dev.csv[/test.csv] (text,label), e.g. the "
+def train(data: Path = typer.Option(..., help="folder with train.csv, dev.csv and optionally test.csv (text,label), e.g. the "
                                                "Financial PhraseBank 50Agree splits"),
           out: Optional[Path] = typer.Option(None, help="artifact dir (default <home>/models/sentiment)"),
-          method: str = typer.Option("full", help="full or lora"), epochs: int = 6, batch_size: int = 32,
-          learning_rate: Optional[float] = None, max_steps: Optional[int] = None, home: Optional[Path] = HOME_OPT) -> None:
+          method: str = method_option(),
+          epochs: int = typer.Option(6, help="passes over the training data"),
+          batch_size: int = typer.Option(32, help="training examples per optimiser step"),
+          learning_rate: Optional[float] = typer.Option(None, help="learning rate (default 1e-4; LoRA 8e-4)"),
+          max_steps: Optional[int] = typer.Option(None, help="stop after N optimiser steps"),
+          home: Optional[Path] = HOME_OPT) -> None:
     """Fine-tune the sentiment model (positive/neutral/negative) with the core and print test metrics."""
     from .training import train_sentiment
 
@@ -84,7 +102,9 @@ def train(data: Path = typer.Option(..., help="folder with train.csv/dev.csv[/te
 @app.command("train-topics")
 @_friendly
 def train_topics_cmd(data: Optional[Path] = typer.Option(None, help="CSV with text,topic (default: bundled sample)"),
-                     out: Optional[Path] = None, epochs: int = 6, max_steps: Optional[int] = None,
+                     out: Optional[Path] = typer.Option(None, help="model directory (default <home>/models/topics)"),
+                     epochs: int = typer.Option(6, help="passes over the training data"),
+                     max_steps: Optional[int] = typer.Option(None, help="stop after N optimiser steps"),
                      home: Optional[Path] = HOME_OPT) -> None:
     """Fine-tune the topic classifier (zero-shot topics in the config keep working alongside it)."""
     from .training import train_topics
@@ -96,8 +116,8 @@ def train_topics_cmd(data: Optional[Path] = typer.Option(None, help="CSV with te
 
 @app.command()
 @_friendly
-def score(text: str = typer.Argument(..., help="headline or article text"), as_json: bool = typer.Option(False, "--json"),
-          home: Optional[Path] = HOME_OPT, device: str = "auto") -> None:
+def score(text: str = typer.Argument(..., help="headline or article text"), as_json: bool = JSON_OPT,
+          home: Optional[Path] = HOME_OPT, device: str = device_option()) -> None:
     """Score one text: sentiment (with per-sentence evidence), topics and watched companies."""
     mon = _monitor(home, device=device)
     try:
@@ -123,8 +143,8 @@ def _report(res) -> None:
 
 @app.command()
 @_friendly
-def ingest(path: Path = typer.Argument(..., help="JSONL or CSV file (or a folder of them)"), config: Optional[Path] = None,
-           home: Optional[Path] = HOME_OPT, batch_size: int = 64) -> None:
+def ingest(path: Path = typer.Argument(..., help="JSONL or CSV file (or a folder of them)"), config: Optional[Path] = CONFIG_OPT,
+           home: Optional[Path] = HOME_OPT, batch_size: int = typer.Option(64, help="items scored per model call")) -> None:
     """Ingest new records from a file or folder once (already-read lines are skipped).
 
     Each batch is stored together with the file's read position, so a killed run loses and
@@ -144,9 +164,11 @@ def ingest(path: Path = typer.Argument(..., help="JSONL or CSV file (or a folder
 
 @app.command()
 @_friendly
-def watch(path: Path = typer.Argument(..., help="file or folder to watch"), interval: float = 5.0,
+def watch(path: Path = typer.Argument(..., help="file or folder to watch"),
+          interval: float = typer.Option(5.0, help="seconds between polls of the path"),
           feeds: list[str] = typer.Option([], "--feed", help="RSS/Atom URL to poll as well (repeatable)"),
-          feed_interval: float = 300.0, config: Optional[Path] = None, home: Optional[Path] = HOME_OPT,
+          feed_interval: float = typer.Option(300.0, help="seconds between polls of the feeds"),
+          config: Optional[Path] = CONFIG_OPT, home: Optional[Path] = HOME_OPT,
           once: bool = typer.Option(False, help="one poll, then exit")) -> None:
     """Run the monitor: watch a file/folder (and feeds), classify, detect, deliver alerts. Ctrl-C stops."""
     from .sources import FolderSource, poll_feeds
@@ -181,7 +203,7 @@ def watch(path: Path = typer.Argument(..., help="file or folder to watch"), inte
 
 @app.command()
 @_friendly
-def feeds(urls: list[str] = typer.Argument(..., help="RSS/Atom URLs or files"), config: Optional[Path] = None,
+def feeds(urls: list[str] = typer.Argument(..., help="RSS/Atom URLs or files"), config: Optional[Path] = CONFIG_OPT,
           home: Optional[Path] = HOME_OPT) -> None:
     """Poll RSS/Atom feeds once (a broken or hanging feed is logged and skipped)."""
     from .sources import poll_feeds
@@ -198,7 +220,7 @@ def feeds(urls: list[str] = typer.Argument(..., help="RSS/Atom URLs or files"), 
 @app.command()
 @_friendly
 def replay(path: Path = typer.Argument(..., help="JSONL/CSV with published_at"), speed: float = typer.Option(60.0, help="N x real time; 0 = as fast as possible"),
-           config: Optional[Path] = None, home: Optional[Path] = HOME_OPT) -> None:
+           config: Optional[Path] = CONFIG_OPT, home: Optional[Path] = HOME_OPT) -> None:
     """Replay a timestamped dataset through the monitor at N x speed."""
     from .sources import ReplaySource
     from .webhooks import Deliverer
@@ -215,15 +237,16 @@ def replay(path: Path = typer.Argument(..., help="JSONL/CSV with published_at"),
 
 @app.command()
 @_friendly
-def serve(host: str = "127.0.0.1", port: int = 8600, config: Optional[Path] = None, home: Optional[Path] = HOME_OPT,
+def serve(host: str = HOST_OPT, port: int = typer.Option(8600, help="TCP port"),
+          config: Optional[Path] = CONFIG_OPT, home: Optional[Path] = HOME_OPT,
           keys_db: Optional[Path] = typer.Option(None, "--keys-db", help="API keys database (default "
                                                  "$VERTICORE_HOME/serving/keys.db; create keys with `verticore keys create`)"),
           insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
                                                 help="serve without API keys (local experiments only)")) -> None:
     """HTTP API (POST /news, POST /score, GET /alerts, /items, webhook admin) with background webhook delivery.
 
-    Every route needs an API key (``Authorization: Bearer vk_...``) with the route's scope
-    (finance:ingest, finance:read or admin); ``--insecure-no-auth`` turns that off."""
+    Every route needs an API key ('Authorization: Bearer vk_...') with the route's scope
+    (finance:ingest, finance:read or admin); --insecure-no-auth turns that off."""
     import uvicorn
 
     from verticore.serving import ServingSettings
@@ -262,7 +285,7 @@ WEBHOOK_ALLOW_OPT = typer.Option([], "--webhook-allow", help="permit a non-publi
 
 @app.command()
 @_friendly
-def deliver(config: Optional[Path] = None, home: Optional[Path] = HOME_OPT,
+def deliver(config: Optional[Path] = CONFIG_OPT, home: Optional[Path] = HOME_OPT,
             until_empty: bool = typer.Option(False, "--until-empty", help="keep going (waiting for retries) until no "
                                              "delivery is pending or in flight, then exit"),
             max_seconds: Optional[float] = typer.Option(None, help="with --until-empty: stop after this long (exit 1 if work is left)"),
@@ -299,7 +322,7 @@ def queue_test_alerts(count: int = typer.Option(10, "--count", "-n", help="how m
                       url: Optional[str] = typer.Option(None, help="webhook URL (default: the config's webhooks)"),
                       target: str = typer.Option("test", help="target name used with --url"),
                       prefix: str = typer.Option("synthetic", help="alert-key prefix (keep it unique per run)"),
-                      config: Optional[Path] = None, home: Optional[Path] = HOME_OPT,
+                      config: Optional[Path] = CONFIG_OPT, home: Optional[Path] = HOME_OPT,
                       webhook_allow: list[str] = WEBHOOK_ALLOW_OPT) -> None:
     """Queue synthetic alerts for delivery without running models (to try a receiver, or for a fault bench)."""
     from verticore.errors import DataError
@@ -333,8 +356,9 @@ def receiver_stats(db: Path = typer.Option(..., "--db", help="the receiver's dat
 
 @app.command()
 @_friendly
-def alerts(state: Optional[str] = typer.Option(None, help="open or resolved"), limit: int = 50,
-           as_json: bool = typer.Option(False, "--json"), home: Optional[Path] = HOME_OPT) -> None:
+def alerts(state: Optional[str] = typer.Option(None, help="open or resolved"),
+           limit: int = typer.Option(50, help="newest N alerts"), as_json: bool = JSON_OPT,
+           home: Optional[Path] = HOME_OPT) -> None:
     """List alerts with their delivery state."""
     from .store import SQLiteStore
 
@@ -352,7 +376,8 @@ def alerts(state: Optional[str] = typer.Option(None, help="open or resolved"), l
 
 @app.command()
 @_friendly
-def outbox(state: Optional[str] = typer.Option(None, help="pending, sending, delivered or dead"), limit: int = 50,
+def outbox(state: Optional[str] = typer.Option(None, help="pending, sending, delivered or dead"),
+           limit: int = typer.Option(50, help="newest N deliveries"),
            home: Optional[Path] = HOME_OPT) -> None:
     """List webhook deliveries."""
     from .store import SQLiteStore
@@ -388,7 +413,10 @@ def watchlist_show(home: Optional[Path] = HOME_OPT) -> None:
 
 @watchlist_app.command("add")
 @_friendly
-def watchlist_add(ticker: str, name: str, aliases: list[str] = typer.Option([], "--alias"), home: Optional[Path] = HOME_OPT) -> None:
+def watchlist_add(ticker: str = typer.Argument(..., help="ticker symbol, e.g. AURB"),
+                  name: str = typer.Argument(..., help="company name as it appears in news"),
+                  aliases: list[str] = typer.Option([], "--alias", help="another name to match (repeatable)"),
+                  home: Optional[Path] = HOME_OPT) -> None:
     """Add a company (the running monitor picks it up on restart)."""
     from .entities import WatchEntry, Watchlist
     from .paths import SAMPLES
@@ -426,13 +454,15 @@ def demo(home: Optional[Path] = typer.Option(None, help="VERTICORE_HOME (default
 
 @app.command()
 @_friendly
-def receiver(port: int = 8700, secret: Optional[str] = None,
+def receiver(port: int = typer.Option(8700, help="TCP port"),
+             secret: Optional[str] = typer.Option(None, help="HMAC secret: verify each request's signature "
+                                                             "(default: accept unsigned requests)"),
              db: Optional[Path] = typer.Option(None, "--db", help="SQLite file: accepted keys survive restarts, counts for benches"),
              mode: str = typer.Option("ok", help="ok | fail (503) | reject (400) | hang | slow | trickle"),
              slow_s: float = typer.Option(5.0, help="slow: seconds to wait before processing and answering"),
              hang_s: float = typer.Option(2.0, help="hang: seconds to wait after processing, before answering"),
              trickle_s: float = typer.Option(1.0, help="trickle: seconds between the answer's bytes"),
-             host: str = "127.0.0.1", quiet: bool = typer.Option(False, help="do not print payloads")) -> None:
+             host: str = HOST_OPT, quiet: bool = typer.Option(False, help="do not print payloads")) -> None:
     """Run a local webhook receiver that records each alert event once (to try a configuration, or for a bench).
     SIGTERM or Ctrl-C stops it cleanly."""
     import signal
@@ -461,8 +491,8 @@ def receiver(port: int = 8700, secret: Optional[str] = None,
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (exit codes: see verticore.cli_support)."""
+    run_app(app)
 
 
 if __name__ == "__main__":
@@ -513,7 +543,7 @@ def silence_add(match: list[str] = typer.Option(..., "--match", "-m", help="labe
 @silence_app.command("list")
 @_friendly
 def silence_list(all_: bool = typer.Option(False, "--all", help="include expired silences"),
-                 as_json: bool = typer.Option(False, "--json"), home: Optional[Path] = HOME_OPT) -> None:
+                 as_json: bool = JSON_OPT, home: Optional[Path] = HOME_OPT) -> None:
     """Silences that are active or start later (with --all, expired ones too)."""
     store = _store(home)
     try:

@@ -1,7 +1,8 @@
 """The ``recommender`` command line: build, recommend, similar, search, items, finetune, serve, demo.
 
 State lives in a directory (``--state``, default ``.verticore/recommender/cli``) written by
-``recommender build``. Every user mistake prints one ``error: ...`` line and exits with status 2.
+``recommender build``. Every user mistake prints one ``error: ...`` line and exits with status 3;
+usage errors exit 2 and Ctrl-C 130 (see verticore.cli_support).
 """
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ from typing import List, Optional
 
 import typer
 
+from verticore.cli_support import VerticoreGroup, add_version_option
 from verticore.errors import VerticoreError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=VerticoreGroup,
                   help="Text-embedding recommender on FAISS (Verticore app).")
 items_app = typer.Typer(no_args_is_help=True, help="Add, update or remove catalog items (the index updates in place).")
 app.add_typer(items_app, name="items")
+add_version_option(app)
 
 STATE = typer.Option(Path(".verticore/recommender/cli"), "--state", help="recommender state directory")
+JSON_OPT = typer.Option(False, "--json", help="print pure JSON")
+K_OPT = typer.Option(10, "-k", help="how many")
 
 
 def _load(state: Path):
@@ -99,7 +104,7 @@ def recommend(
     prior: float = typer.Option(0.0, min=0.0, max=1.0, help="popularity/recency prior weight (0..1)"),
     include_seen: bool = typer.Option(False, help="allow items the user already has"),
     filter: List[str] = typer.Option([], "--filter", help="FIELD=VALUE (repeatable)"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Recommendations for a known user, with explanations."""
     rec = _load(state)
@@ -111,24 +116,24 @@ def recommend(
 @app.command()
 def taste(
     text: str = typer.Argument(..., help="free-text description of what you like"),
-    k: int = typer.Option(10, "-k"),
+    k: int = K_OPT,
     state: Path = STATE,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Cold start: recommendations from a description of your taste."""
     _print_recs(_load(state).recommend_for_text(text, k), as_json)
 
 
 @app.command()
-def similar(item: str, k: int = typer.Option(10, "-k"), state: Path = STATE,
-            as_json: bool = typer.Option(False, "--json")) -> None:
+def similar(item: str = typer.Argument(..., help="item id"), k: int = K_OPT, state: Path = STATE,
+            as_json: bool = JSON_OPT) -> None:
     """Items most similar to ITEM."""
     _print_recs(_load(state).similar_items(item, k), as_json)
 
 
 @app.command()
-def search(query: str, k: int = typer.Option(10, "-k"), state: Path = STATE,
-           as_json: bool = typer.Option(False, "--json")) -> None:
+def search(query: str = typer.Argument(..., help="search text"), k: int = K_OPT, state: Path = STATE,
+           as_json: bool = JSON_OPT) -> None:
     """Semantic search over item texts."""
     _print_recs(_load(state).search(query, k), as_json)
 
@@ -158,14 +163,14 @@ def finetune(
     items: Path = typer.Option(..., help="items CSV/JSONL"),
     interactions: Path = typer.Option(..., help="training interactions CSV"),
     out: Path = typer.Option(..., help="artifact directory to write"),
-    template: str = typer.Option("{title}. {description} Tags: {tags}"),
+    template: str = typer.Option("{title}. {description} Tags: {tags}", help="item text template ({field} placeholders)"),
     window: int = typer.Option(3, help="pair each item with the user's next N items"),
     max_gap_days: Optional[float] = typer.Option(30.0, help="only pair items consumed within this many days"),
-    min_rating: Optional[float] = typer.Option(None),
-    epochs: int = typer.Option(1),
-    batch_size: int = typer.Option(32),
-    max_steps: Optional[int] = typer.Option(None),
-    learning_rate: float = typer.Option(5e-5),
+    min_rating: Optional[float] = typer.Option(None, help="keep interactions with rating >= this"),
+    epochs: int = typer.Option(1, help="passes over the training pairs"),
+    batch_size: int = typer.Option(32, help="pairs per optimiser step (in-batch negatives)"),
+    max_steps: Optional[int] = typer.Option(None, help="stop after N optimiser steps"),
+    learning_rate: float = typer.Option(5e-5, help="learning rate"),
 ) -> None:
     """Fine-tune the embedder on co-interaction pairs; build with --model OUT to use it."""
     from verticore.io import read_table
@@ -188,15 +193,16 @@ def finetune(
 
 
 @app.command()
-def serve(state: Path = STATE, host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8010),
+def serve(state: Path = STATE, host: str = typer.Option("127.0.0.1", help="interface to listen on (0.0.0.0: all)"),
+          port: int = typer.Option(8010, help="TCP port"),
           keys_db: Optional[Path] = typer.Option(None, "--keys-db", help="API keys database (default "
                                                  "$VERTICORE_HOME/serving/keys.db; create keys with `verticore keys create`)"),
           insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
                                                 help="serve without API keys (local experiments only)")) -> None:
     """Serve /recommend, /similar, /search, /events, /items and /health over HTTP (docs at /docs).
 
-    Every route needs an API key (``Authorization: Bearer vk_...``): reads the ``rec:read`` scope,
-    writes ``rec:write``; ``--insecure-no-auth`` turns that off."""
+    Every route needs an API key ('Authorization: Bearer vk_...'): reads need the rec:read scope,
+    writes rec:write; --insecure-no-auth turns that off."""
     import uvicorn
 
     from verticore.serving import ServingSettings
@@ -227,8 +233,8 @@ def _filters(specs: list[str]) -> dict[str, str] | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one ``error:`` line and exit code 2."""
-    from verticore.cli import run_app
+    """Entry point (exit codes: see verticore.cli_support)."""
+    from verticore.cli_support import run_app
 
     run_app(app, argv)
 

@@ -1,7 +1,8 @@
 """The ``verticore`` command line: finetune, predict, embed, index, eval, serve, keys, dashboard-users, usage, info.
 
 Every user mistake (missing file, missing column, non-UTF-8 input, corrupt artifact, ...)
-prints one ``error: ...`` line and exits with status 2.
+prints one ``error: ...`` line and exits with status 3; usage errors exit 2 and Ctrl-C 130
+(the conventions of all four CLIs live in :mod:`verticore.cli_support`).
 """
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from typing import Optional
 
 import typer
 
+from .cli_support import RegistryChoicesCommand, VerticoreGroup, add_version_option, backend_option, device_option
+from .cli_support import run_app as run_app  # re-exported: the apps' entry points used to import it from here
 from .errors import VerticoreError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=VerticoreGroup,
                   help="Verticore core: fine-tune, run and serve text classifiers and embedders.")
+add_version_option(app)
 index_app = typer.Typer(no_args_is_help=True, help="Build and query a FAISS vector index.")
 app.add_typer(index_app, name="index")
 # `verticore models ...` (issue #14): the registry commands live beside the registry.
@@ -38,19 +42,19 @@ def finetune(
     label_col: str = typer.Option("label", help="label column"),
     method: str = typer.Option("full", help="full | lora"),
     base: str = typer.Option("default", help="default | model directory | hub id"),
-    epochs: int = typer.Option(3),
-    batch_size: int = typer.Option(32),
+    epochs: int = typer.Option(3, help="passes over the training data"),
+    batch_size: int = typer.Option(32, help="training examples per optimiser step"),
     lr: float = typer.Option(5e-5, "--lr", help="learning rate (LoRA uses --lora-lr)"),
-    lora_lr: float = typer.Option(5e-4),
-    max_length: int = typer.Option(128),
+    lora_lr: float = typer.Option(5e-4, help="learning rate of the LoRA adapters (--method lora)"),
+    max_length: int = typer.Option(128, help="truncate texts to this many tokens"),
     multi_label: bool = typer.Option(False, help="labels are sets, separated by --label-sep"),
     label_sep: str = typer.Option("|", help="separator of labels in multi-label rows"),
     max_steps: Optional[int] = typer.Option(None, help="stop after N optimiser steps"),
     eval_every: Optional[int] = typer.Option(None, help="evaluate on dev every N steps (default: each epoch)"),
-    grad_accum: int = typer.Option(1),
-    patience: int = typer.Option(2),
-    seed: int = typer.Option(42),
-    device: str = typer.Option("auto"),
+    grad_accum: int = typer.Option(1, help="accumulate gradients over N batches per optimiser step"),
+    patience: int = typer.Option(2, help="stop after N evaluations without dev improvement"),
+    seed: int = typer.Option(42, help="random seed (data order, head initialisation)"),
+    device: str = device_option(),
     ensemble: bool = typer.Option(False, help="train an ensemble: random-head + LP-FT fine-tunes, a frozen-embedding "
                                               "probe and a TF-IDF n-gram probe, probabilities averaged (single-label; "
                                               "~2x the training time)"),
@@ -87,17 +91,17 @@ def finetune(
     typer.echo(f"artifact written to {res.artifact_dir}")
 
 
-@app.command()
+@app.command(cls=RegistryChoicesCommand)
 def predict(
     model: Path = typer.Option(..., help="classifier artifact or ensemble directory"),
     input: Path = typer.Option(..., "--input", help="CSV/JSONL with a text column"),
     output: Path = typer.Option(..., help="CSV to write: input rows + label + p_<label> columns"),
-    text_col: str = typer.Option("text"),
-    batch_size: int = typer.Option(64),
-    backend: str = typer.Option("torch"),
-    device: str = typer.Option("auto"),
+    text_col: str = typer.Option("text", help="text column"),
+    batch_size: int = typer.Option(64, help="texts per model call"),
+    backend: str = backend_option(),
+    device: str = device_option(),
 ) -> None:
-    """Classify every row of a file; writes the input rows plus ``label`` and ``p_<label>`` columns."""
+    """Classify every row of a file; writes the input rows plus 'label' and 'p_<label>' columns."""
     from .inference import load_classifier
     from .io import atomic_write_text, read_table
 
@@ -115,15 +119,15 @@ def predict(
     typer.echo(f"wrote {len(out)} rows to {output}")
 
 
-@app.command()
+@app.command(cls=RegistryChoicesCommand)
 def embed(
     input: Path = typer.Option(..., "--input", help="CSV/JSONL with a text column"),
     output: Path = typer.Option(..., help=".npy (float32 matrix) or .jsonl (one {row, embedding} per line)"),
-    text_col: str = typer.Option("text"),
+    text_col: str = typer.Option("text", help="text column"),
     model: str = typer.Option("default", help="default | directory | hub id"),
-    batch_size: int = typer.Option(64),
-    backend: str = typer.Option("torch"),
-    device: str = typer.Option("auto"),
+    batch_size: int = typer.Option(64, help="texts per model call"),
+    backend: str = backend_option(),
+    device: str = device_option(),
 ) -> None:
     """Embed every row of a file (L2-normalised float32)."""
     import io as _io
@@ -150,11 +154,11 @@ def embed(
 def index_build(
     input: Path = typer.Option(..., "--input", help="CSV/JSONL with text (and key) columns"),
     out: Path = typer.Option(..., help="index directory"),
-    text_col: str = typer.Option("text"),
+    text_col: str = typer.Option("text", help="text column"),
     key_col: Optional[str] = typer.Option(None, help="key column (default: row number)"),
-    model: str = typer.Option("default"),
+    model: str = typer.Option("default", help="embedder: default | directory | hub id"),
     factory: str = typer.Option("Flat", help="FAISS index factory string: Flat, HNSW32, IVF256,Flat ..."),
-    device: str = typer.Option("auto"),
+    device: str = device_option(),
 ) -> None:
     """Embed a file and write a FAISS index with its JSON sidecar."""
     from .index import VectorIndex
@@ -176,7 +180,7 @@ def index_build(
 def index_search(
     index: Path = typer.Option(..., help="index directory from `verticore index build`"),
     query: str = typer.Argument(..., help="query text"),
-    k: int = typer.Option(5, "-k"),
+    k: int = typer.Option(5, "-k", help="number of hits"),
     model: Optional[str] = typer.Option(None, help="embedder (default: the one the index was built with)"),
 ) -> None:
     """Search an index with a text query."""
@@ -195,8 +199,8 @@ def index_search(
 def evaluate(
     model: Path = typer.Option(..., help="classifier artifact or ensemble directory"),
     input: Path = typer.Option(..., "--input", help="labelled CSV/JSONL"),
-    text_col: str = typer.Option("text"),
-    label_col: str = typer.Option("label"),
+    text_col: str = typer.Option("text", help="text column"),
+    label_col: str = typer.Option("label", help="label column"),
     output: Optional[Path] = typer.Option(None, help="write the metrics JSON here"),
 ) -> None:
     """Accuracy, macro/weighted F1, per-class report and confusion matrix on a labelled file."""
@@ -229,15 +233,15 @@ def _serving_paths(home: Optional[Path], keys_db: Optional[Path] = None, usage_d
     return keys_db or base / "serving" / "keys.db", usage_db or base / "serving" / "usage.db"
 
 
-@app.command()
+@app.command(cls=RegistryChoicesCommand)
 def serve(
     model: Optional[str] = typer.Option(None, help="classifier artifact directory for /v1/classify"),
     embedder: str = typer.Option("default", help="embedder for /v1/embed ('none' to serve no embedder)"),
     apps: str = typer.Option("all", "--apps", help="apps to mount: all | none | comma-separated names"),
-    host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8000),
-    device: str = typer.Option("auto"),
-    backend: str = typer.Option("torch"),
+    host: str = typer.Option("127.0.0.1", help="interface to listen on (0.0.0.0: all)"),
+    port: int = typer.Option(8000, help="TCP port"),
+    device: str = device_option(),
+    backend: str = backend_option(),
     insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
                                           help="serve WITHOUT API keys (trusted local machine only)"),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="micro-batch concurrent requests"),
@@ -323,7 +327,7 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="print pure JSON"),
     home: Optional[Path] = _HOME_OPT,
     keys_db: Optional[Path] = _KEYS_OPT,
 ) -> None:
@@ -345,7 +349,7 @@ def keys_list(
 
 
 @keys_app.command("revoke")
-def keys_revoke(name: str = typer.Argument(...), home: Optional[Path] = _HOME_OPT,
+def keys_revoke(name: str = typer.Argument(..., help="key name"), home: Optional[Path] = _HOME_OPT,
                 keys_db: Optional[Path] = _KEYS_OPT) -> None:
     """Revoke a key; it stops working at once (running servers included)."""
     _key_store(home, keys_db).revoke(name)
@@ -353,7 +357,8 @@ def keys_revoke(name: str = typer.Argument(...), home: Optional[Path] = _HOME_OP
 
 
 @keys_app.command("rotate")
-def keys_rotate(name: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json"),
+def keys_rotate(name: str = typer.Argument(..., help="key name"),
+                as_json: bool = typer.Option(False, "--json", help="print pure JSON (key included)"),
                 home: Optional[Path] = _HOME_OPT, keys_db: Optional[Path] = _KEYS_OPT) -> None:
     """Give a key a new secret (same name, scopes, limits); prints it ONCE, the old one stops working."""
     key = _key_store(home, keys_db).rotate(name)
@@ -401,7 +406,8 @@ def dashboard_users_add(
 
 
 @dash_users_app.command("list")
-def dashboard_users_list(as_json: bool = typer.Option(False, "--json"), home: Optional[Path] = _HOME_OPT,
+def dashboard_users_list(as_json: bool = typer.Option(False, "--json", help="print pure JSON"),
+                         home: Optional[Path] = _HOME_OPT,
                          file: Optional[Path] = _USERS_FILE_OPT) -> None:
     """List hub users (name and role; never the hashes)."""
     from .dashboard.auth import load_users
@@ -420,7 +426,7 @@ def dashboard_users_list(as_json: bool = typer.Option(False, "--json"), home: Op
 
 
 @dash_users_app.command("remove")
-def dashboard_users_remove(username: str = typer.Argument(...), home: Optional[Path] = _HOME_OPT,
+def dashboard_users_remove(username: str = typer.Argument(..., help="login name"), home: Optional[Path] = _HOME_OPT,
                            file: Optional[Path] = _USERS_FILE_OPT) -> None:
     """Remove a hub user; their open sessions lose access at their next click."""
     from .dashboard.auth import remove_user
@@ -468,7 +474,7 @@ def usage(
 
 
 @app.command()
-def info(model: str = typer.Option("default")) -> None:
+def info(model: str = typer.Option("default", help="model to resolve: default | directory | hub id")) -> None:
     """Show the resolved model, device and available backends."""
     import torch
 
@@ -479,19 +485,6 @@ def info(model: str = typer.Option("default")) -> None:
     typer.echo(json.dumps({"model": r.name, "path": str(r.path), "fingerprint": r.fingerprint,
                            "device": resolve_device("auto"), "torch": torch.__version__,
                            "backends": available_backends()}, indent=2))
-
-
-def run_app(typer_app: typer.Typer, argv: list[str] | None = None) -> None:
-    """Run any Verticore typer app (the core's or an app's): user errors become one
-    ``error: ...`` line on stderr and exit code 2; Ctrl-C exits 130."""
-    try:
-        typer_app(args=argv, standalone_mode=True)
-    except VerticoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,8 @@ models_app = typer.Typer(no_args_is_help=True, help="Model registry: versions, a
                                                     "promotion, rollback, diff, prune.")
 _REG_OPT = typer.Option(None, "--registry", help="registry folder (default $VERTICORE_HOME/registry)")
 _JSON_OPT = typer.Option(False, "--json", help="print pure JSON")
+_APP_ARG = typer.Argument(..., help="app name (e.g. my_app)")
+_MODEL_ARG = typer.Argument(..., help="model name within the app")
 
 
 def _registry(root: Optional[Path]):
@@ -78,7 +80,7 @@ def models_list(app: Optional[str] = typer.Argument(None, help="app (omit: every
 
 
 @models_app.command("show")
-def models_show(app: str = typer.Argument(...), model: str = typer.Argument(...),
+def models_show(app: str = _APP_ARG, model: str = _MODEL_ARG,
                 version: str = typer.Argument("production", help="version number or alias"),
                 registry: Optional[Path] = _REG_OPT, as_json: bool = _JSON_OPT) -> None:
     """One version: record, aliases, promotions, gate result and an integrity check of its files."""
@@ -112,7 +114,7 @@ def models_show(app: str = typer.Argument(...), model: str = typer.Argument(...)
 
 
 @models_app.command("promote")
-def models_promote(app: str = typer.Argument(...), model: str = typer.Argument(...),
+def models_promote(app: str = _APP_ARG, model: str = _MODEL_ARG,
                    version: str = typer.Argument(..., help="version number"),
                    alias: str = typer.Option("production", help="alias to move (production | candidate | ...)"),
                    by: Optional[str] = typer.Option(None, help="who promotes (default: login name)"),
@@ -132,9 +134,11 @@ def models_promote(app: str = typer.Argument(...), model: str = typer.Argument(.
 
 
 @models_app.command("rollback")
-def models_rollback(app: str = typer.Argument(...), model: str = typer.Argument(...),
-                    alias: str = typer.Option("production"), by: Optional[str] = typer.Option(None),
-                    reason: str = typer.Option(""), registry: Optional[Path] = _REG_OPT,
+def models_rollback(app: str = _APP_ARG, model: str = _MODEL_ARG,
+                    alias: str = typer.Option("production", help="alias to move back"),
+                    by: Optional[str] = typer.Option(None, help="who rolls back (default: login name)"),
+                    reason: str = typer.Option("", help="why (kept in the promotion log)"),
+                    registry: Optional[Path] = _REG_OPT,
                     as_json: bool = _JSON_OPT) -> None:
     """Point an alias back at the version it pointed at before."""
     reg = _registry(registry)
@@ -147,7 +151,7 @@ def models_rollback(app: str = typer.Argument(...), model: str = typer.Argument(
 
 
 @models_app.command("diff")
-def models_diff(app: str = typer.Argument(...), model: str = typer.Argument(...),
+def models_diff(app: str = _APP_ARG, model: str = _MODEL_ARG,
                 a: str = typer.Argument(..., help="version or alias"), b: str = typer.Argument(..., help="version or alias"),
                 registry: Optional[Path] = _REG_OPT, as_json: bool = _JSON_OPT) -> None:
     """Metrics side by side (b - a) and the recipe keys that differ."""
@@ -167,7 +171,7 @@ def models_diff(app: str = typer.Argument(...), model: str = typer.Argument(...)
 
 
 @models_app.command("prune")
-def models_prune(app: str = typer.Argument(...), model: str = typer.Argument(...),
+def models_prune(app: str = _APP_ARG, model: str = _MODEL_ARG,
                  keep: int = typer.Option(..., "--keep", help="newest versions to keep (aliased versions and their "
                                                               "rollback targets are always kept)"),
                  registry: Optional[Path] = _REG_OPT, as_json: bool = _JSON_OPT) -> None:
