@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                     break
         return out
 
-    results["random"] = evaluate("random", rand_all, lambda u: [cold_list[j] for j in rng.permutation(len(cold_list))[:10]],
+    results["random"] = evaluate("random", rand_all,
+                                 lambda u: [cold_list[j] for j in rng.permutation(len(cold_list))[:10]],
                                  users, rel_all, rel_cold, n_items, len(cold_list))
     # popularity
     pop = Popularity().fit(train)
@@ -216,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         res = finetune_on_behaviour(train, cat0.texts, ft_dir, window=args.window, max_gap_days=None,
                                     batch_size=args.batch_size, learning_rate=args.lr, max_length=64,
                                     max_steps=args.max_steps, show_progress=True)
-        ft_info = {"train_seconds": round(time.time() - t0, 1), **{k: v for k, v in res.metrics.items()
-                                                                       if k in ("steps", "n_pairs", "dev", "dev_before")}}
+        kept = ("steps", "n_pairs", "dev", "dev_before")
+        ft_info = {"train_seconds": round(time.time() - t0, 1), **{k: v for k, v in res.metrics.items() if k in kept}}
         ft_dir = Path(res.artifact_dir)
         print(f"fine-tuned in {ft_info['train_seconds']}s: {ft_info}", flush=True)
         for stale in ("catalog_finetuned",):
@@ -279,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": round(time.time() - t_start, 1)}}
     rows = [{"model": m, "all_recall10": r["all"]["recall10"], "all_ndcg10": r["all"]["ndcg10"],
              "coverage": r["all"]["coverage"], "cold_recall10": (r["cold"] or {}).get("recall10"),
-             "cold_ndcg10": (r["cold"] or {}).get("ndcg10"), "ms_per_user": r["ms_per_user"]} for m, r in results.items()]
+             "cold_ndcg10": (r["cold"] or {}).get("ndcg10"), "ms_per_user": r["ms_per_user"]}
+            for m, r in results.items()]
     path = write_result(args.out, out)
     print(f"\nrecommender bench ({len(users)} users, {n_items} items)")
     print_table(list(rows[0]), [[_fmt(r[c]) for c in rows[0]] for r in rows])

@@ -38,11 +38,16 @@ def score(results, intents) -> dict:
     m1 = ranking_metrics(rec, rel, k=1)
     m5 = ranking_metrics(rec, rel, k=5)
     m10 = ranking_metrics(rec, rel, k=10)
-    return {"hit1": round(float(m1["hit@1"]), 4), "hit5": round(float(m5["hit@5"]), 4), "mrr10": round(float(m10["mrr"]), 4)}
+    return {"hit1": round(float(m1["hit@1"]), 4), "hit5": round(float(m5["hit@5"]), 4),
+            "mrr10": round(float(m10["mrr"]), 4)}
 
 
 def top1_hits(results, intents) -> list[bool]:
-    return [bool(rs) and rs[0].meta.get("intent") == intents[i] for i, rs in enumerate(results)]
+    """Per query: is the top hit relevant (hit@1 of one query, for the paired McNemar test)."""
+    from verticore.evaluation import hit_at_k
+
+    return [bool(hit_at_k([r.chunk_id for r in rs], {r.chunk_id for r in rs if r.meta.get("intent") == intents[i]},
+                          k=1)) for i, rs in enumerate(results)]
 
 
 def paired(a: list[bool], b: list[bool]) -> dict:
@@ -68,13 +73,13 @@ def main(argv=None) -> int:
     ap.add_argument("--ft-batch-size", type=int, default=24)
     ap.add_argument("--no-ft-grouped", dest="ft_grouped", action="store_false",
                     help="plain random batches (same-intent pairs can be in-batch negatives)")
-    ap.add_argument("--ft-max-steps", type=int, default=None, help="cap the embedder fine-tune (CPU budget; recorded in the JSON)")
-    ap.add_argument("--dev-queries", type=int, default=1000, help="kb questions used (leave-one-out) to calibrate fusion")
+    ap.add_argument("--ft-max-steps", type=int, default=None,
+                    help="cap the embedder fine-tune (CPU budget; recorded in the JSON)")
+    ap.add_argument("--dev-queries", type=int, default=1000,
+                    help="kb questions used (leave-one-out) to calibrate fusion")
     ap.add_argument("--work", default=None)
     ap.add_argument("--name", default="retrieval_bitext")
     args = ap.parse_args(argv)
-
-    import pandas as pd
 
     from customer_service.kb import KnowledgeBase
     from verticore import Embedder
@@ -131,7 +136,8 @@ def main(argv=None) -> int:
         hits = {m: top1_hits(kb.search_many(rest_q, k=10, mode=m, query_vectors=qv, exclude=exclude), rest_intents)
                 for m in ("bm25", "dense", "hybrid")}
         return {"n_queries": len(rest_q), **{f"{m}_hit1": round(sum(h) / max(len(h), 1), 4) for m, h in hits.items()},
-                "hybrid_vs_dense": paired(hits["hybrid"], hits["dense"]), "hybrid_vs_bm25": paired(hits["hybrid"], hits["bm25"])}
+                "hybrid_vs_dense": paired(hits["hybrid"], hits["dense"]),
+                "hybrid_vs_bm25": paired(hits["hybrid"], hits["bm25"])}
 
     def run(kb: KnowledgeBase, modes, prefix=""):
         t0 = time.time()
@@ -162,8 +168,9 @@ def main(argv=None) -> int:
 
         t0 = time.time()
         pairs = list(zip(kb_df["question"].astype(str), kb_df["answer"].astype(str)))
-        cfg = EmbedderTrainingConfig(base="default", epochs=args.ft_epochs, batch_size=args.ft_batch_size, learning_rate=args.ft_lr,
-                                     max_length=args.ft_max_length, max_steps=4 if args.quick else args.ft_max_steps, seed=42)
+        cfg = EmbedderTrainingConfig(base="default", epochs=args.ft_epochs, batch_size=args.ft_batch_size,
+                                     learning_rate=args.ft_lr, max_length=args.ft_max_length,
+                                     max_steps=4 if args.quick else args.ft_max_steps, seed=42)
         # No two pairs of one intent share a batch: same-intent answers are not negatives.
         ft = train_embedder(pairs, work / "embedder_ft", config=cfg, show_progress=True,
                             groups=kb_df["intent"].astype(str).tolist() if args.ft_grouped else None)
@@ -177,7 +184,8 @@ def main(argv=None) -> int:
         result["paired_hit1_finetuned"] = ft_res.pop("paired")
         result["hybrid_finetuned"] = ft_res["hybrid"]
         result["dense_finetuned"] = ft_res["dense"]
-        result["finetune"] = {"pairs": len(pairs), "epochs": args.ft_epochs, "max_length": args.ft_max_length, "lr": args.ft_lr,
+        result["finetune"] = {"pairs": len(pairs), "epochs": args.ft_epochs, "max_length": args.ft_max_length,
+                              "lr": args.ft_lr,
                               "batch_size": args.ft_batch_size, "grouped_batches_by_intent": args.ft_grouped,
                               "max_steps": cfg.max_steps,
                               "loss": "MultipleNegativesRanking (in-batch negatives), kb question -> answer"
@@ -191,7 +199,8 @@ def main(argv=None) -> int:
         print(f"{k:<18} {result[k]['hit1']:>7.4f} {result[k]['hit5']:>7.4f} {result[k]['mrr10']:>7.4f}")
     for key in ("paired_hit1", "paired_hit1_finetuned"):
         for name, d in result.get(key, {}).items():
-            print(f"{key}: {name}: hybrid alone right {d['only_first_right']}, other alone right {d['only_second_right']}, "
+            print(f"{key}: {name}: hybrid alone right {d['only_first_right']}, "
+                  f"other alone right {d['only_second_right']}, "
                   f"McNemar p {d['mcnemar_p']}")
     print(f"best: {result['best']}; wrote {path}")
     return 0
