@@ -50,16 +50,21 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, TypeAdapter, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
 
 from verticore.errors import DataError
 from verticore.netguard import check_public_url
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
+SIGNALS = ("share", "volume")
+# labels of an alert, for grouping, silences and inhibition (see finance_sentiment.alerting.labels_of)
+LABELS = ("rule", "kind", "entity", "topic", "signal", "severity", "direction")
 # how long a worker holds one delivery; a webhook's timeout_s (its overall deadline) must be shorter
 DELIVERY_LEASE_S = 60.0
 
@@ -73,113 +78,174 @@ DEFAULT_TOPICS: dict[str, str] = {
     "operations": "contracts, orders, new products, plants, layoffs, production, supply chain, partnerships",
 }
 
-
-@dataclass
-class Rule:
-    """One surge-detection rule (see the module docstring for the meaning of each field)."""
-
-    name: str
-    series: str = "entity"
-    direction: str = "negative"
-    window_minutes: float = 60.0
-    min_count: int = 5
-    z_threshold: float = 3.0
-    min_share: float = 0.5
-    cooldown_minutes: float = 120.0
-    resolve_minutes: float = 60.0
-    baseline_halflife_hours: float = 24.0
-    prior_share: float = 0.15
-    prior_weight: float = 20.0
-    severity: str = "high"
-    enabled: bool = True
-    # signal "volume": the window's item count against the series' baseline rate (items/hour)
-    signal: str = "share"
-    factor: float = 5.0
-    max_p: float = 0.001
-    baseline_hours: float = 168.0
-    prior_rate: float = 0.5
-    prior_hours: float = 2.0
-    min_history_hours: float = 24.0
-
-    def validate(self) -> "Rule":
-        where = f"rule {self.name!r}"
-        if not self.name or not str(self.name).strip():
-            raise DataError("every rule needs a non-empty name")
-        if self.series not in ("entity", "topic", "all"):
-            raise DataError(f"{where}: series must be entity, topic or all (got {self.series!r})")
-        if self.direction not in ("negative", "positive"):
-            raise DataError(f"{where}: direction must be negative or positive (got {self.direction!r})")
-        if self.severity not in SEVERITIES:
-            raise DataError(f"{where}: severity must be one of {', '.join(SEVERITIES)} (got {self.severity!r})")
-        for fname in ("window_minutes", "cooldown_minutes", "resolve_minutes", "baseline_halflife_hours", "prior_weight"):
-            v = getattr(self, fname)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (fname in ("window_minutes", "baseline_halflife_hours") and v <= 0):
-                raise DataError(f"{where}: {fname} must be a positive number (got {v!r})")
-        if not isinstance(self.min_count, int) or isinstance(self.min_count, bool) or self.min_count < 1:
-            raise DataError(f"{where}: min_count must be an integer >= 1 (got {self.min_count!r})")
-        if not 0 <= float(self.min_share) <= 1 or not 0 < float(self.prior_share) < 1:
-            raise DataError(f"{where}: min_share must be in [0, 1] and prior_share in (0, 1)")
-        if not isinstance(self.z_threshold, (int, float)) or isinstance(self.z_threshold, bool):
-            raise DataError(f"{where}: z_threshold must be a number (got {self.z_threshold!r})")
-        if self.signal not in SIGNALS:
-            raise DataError(f"{where}: signal must be one of {', '.join(SIGNALS)} (got {self.signal!r})")
-        for fname in ("factor", "baseline_hours", "prior_rate", "prior_hours"):
-            v = getattr(self, fname)
-            if not _number(v) or v <= 0:
-                raise DataError(f"{where}: {fname} must be a positive number (got {v!r})")
-        if not _number(self.min_history_hours) or self.min_history_hours < 0:
-            raise DataError(f"{where}: min_history_hours must be a number >= 0 (got {self.min_history_hours!r})")
-        if not _number(self.max_p) or not 0 < self.max_p <= 1:
-            raise DataError(f"{where}: max_p must be in (0, 1] (got {self.max_p!r})")
-        if self.signal == "volume" and self.baseline_hours * 60.0 < 2 * self.window_minutes:
-            raise DataError(f"{where}: baseline_hours must cover at least two windows "
-                            f"({2 * self.window_minutes / 60.0:g} h; got {self.baseline_hours!r})")
-        return self
+# Every section is a pydantic dataclass: the field types below carry the checks, and a bad file
+# fails with pydantic's first error turned into one line (see _first_problem).
+_STRICT = ConfigDict(extra="forbid")
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+# -- field types -------------------------------------------------------------------------------
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-SIGNALS = ("share", "volume")
-# labels of an alert, for grouping, silences and inhibition (see finance_sentiment.alerting.labels_of)
-LABELS = ("rule", "kind", "entity", "topic", "signal", "severity", "direction")
+def _number(*, gt: float | None = None, ge: float | None = None, lt: float | None = None,
+            le: float | None = None, integer: bool = False) -> BeforeValidator:
+    """A number (YAML ``true`` is not one) within the given bounds; the error says which."""
+    if integer:
+        text = f"must be an integer >= {ge:g}" if ge is not None else "must be an integer"
+    elif (gt is not None or ge is not None) and (lt is not None or le is not None):
+        lo, hi = (f"({gt:g}" if gt is not None else f"[{ge:g}"), (f"{lt:g})" if lt is not None else f"{le:g}]")
+        text = f"must be in {lo}, {hi}"
+    elif gt == 0:
+        text = "must be a positive number"
+    elif ge is not None:
+        text = f"must be a number >= {ge:g}"
+    else:
+        text = "must be a number"
+
+    def check(v: Any) -> Any:
+        ok = (isinstance(v, int) and not isinstance(v, bool)) if integer else _is_number(v)
+        ok = ok and (gt is None or v > gt) and (ge is None or v >= ge) and (lt is None or v < lt) \
+            and (le is None or v <= le)
+        if not ok:
+            raise ValueError(f"{text} (got {v!r})")
+        return v if integer else float(v)
+
+    return BeforeValidator(check)
+
+
+def _choice(*options: str, text: str | None = None) -> AfterValidator:
+    def check(v: str) -> str:
+        if v not in options:
+            raise ValueError(f"{text or 'must be one of ' + ', '.join(options)} (got {v!r})")
+        return v
+
+    return AfterValidator(check)
+
+
+def _strict_bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"must be true or false (got {v!r})")
+    return v
+
+
+def _non_empty(v: str) -> str:
+    if not v.strip():
+        raise ValueError("must not be empty")
+    return v
+
+
+Positive = Annotated[float, _number(gt=0)]
+NonNegative = Annotated[float, _number(ge=0)]
+Count = Annotated[int, _number(ge=1, integer=True)]
+Name = Annotated[str, AfterValidator(_non_empty)]
+Flag = Annotated[bool, BeforeValidator(_strict_bool)]
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
-def parse_duration(value: Any, what: str = "duration") -> float:
-    """Seconds from ``30s``/``5m``/``4h``/``1d``/``1w`` or a plain number of seconds; :class:`DataError` otherwise."""
-    if _number(value):
+def _seconds(value: Any) -> float:
+    if _is_number(value):
         secs = float(value)
     else:
         m = _DURATION.match(str(value)) if isinstance(value, str) else None
         if not m:
-            raise DataError(f"{what} must be a duration such as 30s, 5m, 4h or 1d (got {value!r})")
+            raise ValueError(f"must be a duration such as 30s, 5m, 4h or 1d (got {value!r})")
         secs = float(m.group(1)) * _UNIT_S[m.group(2) or "s"]
     if not math.isfinite(secs) or secs < 0:
-        raise DataError(f"{what} must be a non-negative duration (got {value!r})")
+        raise ValueError(f"must be a non-negative duration (got {value!r})")
     return secs
 
 
-def check_labels(matchers: Any, what: str, *, allow_empty: bool = False) -> dict[str, str]:
-    """Validate ``{label: value}`` equality matchers: known labels, string values; a clean copy."""
+def parse_duration(value: Any, what: str = "duration") -> float:
+    """Seconds from ``30s``/``5m``/``4h``/``1d``/``1w`` or a plain number of seconds; :class:`DataError` otherwise."""
+    try:
+        return _seconds(value)
+    except ValueError as exc:
+        raise DataError(f"{what} {exc}") from None
+
+
+Duration = Annotated[float, BeforeValidator(_seconds)]
+
+
+def _matchers(matchers: Any, *, allow_empty: bool = False) -> dict[str, str]:
     if not isinstance(matchers, dict):
-        raise DataError(f"{what} must be a mapping of label -> value (got {type(matchers).__name__})")
+        raise ValueError(f"must be a mapping of label -> value (got {type(matchers).__name__})")
     if not matchers and not allow_empty:
-        raise DataError(f"{what} needs at least one matcher (label=value); labels are {', '.join(LABELS)}")
+        raise ValueError(f"needs at least one matcher (label=value); labels are {', '.join(LABELS)}")
     unknown = sorted(str(k) for k in matchers if k not in LABELS)
     if unknown:
-        raise DataError(f"{what}: unknown label(s) {unknown}; labels are {', '.join(LABELS)}")
+        raise ValueError(f"has unknown label(s) {unknown}; labels are {', '.join(LABELS)}")
     out = {}
     for k, v in matchers.items():
         if isinstance(v, bool) or not isinstance(v, (str, int, float)) or not str(v).strip():
-            raise DataError(f"{what}: the value of {k!r} must be a non-empty string (got {v!r})")
+            raise ValueError(f"has an empty value for {k!r}: it must be a non-empty string (got {v!r})")
         out[str(k)] = str(v).strip()
     return out
 
 
-@dataclass
+def check_labels(matchers: Any, what: str, *, allow_empty: bool = False) -> dict[str, str]:
+    """Validate ``{label: value}`` equality matchers: known labels, string values; a clean copy."""
+    try:
+        return _matchers(matchers, allow_empty=allow_empty)
+    except ValueError as exc:
+        raise DataError(f"{what} {exc}") from None
+
+
+def _label_list(v: Any) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ValueError(f"must be a list of labels (got {v!r})")
+    bad = sorted(set(v) - set(LABELS))
+    if bad:
+        raise ValueError(f"has unknown label(s) {bad}; labels are {', '.join(LABELS)}")
+    return list(dict.fromkeys(v))
+
+
+Matchers = Annotated[dict[str, str], BeforeValidator(_matchers)]
+LabelList = Annotated[list[str], BeforeValidator(_label_list)]
+
+
+# -- sections ----------------------------------------------------------------------------------
+
+@dataclass(config=_STRICT)
+class Rule:
+    """One surge-detection rule (see the module docstring for the meaning of each field)."""
+
+    name: Name
+    series: Annotated[str, _choice("entity", "topic", "all", text="must be entity, topic or all")] = "entity"
+    direction: Annotated[str, _choice("negative", "positive", text="must be negative or positive")] = "negative"
+    window_minutes: Positive = 60.0
+    min_count: Count = 5
+    z_threshold: Annotated[float, _number()] = 3.0
+    min_share: Annotated[float, _number(ge=0, le=1)] = 0.5
+    cooldown_minutes: NonNegative = 120.0
+    resolve_minutes: NonNegative = 60.0
+    baseline_halflife_hours: Positive = 24.0
+    prior_share: Annotated[float, _number(gt=0, lt=1)] = 0.15
+    prior_weight: NonNegative = 20.0
+    severity: Annotated[str, _choice(*SEVERITIES)] = "high"
+    enabled: Flag = True
+    # signal "volume": the window's item count against the series' baseline rate (items/hour)
+    signal: Annotated[str, _choice(*SIGNALS)] = "share"
+    factor: Positive = 5.0
+    max_p: Annotated[float, _number(gt=0, le=1)] = 0.001
+    baseline_hours: Positive = 168.0
+    prior_rate: Positive = 0.5
+    prior_hours: Positive = 2.0
+    min_history_hours: NonNegative = 24.0
+
+    @model_validator(mode="after")
+    def _volume_baseline(self) -> "Rule":
+        if self.signal == "volume" and self.baseline_hours * 60.0 < 2 * self.window_minutes:
+            raise ValueError(f"baseline_hours must cover at least two windows "
+                             f"({2 * self.window_minutes / 60.0:g} h; got {self.baseline_hours!r})")
+        return self
+
+
+@dataclass(config=_STRICT)
 class NotifyPolicy:
     """How alerts become notifications (Alertmanager's route model, one route).
 
@@ -188,40 +254,54 @@ class NotifyPolicy:
     together arrive as one notification); after that the group is looked at every
     ``group_interval`` seconds and notified when its alerts changed (new ones firing, some
     resolved), or, while still firing, when ``repeat_interval`` seconds passed since the last one
-    (0 = never repeat). Times are event times. The defaults (one alert per group, no waiting)
-    notify each alert when it opens and when it resolves."""
+    (0 = never repeat). Times are event times; durations are ``30s``/``5m``/``4h`` or seconds.
+    The defaults (one alert per group, no waiting) notify each alert when it opens and when it
+    resolves."""
 
-    group_by: list[str] = field(default_factory=lambda: ["rule", "kind", "entity", "topic"])
-    group_wait: float = 0.0
-    group_interval: float = 0.0
-    repeat_interval: float = 0.0
-    send_resolved: bool = True
+    group_by: LabelList = field(default_factory=lambda: ["rule", "kind", "entity", "topic"])
+    group_wait: Duration = 0.0
+    group_interval: Duration = 0.0
+    repeat_interval: Duration = 0.0
+    send_resolved: Flag = True
+
+    @model_validator(mode="after")
+    def _repeat_after_group(self) -> "NotifyPolicy":
+        if self.repeat_interval and self.group_interval and self.repeat_interval < self.group_interval:
+            raise ValueError(f"repeat_interval ({self.repeat_interval:g}s) must be at least group_interval "
+                             f"({self.group_interval:g}s)")
+        return self
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class InhibitRule:
     """While an alert matching ``source_match`` fires, alerts matching ``target_match`` that have the
     same values of the ``equal`` labels are recorded as inhibited and not notified."""
 
-    source_match: dict[str, str] = field(default_factory=dict)
-    target_match: dict[str, str] = field(default_factory=dict)
-    equal: list[str] = field(default_factory=list)
+    source_match: Matchers = field(default_factory=dict)
+    target_match: Matchers = field(default_factory=dict)
+    equal: Annotated[list[str], BeforeValidator(lambda v: _label_list(v or []))] = field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_itself(self) -> "InhibitRule":
+        if self.source_match == self.target_match:
+            raise ValueError("source_match and target_match are the same: an alert would inhibit itself")
+        return self
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class WebhookTarget:
     """A webhook receiver. ``secret`` (or the env var named by ``secret_env``) signs each body with HMAC-SHA256."""
 
-    name: str
+    name: Name
     url: str
-    format: str = "json"
+    format: Annotated[str, _choice("json", "slack", text="must be json or slack")] = "json"
     secret: str | None = None
     secret_env: str | None = None
-    timeout_s: float = 5.0
-    max_attempts: int = 8
-    backoff_base_s: float = 2.0
-    backoff_max_s: float = 600.0
-    enabled: bool = True
+    timeout_s: Positive = 5.0
+    max_attempts: Count = 8
+    backoff_base_s: NonNegative = 2.0
+    backoff_max_s: NonNegative = 600.0
+    enabled: Flag = True
 
     def resolved_secret(self) -> str | None:
         if self.secret:
@@ -236,27 +316,63 @@ class WebhookTarget:
         return d
 
 
-@dataclass
+def _host_list(v: Any) -> list[str]:
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise ValueError(f"must be a list of host names (got {v!r})")
+    return [str(h) for h in v]
+
+
+def _topics(v: Any) -> dict[str, str]:
+    if not isinstance(v, dict) or not all(isinstance(d, str) and d.strip() for d in v.values()):
+        raise ValueError("must map topic name -> non-empty description")
+    return {str(k): str(d) for k, d in v.items()}
+
+
+def _default_rules() -> list[Rule]:
+    return [Rule("negative-surge"), Rule("negative-topic-surge", series="topic", min_count=8, severity="medium")]
+
+
+@dataclass(config=_STRICT)
 class MonitorConfig:
     """Everything the monitor needs besides models and the watchlist."""
 
-    rules: list[Rule] = field(default_factory=lambda: [Rule("negative-surge"), Rule("negative-topic-surge", series="topic", min_count=8, severity="medium")])
+    rules: list[Rule] = field(default_factory=_default_rules)
     webhooks: list[WebhookTarget] = field(default_factory=list)
-    allow_hosts: list[str] = field(default_factory=list)
-    topics: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
-    zero_shot_threshold: float = 0.25
-    near_duplicate_threshold: float = 0.92
-    dedupe_window_hours: float = 48.0
-    max_body_chars: int = 100_000
-    max_sentences: int = 64
-    feed_timeout_s: float = 10.0
-    notify: NotifyPolicy = field(default_factory=NotifyPolicy)
-    inhibit_rules: list[InhibitRule] = field(default_factory=list)
+    allow_hosts: Annotated[list[str], BeforeValidator(_host_list)] = field(default_factory=list)
+    topics: Annotated[dict[str, str], BeforeValidator(_topics)] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
+    zero_shot_threshold: Positive = 0.25
+    near_duplicate_threshold: Positive = 0.92
+    dedupe_window_hours: Positive = 48.0
+    max_body_chars: Count = 100_000
+    max_sentences: Count = 64
+    feed_timeout_s: Positive = 10.0
+    notify: Annotated[NotifyPolicy, BeforeValidator(lambda v: {} if v is None else v)] = \
+        field(default_factory=NotifyPolicy)
+    inhibit_rules: Annotated[list[InhibitRule], BeforeValidator(lambda v: [] if v is None else v)] = \
+        field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["webhooks"] = [w.public_dict() for w in self.webhooks]
         return d
+
+
+def _unique(what: str, names: list[str]) -> None:
+    if len(set(names)) != len(names):
+        raise DataError(f"{what} names must be unique (got {names})")
+
+
+def _check_file(cfg: MonitorConfig) -> None:
+    """Checks across sections, for a file (built in code, a config may hold a test's loopback webhook)."""
+    _unique("rule", [r.name for r in cfg.rules])
+    for w in cfg.webhooks:
+        validate_webhook_url(w.url, cfg.allow_hosts)
+        if w.timeout_s >= DELIVERY_LEASE_S:
+            raise DataError(f"webhook {w.name!r}: timeout_s must be shorter than the {DELIVERY_LEASE_S:g}s "
+                            f"delivery lease (got {w.timeout_s:g}); otherwise a second worker re-sends it")
+    _unique("webhook", [w.name for w in cfg.webhooks])
 
 
 def validate_webhook_url(url: str, allow_hosts: list[str] | None = None, *, allow: Any = None) -> str:
@@ -277,139 +393,81 @@ def validate_webhook_url(url: str, allow_hosts: list[str] | None = None, *, allo
     return url
 
 
-def _build(cls, raw: Any, what: str):
-    if not isinstance(raw, dict):
-        raise DataError(f"each entry of {what} must be a mapping, got {type(raw).__name__}")
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise DataError(f"{what} entry {raw.get('name', '?')!r}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+# -- pydantic errors -> one line ----------------------------------------------------------------
+
+_SECTIONS: dict[str, tuple[type, str]] = {
+    "rules": (Rule, "rule"), "webhooks": (WebhookTarget, "webhook"),
+    "inhibit_rules": (InhibitRule, "inhibit_rules"), "notify": (NotifyPolicy, "notify")}
+
+
+def _first_problem(exc: ValidationError, data: Any, top: type = MonitorConfig, where: str = "") -> str:
+    """The first error as ``<entry>: <field> <problem>``, e.g.
+    ``rule 'a': min_count must be an integer >= 1 (got 0)``."""
+    err = exc.errors()[0]
+    loc = list(err.get("loc") or ())
+    cls = top
+    if loc and isinstance(loc[0], str) and loc[0] in _SECTIONS and (len(loc) > 1 or loc[0] == "notify"):
+        section = loc.pop(0)
+        cls, label = _SECTIONS[section]
+        if loc and isinstance(loc[0], int):
+            i = loc.pop(0)
+            entry = data.get(section)[i] if isinstance(data, dict) and isinstance(data.get(section), list) else None
+            name = entry.get("name", "?") if isinstance(entry, dict) else None
+            where = f"{label} {name!r}" if section in ("rules", "webhooks") and name is not None else f"{section}[{i}]"
+        else:
+            where = label
+    name = ".".join(str(x) for x in loc)
+    msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    kind = err.get("type")
+    if kind == "unexpected_keyword_argument":
+        known = sorted(f.name for f in fields(cls))
+        text = f"unknown key(s) [{name!r}]; known keys are {known}"
+        name = ""
+    elif kind in ("missing", "missing_argument"):
+        text = "is required"
+    elif kind == "list_type":
+        text = f"must be a list (got {type(err.get('input')).__name__})"
+    elif kind in ("dataclass_type", "dict_type", "dataclass_args_type"):
+        text = f"must be a mapping (got {type(err.get('input')).__name__})"
+    elif kind == "value_error":
+        text = msg
+    else:
+        text = f"{msg[:1].lower()}{msg[1:]} (got {err.get('input')!r})"
+    if name and kind in ("list_type",) and not where:
+        name = f"{name!r}"
+    subject = " ".join(p for p in (name, text) if p)
+    return f"{where}: {subject}" if where else subject
+
+
+def _validate(cls: type, raw: Any, origin: str) -> Any:
     try:
-        return cls(**raw)
-    except TypeError as exc:
-        raise DataError(f"{what} entry is invalid: {exc}") from None
+        return TypeAdapter(cls).validate_python(raw)
+    except ValidationError as exc:
+        raise DataError(f"{origin}: {_first_problem(exc, raw, cls)}") from None
 
 
 def config_from_dict(data: dict[str, Any] | None, *, origin: str = "config") -> MonitorConfig:
-    """Build and validate a :class:`MonitorConfig` from parsed YAML/TOML."""
+    """Build and validate a :class:`MonitorConfig` from parsed YAML/TOML (:class:`DataError`: one
+    line naming ``origin``, the entry and the field)."""
     data = data or {}
     if not isinstance(data, dict):
         raise DataError(f"{origin}: top level must be a mapping")
-    known = set(MonitorConfig.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise DataError(f"{origin}: unknown key(s) {unknown}; known keys are {sorted(known)}")
-    cfg = MonitorConfig()
+    cfg = _validate(MonitorConfig, data, origin)
     try:
-        if "rules" in data:
-            if not isinstance(data["rules"], list):
-                raise DataError("'rules' must be a list")
-            cfg.rules = [_build(Rule, r, "rules").validate() for r in data["rules"]]
-            names = [r.name for r in cfg.rules]
-            if len(set(names)) != len(names):
-                raise DataError(f"rule names must be unique (got {names})")
-        if "allow_hosts" in data:
-            cfg.allow_hosts = [str(h) for h in (data["allow_hosts"] or [])]
-        if "webhooks" in data:
-            if not isinstance(data["webhooks"], list):
-                raise DataError("'webhooks' must be a list")
-            cfg.webhooks = [_build(WebhookTarget, w, "webhooks") for w in data["webhooks"]]
-            for w in cfg.webhooks:
-                validate_webhook_url(w.url, cfg.allow_hosts)
-                if w.format not in ("json", "slack"):
-                    raise DataError(f"webhook {w.name!r}: format must be json or slack (got {w.format!r})")
-                if w.max_attempts < 1 or w.timeout_s <= 0:
-                    raise DataError(f"webhook {w.name!r}: max_attempts must be >= 1 and timeout_s > 0")
-                if w.timeout_s >= DELIVERY_LEASE_S:
-                    raise DataError(f"webhook {w.name!r}: timeout_s must be shorter than the {DELIVERY_LEASE_S:g}s "
-                                    f"delivery lease (got {w.timeout_s:g}); otherwise a second worker re-sends it")
-            names = [w.name for w in cfg.webhooks]
-            if len(set(names)) != len(names):
-                raise DataError(f"webhook names must be unique (got {names})")
-        if "topics" in data:
-            topics = data["topics"]
-            if not isinstance(topics, dict) or not all(isinstance(v, str) and v.strip() for v in topics.values()):
-                raise DataError("'topics' must map topic name -> non-empty description")
-            cfg.topics = {str(k): str(v) for k, v in topics.items()}
-        if "notify" in data:
-            cfg.notify = parse_notify(data["notify"])
-        if "inhibit_rules" in data:
-            cfg.inhibit_rules = parse_inhibit_rules(data["inhibit_rules"])
-        for key in ("zero_shot_threshold", "near_duplicate_threshold", "dedupe_window_hours", "feed_timeout_s"):
-            if key in data:
-                v = data[key]
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-                    raise DataError(f"{key} must be a positive number (got {v!r})")
-                setattr(cfg, key, float(v))
-        for key in ("max_body_chars", "max_sentences"):
-            if key in data:
-                v = data[key]
-                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                    raise DataError(f"{key} must be a positive integer (got {v!r})")
-                setattr(cfg, key, v)
+        _check_file(cfg)
     except DataError as exc:
         raise DataError(f"{origin}: {exc}") from None
     return cfg
 
 
 def parse_notify(raw: Any) -> NotifyPolicy:
-    """The ``notify`` section (see :class:`NotifyPolicy`); durations as ``30s``/``5m``/``4h`` or seconds."""
-    if raw is None:
-        return NotifyPolicy()
-    if not isinstance(raw, dict):
-        raise DataError(f"'notify' must be a mapping (got {type(raw).__name__})")
-    known = set(NotifyPolicy.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise DataError(f"notify: unknown key(s) {unknown}; known keys are {sorted(known)}")
-    pol = NotifyPolicy()
-    if "group_by" in raw:
-        gb = raw["group_by"]
-        if not isinstance(gb, list) or not all(isinstance(x, str) for x in gb):
-            raise DataError(f"notify.group_by must be a list of labels (got {gb!r})")
-        bad = sorted(set(gb) - set(LABELS))
-        if bad:
-            raise DataError(f"notify.group_by: unknown label(s) {bad}; labels are {', '.join(LABELS)}")
-        pol.group_by = list(dict.fromkeys(gb))
-    for key in ("group_wait", "group_interval", "repeat_interval"):
-        if key in raw:
-            setattr(pol, key, parse_duration(raw[key], f"notify.{key}"))
-    if "send_resolved" in raw:
-        if not isinstance(raw["send_resolved"], bool):
-            raise DataError(f"notify.send_resolved must be true or false (got {raw['send_resolved']!r})")
-        pol.send_resolved = raw["send_resolved"]
-    if pol.repeat_interval and pol.group_interval and pol.repeat_interval < pol.group_interval:
-        raise DataError(f"notify.repeat_interval ({pol.repeat_interval:g}s) must be at least group_interval "
-                        f"({pol.group_interval:g}s)")
-    return pol
+    """The ``notify`` section (see :class:`NotifyPolicy`)."""
+    return NotifyPolicy() if raw is None else _validate(MonitorConfig, {"notify": raw}, "notify").notify
 
 
 def parse_inhibit_rules(raw: Any) -> list[InhibitRule]:
     """The ``inhibit_rules`` list (see :class:`InhibitRule`)."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise DataError("'inhibit_rules' must be a list")
-    out = []
-    for i, r in enumerate(raw):
-        what = f"inhibit_rules[{i}]"
-        if not isinstance(r, dict):
-            raise DataError(f"{what} must be a mapping")
-        unknown = sorted(set(r) - set(InhibitRule.__dataclass_fields__))
-        if unknown:
-            raise DataError(f"{what}: unknown key(s) {unknown}; known keys are source_match, target_match, equal")
-        src = check_labels(r.get("source_match"), f"{what}.source_match")
-        tgt = check_labels(r.get("target_match"), f"{what}.target_match")
-        equal = r.get("equal", []) or []
-        if not isinstance(equal, list) or not all(isinstance(x, str) for x in equal):
-            raise DataError(f"{what}.equal must be a list of labels")
-        bad = sorted(set(equal) - set(LABELS))
-        if bad:
-            raise DataError(f"{what}.equal: unknown label(s) {bad}; labels are {', '.join(LABELS)}")
-        if src == tgt:
-            raise DataError(f"{what}: source_match and target_match are the same: an alert would inhibit itself")
-        out.append(InhibitRule(src, tgt, list(equal)))
-    return out
+    return [] if raw is None else _validate(MonitorConfig, {"inhibit_rules": raw}, "inhibit_rules").inhibit_rules
 
 
 def load_config(path: str | Path | None) -> MonitorConfig:
@@ -426,18 +484,15 @@ def load_config(path: str | Path | None) -> MonitorConfig:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise DataError(f"config file {path} is not UTF-8") from None
+    toml = path.suffix.lower() == ".toml"
     try:
-        if path.suffix.lower() == ".toml":
-            data = tomllib.loads(text)
-        else:
-            data = yaml.safe_load(text)
+        data = tomllib.loads(text) if toml else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"config file {path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'YAML'}: {first}") from None
+        raise DataError(f"config file {path} is not valid {'TOML' if toml else 'YAML'}: {first}") from None
     return config_from_dict(data, origin=str(path))
 
 
 def dump_config_yaml(cfg: MonitorConfig) -> str:
     """YAML text for a config (round-trips through :func:`load_config`)."""
-    d = asdict(cfg)
-    return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
+    return yaml.safe_dump(asdict(cfg), sort_keys=False, allow_unicode=True)
