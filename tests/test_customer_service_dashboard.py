@@ -7,7 +7,8 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from customer_service.dashboard import PAGES
+from customer_service.plugin import APP as CS_APP
+PAGES = [{"title": p.title, "path": str(CS_APP.page_file(p))} for p in CS_APP.pages]
 
 from streamlit_harness import HUB_SCRIPT, SCREENSHOTS, hub_page_url_path, prepared_demo_home, require_chromium, streamlit_browser
 

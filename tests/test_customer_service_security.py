@@ -340,7 +340,8 @@ def test_reply_and_citation_markdown_escape_kb_text():
 def test_handoff_page_shows_a_hostile_message_as_text(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from customer_service.dashboard import PAGES
+    from customer_service.plugin import APP as CS_APP
+    PAGES = [{"title": p.title, "path": str(CS_APP.page_file(p))} for p in CS_APP.pages]
 
     kb = tmp_path / "kb"
     kb.mkdir()
