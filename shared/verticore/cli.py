@@ -13,13 +13,16 @@ from typing import Optional
 
 import typer
 
-from .cli_support import RegistryChoicesCommand, VerticoreGroup, add_version_option, backend_option, device_option
+from .cli_apps import AppsGroup, apps_command
+from .cli_support import RegistryChoicesCommand, add_version_option, backend_option, device_option
 from .cli_support import run_app as run_app  # re-exported: the apps' entry points used to import it from here
 from .errors import VerticoreError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=VerticoreGroup,
-                  help="Verticore core: fine-tune, run and serve text classifiers and embedders.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=AppsGroup,
+                  help="Verticore core: fine-tune, run and serve text classifiers and embedders; "
+                       "`verticore apps` lists the installed apps, `verticore <app> ...` runs an app's commands.")
 add_version_option(app)
+app.command("apps")(apps_command)  # the installed apps; each one is also a subcommand (AppsGroup)
 index_app = typer.Typer(no_args_is_help=True, help="Build and query a FAISS vector index.")
 app.add_typer(index_app, name="index")
 # `verticore models ...` (issue #14): the registry commands live beside the registry.

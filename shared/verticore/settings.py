@@ -93,8 +93,8 @@ class VerticoreSettings(BaseSettings):
                                   "(default <repo>/.verticore in a checkout, else ~/.verticore).")
     cache: UserPath = Field(default_factory=_default_cache,
                             description="Cache of exported ONNX models and bench artefacts.")
-    data: UserPath | None = Field(default=None,
-                                  description="Shared data sets read by the benches (default ../shared/data beside the checkout).")
+    data: UserPath | None = Field(
+        default=None, description="Shared data sets read by the benches (default ../shared/data beside the checkout).")
     num_threads: Annotated[int | None, _int_between(1, None)] = Field(
         default=None, description="ONNX Runtime intra-op threads (default: physical cores available).")
     ort_spin: Bool = Field(default=False, description="Let ONNX Runtime threads spin-wait (latency over CPU use).")
