@@ -1,7 +1,7 @@
 """User-facing errors. Each carries a one-line message that names the fix.
 
-The CLI turns any :class:`VerticoreError` into ``error: <message>`` and exit code 2,
-so bad input never surfaces as a stack trace.
+The CLIs turn any :class:`VerticoreError` into ``error: <message>`` and exit code 3
+(``verticore.cli_support``), so bad input never surfaces as a stack trace.
 """
 from __future__ import annotations
 

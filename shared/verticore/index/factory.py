@@ -25,7 +25,8 @@ def faiss_module() -> Any:
     try:
         import faiss  # noqa: F401
     except ImportError:  # pragma: no cover - a dependency of the project
-        raise ArtifactError("faiss is not installed: pip install faiss-cpu (or faiss-gpu)") from None
+        raise ArtifactError('faiss is not installed: install Verticore with one of its extras, "verticore[cpu]" '
+                            '(faiss-cpu) or, on a CUDA 12 host, "verticore[gpu]" (faiss-gpu-cu12)') from None
     return faiss
 
 
