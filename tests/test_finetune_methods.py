@@ -79,7 +79,8 @@ def test_cli_method_arg_errors_are_usage_errors(tmp_path):
     from verticore.cli import app
 
     runner = CliRunner()
-    common = ["finetune", "--train", str(tmp_path / "t.csv"), "--dev", str(tmp_path / "d.csv"), "--out", str(tmp_path / "o")]
+    common = ["finetune", "--train", str(tmp_path / "t.csv"), "--dev", str(tmp_path / "d.csv"),
+              "--out", str(tmp_path / "o")]
     res = runner.invoke(app, [*common, "--method", "lora", "--method-arg", "rank=3"])
     assert res.exit_code == 2 and "unknown option 'rank'" in _plain(res.output)
     res = runner.invoke(app, [*common, "--method", "nope"])

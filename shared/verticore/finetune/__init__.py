@@ -9,6 +9,6 @@ from .methods import METHODS, available_methods, get_method, method_config, regi
 from .token_classifier import TokenClassifierTrainingConfig, read_conll, train_token_classifier
 
 __all__ = ["train_classifier", "train_embedder", "ClassifierTrainingConfig", "EmbedderTrainingConfig",
-           "TrainResult", "train_classifier_ensemble", "default_ensemble_configs", "available_methods", "get_method", "register_method",
-           "METHODS", "method_config",
+           "TrainResult", "train_classifier_ensemble", "default_ensemble_configs", "available_methods", "get_method",
+           "register_method", "METHODS", "method_config",
            "train_token_classifier", "TokenClassifierTrainingConfig", "read_conll"]

@@ -33,5 +33,6 @@ def model_card(kind: str, config: dict[str, Any], metrics: dict[str, Any], base_
     else:
         lines += ["from verticore import Embedder", "emb = Embedder('<this directory>')", "emb.encode(['some text'])"]
     lines += ["```", "", "## Training config", "", "```json", json.dumps(config, indent=2), "```", "",
-              "Probabilities are temperature-calibrated on the dev set (see calibration.json)." if kind == "classifier" else ""]
+              "Probabilities are temperature-calibrated on the dev set (see calibration.json)."
+              if kind == "classifier" else ""]
     return "\n".join(lines) + "\n"

@@ -108,7 +108,8 @@ def split_metrics(space: LabelSpace, y: np.ndarray, probs: np.ndarray) -> dict[s
         true_sets = [{space.labels[j] for j in np.flatnonzero(row)} for row in y]
         pred_sets = [{space.labels[j] for j in np.flatnonzero(row >= space.threshold)} for row in probs]
         return multilabel_metrics(true_sets, pred_sets, space.labels)
-    m = classification_metrics([space.labels[i] for i in y], [space.labels[i] for i in probs.argmax(1)], labels=space.labels)
+    m = classification_metrics([space.labels[i] for i in y], [space.labels[i] for i in probs.argmax(1)],
+                               labels=space.labels)
     m["ece"] = expected_calibration_error(probs, y)
     return m
 
@@ -219,7 +220,8 @@ def train_classifier(
         return split_metrics(space, data.y_dev, probabilities(logits, cfg.multi_label))["macro_f1"]
 
     def train_batch(idx: np.ndarray):
-        return (*pad_tensors([enc_train[i] for i in idx], pad_id, device), torch.from_numpy(data.y_train[idx]).to(device))
+        ids, mask = pad_tensors([enc_train[i] for i in idx], pad_id, device)
+        return ids, mask, torch.from_numpy(data.y_train[idx]).to(device)
 
     loop = fit(model, cfg, method, [len(x) for x in enc_train], train_batch, loss_fn, dev_macro_f1,
                device, "dev_macro_f1", f"fine-tune ({cfg.method})", show_progress)
@@ -241,7 +243,8 @@ def train_classifier(
         if probe_info is not None:
             metrics["linear_probe"] = probe_info
         if not cfg.multi_label:
-            metrics["dev"]["ece_uncalibrated"] = expected_calibration_error(probabilities(logits_dev, False), data.y_dev)
+            uncalibrated = probabilities(logits_dev, False)
+            metrics["dev"]["ece_uncalibrated"] = expected_calibration_error(uncalibrated, data.y_dev)
         if data.y_test is not None:
             metrics["test"] = split_metrics(space, data.y_test, clf.predict_proba(list(data.test_texts)))
         write_classifier_artifact(staged.tmp, cfg, data, metrics, resolved.name, pooling)
@@ -265,7 +268,8 @@ def write_classifier_artifact(directory: Path, cfg: ClassifierTrainingConfig, da
                                        extra={"pooling": pooling, "n_train": len(data.train_texts),
                                               "n_dev": len(data.dev_texts), "labels": labels,
                                               "multi_label": cfg.multi_label}))
-    atomic_write_text(directory / "README.md", model_card("classifier", cfg.to_json(), metrics, base_model_name, labels, fp))
+    card = model_card("classifier", cfg.to_json(), metrics, base_model_name, labels, fp)
+    atomic_write_text(directory / "README.md", card)
 
 
 def _has_pooler(model) -> bool:
@@ -274,7 +278,8 @@ def _has_pooler(model) -> bool:
 
 
 def linear_probe_head(model, pooling: str, enc_train: list[list[int]], y_train: np.ndarray, loss_fn, pad_id: int,
-                      device: str, show_progress: bool = False, l2: float = 1e-3, max_iter: int = 200) -> dict[str, Any]:
+                      device: str, show_progress: bool = False, l2: float = 1e-3,
+                      max_iter: int = 200) -> dict[str, Any]:
     """LP-FT (Kumar et al., 2022): fit the new head on frozen features first, so fine-tuning
     starts from a sensible classifier instead of pushing random-head gradients into the encoder.
 
@@ -302,7 +307,8 @@ def linear_probe_head(model, pooling: str, enc_train: list[list[int]], y_train: 
             else:
                 f = getattr(out, "pooler_output", None)
                 if f is None:
-                    raise VerticoreError("head_init='linear_probe' with native pooling needs a model with a pooler output")
+                    raise VerticoreError(
+                        "head_init='linear_probe' with native pooling needs a model with a pooler output")
             feats[idx] = f.float().cpu().numpy()
     model.train()
     x = torch.from_numpy(feats).to(device)

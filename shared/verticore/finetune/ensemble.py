@@ -106,7 +106,8 @@ def train_classifier_ensemble(
         per_member = ens.member_probabilities(list(dev_texts))
         for (name, _, _), p in zip(members, per_member):
             m = classification_metrics(y, [ens.labels[i] for i in p.argmax(1)])
-            metrics["members"].setdefault(name, {}).update({"dev_accuracy": float(m["accuracy"]), "dev_macro_f1": float(m["macro_f1"])})
+            metrics["members"].setdefault(name, {}).update({"dev_accuracy": float(m["accuracy"]),
+                                                            "dev_macro_f1": float(m["macro_f1"])})
         mean = np.mean(per_member, axis=0)
         m = classification_metrics(y, [ens.labels[i] for i in mean.argmax(1)])
         metrics.update({"dev_accuracy": float(m["accuracy"]), "dev_macro_f1": float(m["macro_f1"])})

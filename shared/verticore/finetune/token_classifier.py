@@ -68,7 +68,8 @@ def clean_tagged_rows(tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[s
         for k, tag in enumerate(t):
             parse_tag(tag, f"{what} row {i}, tag {k}")
             if known_set is not None and tag not in known_set:
-                raise DataError(f"{what} row {i}, tag {k}: {tag!r} not seen in training; training labels are {sorted(known_set)}")
+                raise DataError(f"{what} row {i}, tag {k}: {tag!r} not seen in training; "
+                                f"training labels are {sorted(known_set)}")
         out_tags.append(t)
     return rows, out_tags
 
@@ -186,8 +187,9 @@ def train_token_classifier(
         save_model_files(method, model, tokenizer, staged.tmp, LabelSpace(labels))
         # Metrics through the saved artifact, i.e. exactly what users will load.
         clf = TokenClassifier(staged.tmp, device=device, max_length=cfg.eval_max_length, dtype="fp32")
-        metrics: dict[str, Any] = {"dev": entity_f1(dev_tags, clf.predict_words(dev_tokens)), "best_step": loop.best_step,
-                                   "steps": loop.steps, "train_seconds": round(train_seconds, 2), "history": loop.history,
+        metrics: dict[str, Any] = {"dev": entity_f1(dev_tags, clf.predict_words(dev_tokens)),
+                                   "best_step": loop.best_step, "steps": loop.steps,
+                                   "train_seconds": round(train_seconds, 2), "history": loop.history,
                                    "truncated_training_rows": truncated}
         if test_tokens is not None and test_tags is not None:
             metrics["test"] = entity_f1(test_tags, clf.predict_words(test_tokens))
@@ -197,9 +199,11 @@ def train_token_classifier(
         types = sorted({l[2:] for l in labels if l != "O"})
         write_meta(staged.tmp, ArtifactMeta(kind="token_classifier", base_model=cfg.base, base_model_name=resolved.name,
                                             data_fingerprint=fp, method=cfg.method,
-                                            extra={"n_train": len(train_tokens), "n_dev": len(dev_tokens), "labels": labels,
+                                            extra={"n_train": len(train_tokens), "n_dev": len(dev_tokens),
+                                                   "labels": labels,
                                                    "entity_types": types, "tagging": "IOB2"}))
-        atomic_write_text(staged.tmp / "README.md", model_card("token_classifier", cfg.to_json(), metrics, resolved.name, labels, fp))
+        card = model_card("token_classifier", cfg.to_json(), metrics, resolved.name, labels, fp)
+        atomic_write_text(staged.tmp / "README.md", card)
         artifact = staged.commit()
     except BaseException:
         staged.abort()
