@@ -9,7 +9,7 @@ import pytest
 from verticore.errors import DataError, VerticoreError
 from verticore.evaluation import RankingModel, evaluate_ranking, ranking_metrics, score_matrix_metrics
 from verticore.retrieval import (RRF, BM25Retriever, ConvexFusion, DenseRetriever, FusionCalibrator, HybridRetriever,
-                                 RetrievalComponent, fusions, retrievers, tokenize, two_way_fusion)
+                                 RetrievalComponent, Retriever, fusions, retrievers, tokenize, two_way_fusion)
 
 # A small support corpus written for these tests.
 KEYS = ["pw", "refund", "phone", "track", "order-4711"]
@@ -42,6 +42,7 @@ def test_bm25_uses_bm25s_analysis_and_round_trips(tmp_path):
 def test_registries_list_builtins_and_refuse_duplicates():
     assert {"bm25", "dense", "hybrid"} <= set(retrievers.names())
     assert {"rrf", "convex"} <= set(fusions.names())
+    assert all(isinstance(cls(), Retriever) for cls in (BM25Retriever, DenseRetriever, HybridRetriever))
     with pytest.raises(VerticoreError, match="already registered"):
         retrievers.register("bm25", DenseRetriever)
 
