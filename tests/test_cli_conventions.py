@@ -78,6 +78,30 @@ def test_every_command_option_and_argument_has_help(script):
     assert not missing, "no help text:\n" + "\n".join(missing)
 
 
+def _registered_callbacks(app: typer.Typer) -> set:
+    found = {c.callback for c in app.registered_commands}
+    if app.registered_callback is not None:
+        found.add(app.registered_callback.callback)
+    for group in app.registered_groups:
+        found |= _registered_callbacks(group.typer_instance)
+    return found
+
+
+@pytest.mark.parametrize("script", CLIS)
+def test_only_commands_take_option_defaults(script):
+    """A typer.Option(...) default on a plain helper (not a command) reaches it as an OptionInfo object."""
+    import inspect
+
+    from typer.models import ParameterInfo
+
+    module = importlib.import_module(CLIS[script])
+    commands = _registered_callbacks(module.app)
+    for name, fn in vars(module).items():
+        if inspect.isfunction(fn) and fn.__module__ == module.__name__ and fn not in commands:
+            bad = [p for p, v in inspect.signature(fn).parameters.items() if isinstance(v.default, ParameterInfo)]
+            assert not bad, f"{module.__name__}.{name}() has typer option defaults {bad}"
+
+
 @pytest.mark.parametrize("script", CLIS)
 def test_help_output_has_no_restructuredtext(script):
     runner = _runner()

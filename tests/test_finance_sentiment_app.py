@@ -209,7 +209,7 @@ def test_cli(paths, tmp_path):
     home = str(paths.root)
     r = runner.invoke(app, ["score", "Aurora Bank shares plunge. Profit fell.", "--json", "--home", home])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output[r.output.index("{"):])
+    out = json.loads(r.stdout)  # --json: nothing but the JSON on stdout (logs go to stderr)
     assert out["label"] in ("positive", "neutral", "negative") and out["entities"] == ["ABK"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules: [{name: x, severity: urgent}]")

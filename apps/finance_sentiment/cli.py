@@ -56,7 +56,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _monitor(home: Optional[Path], config: Optional[Path] = CONFIG_OPT, device: str = "auto"):
+def _monitor(home: Optional[Path], config: Optional[Path] = None, device: str = "auto"):
     from .config import load_config
     from .pipeline import Monitor
 
