@@ -258,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from recommender.api import create_app
 
-    client = TestClient(create_app(rech))
+    from verticore.serving import ServingSettings
+
+    # route latency as before API keys existed (the auth overhead is bench/serving.py's figure)
+    client = TestClient(create_app(rech, settings=ServingSettings(insecure_no_auth=True)))
     lat = []
     sample = [users[j] for j in rng.integers(0, len(users), size=args.latency_requests)]
     client.get(f"/recommend/{sample[0]}")  # warm-up
