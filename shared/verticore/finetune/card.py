@@ -14,7 +14,9 @@ def model_card(kind: str, config: dict[str, Any], metrics: dict[str, Any], base_
     """A short human-readable model card."""
     lines = [f"# Verticore {kind} artifact", "",
              f"- Base model: `{base_name}` (spec `{config.get('base')}`)",
-             f"- Method: {config.get('method', 'contrastive (in-batch negatives)')}",
+             f"- Method: {config.get('method', 'contrastive (in-batch negatives)')}"
+             + (f" ({', '.join(f'{k}={v}' for k, v in config['method_args'].items())})"
+                if config.get("method_args") else ""),
              f"- Training data fingerprint: `{fingerprint}`"]
     if labels:
         lines.append(f"- Labels ({len(labels)}): {', '.join(labels[:30])}{' ...' if len(labels) > 30 else ''}")
