@@ -12,8 +12,15 @@ import pytest
 
 from verticore.errors import VerticoreError
 from verticore.finetune import ClassifierTrainingConfig, TokenClassifierTrainingConfig
-from verticore.finetune.methods import (METHODS, available_methods, get_method, method_config, method_options,
-                                        parse_method_args, register_method)
+from verticore.finetune.methods import (
+    METHODS,
+    available_methods,
+    get_method,
+    method_config,
+    method_options,
+    parse_method_args,
+    register_method,
+)
 from verticore.finetune.methods.full import FullMethodConfig
 from verticore.finetune.methods.lora import LoraMethodConfig
 

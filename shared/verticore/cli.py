@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from .cli_apps import AppsGroup, apps_command
-from .cli_support import RegistryChoicesCommand, add_version_option, backend_option, device_option
+from .cli_support import RegistryChoicesCommand, add_version_option, backend_option, device_option, method_option
 from .cli_support import run_app as run_app  # re-exported: the apps' entry points used to import it from here
 from .errors import VerticoreError
 
@@ -35,7 +35,19 @@ def _split_labels(values, sep: str | None):
     return [v.split(sep) if sep else v for v in values] if sep else list(values)
 
 
-@app.command()
+def _training_config(method: str, method_args: list[str], lora_lr: float | None, **core: object):
+    """The training config of ``verticore finetune``; a bad ``--method-arg`` is a usage error (exit 2)."""
+    from .finetune import ClassifierTrainingConfig
+    from .finetune.methods import parse_method_args
+
+    legacy = {"lora_learning_rate": lora_lr} if lora_lr is not None else {}
+    try:
+        return ClassifierTrainingConfig(method=method, method_args=parse_method_args(method_args), **legacy, **core)
+    except VerticoreError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--method-arg'") from None
+
+
+@app.command(cls=RegistryChoicesCommand)
 def finetune(
     train: Path = typer.Option(..., help="training CSV/JSONL"),
     dev: Path = typer.Option(..., help="dev CSV/JSONL (model selection, calibration)"),
@@ -43,12 +55,17 @@ def finetune(
     test: Optional[Path] = typer.Option(None, help="optional test CSV/JSONL, reported in metrics.json"),
     text_col: str = typer.Option("text", help="text column"),
     label_col: str = typer.Option("label", help="label column"),
-    method: str = typer.Option("full", help="full | lora"),
+    method: str = method_option(help="fine-tuning method (every registered one, plugins included)"),
+    method_arg: Optional[list[str]] = typer.Option(
+        None, "--method-arg", metavar="KEY=VALUE",
+        help="an option of the chosen method, repeatable, checked by the method's own config (e.g. --method lora "
+             "--method-arg r=8 --method-arg target_modules=query,value); a wrong key lists the method's options"),
     base: str = typer.Option("default", help="default | model directory | hub id"),
     epochs: int = typer.Option(3, help="passes over the training data"),
     batch_size: int = typer.Option(32, help="training examples per optimiser step"),
     lr: float = typer.Option(5e-5, "--lr", help="learning rate (LoRA uses --lora-lr)"),
-    lora_lr: float = typer.Option(5e-4, help="learning rate of the LoRA adapters (--method lora)"),
+    lora_lr: Optional[float] = typer.Option(None, help="learning rate of the LoRA adapters (--method lora; same as "
+                                                        "--method-arg learning_rate=X; default 5e-4)"),
     max_length: int = typer.Option(128, help="truncate texts to this many tokens"),
     multi_label: bool = typer.Option(False, help="labels are sets, separated by --label-sep"),
     label_sep: str = typer.Option("|", help="separator of labels in multi-label rows"),
@@ -64,18 +81,17 @@ def finetune(
 ) -> None:
     """Fine-tune a text classifier and write a self-describing artifact directory."""
     from .errors import DataError
-    from .finetune import ClassifierTrainingConfig, default_ensemble_configs, train_classifier, train_classifier_ensemble
+    from .finetune import default_ensemble_configs, train_classifier, train_classifier_ensemble
     from .io import read_table
 
+    cfg = _training_config(method, method_arg or [], lora_lr, base=base, epochs=epochs, batch_size=batch_size,
+                           learning_rate=lr, max_length=max_length, multi_label=multi_label, max_steps=max_steps,
+                           eval_every=eval_every, grad_accum=grad_accum, patience=patience, seed=seed, device=device)
     cols = [text_col, label_col]
     tr, dv = read_table(train, cols), read_table(dev, cols)
     te = read_table(test, cols, allow_empty=True) if test else None  # optional: an empty test set = no test set
     te = None if te is not None and te.empty else te
     sep = label_sep if multi_label else None
-    cfg = ClassifierTrainingConfig(base=base, method=method, epochs=epochs, batch_size=batch_size, learning_rate=lr,
-                                   lora_learning_rate=lora_lr, max_length=max_length, multi_label=multi_label,
-                                   max_steps=max_steps, eval_every=eval_every, grad_accum=grad_accum, patience=patience,
-                                   seed=seed, device=device)
     if ensemble:
         if multi_label or te is not None:
             raise DataError("--ensemble supports single-label training without --test; evaluate with `verticore eval`")
@@ -90,7 +106,8 @@ def finetune(
                            test_texts=te[text_col].tolist() if te is not None else None,
                            test_labels=_split_labels(te[label_col], sep) if te is not None else None)
     summary = {k: res.metrics[k] for k in ("dev", "test") if k in res.metrics}
-    typer.echo(json.dumps({s: {m: v for m, v in d.items() if isinstance(v, (int, float))} for s, d in summary.items()}, indent=2))
+    numbers = {s: {m: v for m, v in d.items() if isinstance(v, (int, float))} for s, d in summary.items()}
+    typer.echo(json.dumps(numbers, indent=2))
     typer.echo(f"artifact written to {res.artifact_dir}")
 
 
