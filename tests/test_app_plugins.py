@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from app_dist import forget_modules, install_app
 from streamlit.testing.v1 import AppTest
 
-from app_dist import forget_modules, install_app
 from verticore.dashboard import HUB_SCRIPT, hub_apps
 from verticore.errors import DataError
 from verticore.plugins import AppSpec, DashboardPage, discover_apps

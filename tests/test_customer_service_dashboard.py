@@ -6,13 +6,18 @@ import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from streamlit_harness import (
+    HUB_SCRIPT,
+    SCREENSHOTS,
+    hub_page_url_path,
+    prepared_demo_home,
+    require_chromium,
+    streamlit_browser,
+)
 
 from customer_service.plugin import APP as CS_APP
-PAGES = [{"title": p.title, "path": str(CS_APP.page_file(p))} for p in CS_APP.pages]
 
-from streamlit_harness import HUB_SCRIPT, SCREENSHOTS, hub_page_url_path, prepared_demo_home, require_chromium, streamlit_browser
-
-PAGE = {p["title"]: p["path"] for p in PAGES}
+PAGE = {page.title: str(CS_APP.page_file(page)) for page in CS_APP.pages}
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +50,7 @@ def test_prepare_demo_is_idempotent_and_wires_the_intent_model(env):
 
 
 def test_pages_render_without_exceptions(env):
-    assert [p["title"] for p in PAGES] == ["Support chat", "Knowledge base", "Support analytics", "Handoff queue"]
+    assert list(PAGE) == ["Support chat", "Knowledge base", "Support analytics", "Handoff queue"]
     kb = AppTest.from_file(PAGE["Knowledge base"], default_timeout=300).run()
     assert not kb.exception and kb.metric[0].value == "7" and "shipping.md" in kb.dataframe[0].value["doc_id"].tolist()
     assert any("Delivery times" in e.label for e in kb.expander)

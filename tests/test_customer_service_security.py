@@ -341,6 +341,7 @@ def test_handoff_page_shows_a_hostile_message_as_text(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from customer_service.plugin import APP as CS_APP
+
     PAGES = [{"title": p.title, "path": str(CS_APP.page_file(p))} for p in CS_APP.pages]
 
     kb = tmp_path / "kb"

@@ -166,6 +166,7 @@ def ticket(users, tmp_path, monkeypatch):
 
 def _handoff_page() -> str:
     from customer_service.plugin import APP as CS_APP
+
     PAGES = [{"title": p.title, "path": str(CS_APP.page_file(p))} for p in CS_APP.pages]
 
     return next(p["path"] for p in PAGES if p["title"] == "Handoff queue")

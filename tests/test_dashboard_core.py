@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from app_dist import forget_modules, install_app
 from streamlit.testing.v1 import AppTest
+from streamlit_harness import prepared_demo_home
 
 import verticore.dashboard as dashboard
 from verticore import demo
 from verticore.dashboard import CORE_PAGE, HUB_SCRIPT, discover_pages, find_artifacts, home, hub_apps
-from app_dist import forget_modules, install_app
-from streamlit_harness import prepared_demo_home
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT = 240  # seconds; generous because CI machines may be shared and slow

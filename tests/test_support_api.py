@@ -239,6 +239,7 @@ def test_handoff_page_reply_and_resolve(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from customer_service.plugin import APP as CS_APP
+
     PAGES = [{"title": p.title, "path": str(CS_APP.page_file(p))} for p in CS_APP.pages]
 
     kb = tmp_path / "kb"

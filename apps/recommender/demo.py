@@ -55,11 +55,10 @@ def prepare_demo(home: Path, show_progress: bool = True, fast: bool | None = Non
     from tqdm.auto import tqdm
 
     from verticore import Embedder
-
-    from . import EASE, Catalog, Interactions, Recommender
     from verticore.errors import DataError
     from verticore.io import read_table
 
+    from . import EASE, Catalog, Interactions, Recommender
     from .training import DEFAULT_ALPHA, finetune_on_behaviour, tune_alpha
 
     home = Path(home)

@@ -107,6 +107,8 @@ def prepare_app(app: AppSpec | str, base: Path, show_progress: bool = True) -> S
         return StepResult(str(app), "skipped", f"{app} is not an installed app")
     if spec.prepare_demo is None:
         return StepResult(spec.name, "skipped", f"{spec.name} has no demo to prepare")
+    if spec.demo_ready is not None and spec.is_demo_ready(base):  # only the app's own check can say "done"
+        return StepResult(spec.name, "ready", f"demo state already in {base / spec.name}")
     spec.run_prepare_demo(base, fast=fast_mode(), show_progress=show_progress)
     return StepResult(spec.name, "prepared", f"demo state in {base / spec.name}")
 

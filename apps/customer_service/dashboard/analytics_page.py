@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from verticore.errors import VerticoreError
 
 from customer_service.dashboard.common import require_bot_dir
+from verticore.errors import VerticoreError
 
 st.title("Support analytics")
 directory = require_bot_dir()

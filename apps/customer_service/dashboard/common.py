@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import streamlit as st
+
 from verticore.paths import home as verticore_home
 from verticore.text_safety import escape_markdown
 

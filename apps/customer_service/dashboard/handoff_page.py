@@ -7,12 +7,12 @@ saves the question with the chosen intent as a labelled example for retraining.
 from __future__ import annotations
 
 import streamlit as st
-from verticore.dashboard import auth
-from verticore.errors import VerticoreError
 
 from customer_service.bot import known_intent_labels
 from customer_service.dashboard.common import md_block, require_bot_dir, show_error, ticket_markdown
 from customer_service.store import OUT_OF_SCOPE_LABEL, BotStore
+from verticore.dashboard import auth
+from verticore.errors import VerticoreError
 
 st.title("Handoff queue")
 st.caption("Conversations the bot handed over (low confidence, out of scope, no evidence, repeated failure, "

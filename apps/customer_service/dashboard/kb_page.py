@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from verticore.dashboard import auth
-from verticore.errors import VerticoreError
 
 from customer_service.dashboard.common import bot_or_stop, escape_markdown, md_block, show_error
+from verticore.dashboard import auth
+from verticore.errors import VerticoreError
 
 st.title("Knowledge base")
 st.caption("Markdown, text, HTML, CSV/JSONL FAQ (question, answer) and PDF. Re-uploading a changed file replaces its "

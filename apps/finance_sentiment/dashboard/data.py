@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import pandas as pd
+
 from verticore.text_safety import escape_html, escape_markdown
 
 from ..store import SQLiteStore

@@ -13,9 +13,6 @@ import pandas as pd
 import streamlit as st
 import yaml
 from plotly.subplots import make_subplots
-from verticore.dashboard import auth
-from verticore.errors import VerticoreError
-from verticore.text_safety import escape_markdown
 
 from finance_sentiment.config import config_from_dict, dump_config_yaml, load_config
 from finance_sentiment.dashboard.data import (
@@ -33,6 +30,9 @@ from finance_sentiment.dashboard.data import (
 from finance_sentiment.entities import Watchlist
 from finance_sentiment.paths import SAMPLES, AppPaths
 from finance_sentiment.store import SQLiteStore
+from verticore.dashboard import auth
+from verticore.errors import VerticoreError
+from verticore.text_safety import escape_markdown
 
 
 def _paths() -> AppPaths:
@@ -42,10 +42,9 @@ def _paths() -> AppPaths:
 @st.cache_resource(show_spinner="Loading models…", max_entries=2)
 def _scorer(root: str, stamp: float):
     """Sentiment + topics + watchlist for the "score this text" box (cached per model mtime)."""
-    from verticore import Embedder
-
     from finance_sentiment.config import MonitorConfig
     from finance_sentiment.scoring import SentimentModel, TopicModel
+    from verticore import Embedder
 
     paths = AppPaths(Path(root))
     cfg = load_config(paths.config) if paths.config.exists() else MonitorConfig()

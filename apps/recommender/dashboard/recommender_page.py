@@ -51,27 +51,27 @@ with tab_user:
         st.subheader("History")
         hist = pd.DataFrame(rec.user_history(user))
         hist["genre"] = [cat.get(i).get("genre", "") for i in hist["item"]]
-        st.dataframe(hist[["title", "genre", "weight"]], hide_index=True, use_container_width=True)
+        st.dataframe(hist[["title", "genre", "weight"]], hide_index=True, width="stretch")
     with right:
         st.subheader("Recommended")
         recs = rec.recommend(user, k, diversity=diversity, n_interests=n_int)
         t = _recs_table(recs)
         t["genre"] = [cat.get(i).get("genre", "") for i in t["item"]]
-        st.dataframe(t[["title", "genre", "score", "why"]], hide_index=True, use_container_width=True)
+        st.dataframe(t[["title", "genre", "score", "why"]], hide_index=True, width="stretch")
 
 with tab_cold:
     text = st.text_input("Describe what you like", "cute animated films about animals for kids")
     if text.strip():
         st.dataframe(_recs_table(rec.recommend_for_text(text, 8))[["title", "score", "item"]], hide_index=True,
-                     use_container_width=True)
+                     width="stretch")
 
 with tab_search:
     q = st.text_input("Search items", "space station")
     if q.strip():
-        st.dataframe(_recs_table(rec.search(q, 8))[["title", "score", "item"]], hide_index=True, use_container_width=True)
+        st.dataframe(_recs_table(rec.search(q, 8))[["title", "score", "item"]], hide_index=True, width="stretch")
     item = st.selectbox("Similar to", cat.ids, format_func=cat.title)
     st.dataframe(_recs_table(rec.similar_items(item, 6))[["title", "score", "item"]], hide_index=True,
-                 use_container_width=True)
+                 width="stretch")
 
 with tab_map:
     import numpy as np
@@ -84,7 +84,7 @@ with tab_map:
     df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "title": [cat.title(i) for i in ids],
                        "genre": [cat.get(i).get("genre", "") or "?" for i in ids]})
     st.plotly_chart(px.scatter(df, x="x", y="y", color="genre", hover_name="title", height=480),
-                    use_container_width=True)
+                    width="stretch")
 
 with tab_quality:
     # only what this model stored about itself: the hybrid weight's holdout scores (saved with the state
@@ -97,7 +97,7 @@ with tab_quality:
                                "score": [float(v) for v in tuning["scores"].values()]})
         st.write(f"Hybrid weight **alpha = {rec.alpha:g}**, picked on a time holdout of the training interactions "
                  f"({tuning.get('metric', 'NDCG@10')} over {tuning.get('users', '?')} users).")
-        st.plotly_chart(px.line(scores, x="alpha", y="score", markers=True, height=320), use_container_width=True)
+        st.plotly_chart(px.line(scores, x="alpha", y="score", markers=True, height=320), width="stretch")
     elif tuning.get("skipped"):
         st.info(f"The hybrid weight was not tuned ({tuning['skipped']}); alpha = {rec.alpha:g}.")
     else:
@@ -107,5 +107,5 @@ with tab_quality:
     numbers = {k: v for k, v in (finetune or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if numbers:
         st.caption("Behaviour fine-tuning of the embedder")
-        st.dataframe(pd.DataFrame([numbers]), hide_index=True, use_container_width=True)
+        st.dataframe(pd.DataFrame([numbers]), hide_index=True, width="stretch")
     st.caption("Offline comparisons against other models on MovieLens are a bench: `python bench/recommender.py`.")
