@@ -211,10 +211,10 @@ def test_state_poisoned_by_old_code_recovers():
     old = SurgeDetector([RULE])
     _hist(old, NOW - 40 * 600)
     old.observe([_scored(500, 4_070_908_800.0, "negative")])  # what the old code persisted: series time in 2099
-    data = json.loads(json.dumps(old.to_json()))
+    data = json.loads(json.dumps(old.to_dict()))
     assert data["states"]["neg|entity|AAA"]["last_ts"] > 4e9
     det = SurgeDetector([RULE])
-    det.load_json(data)
+    det.load_dict(data)
     burst = [_scored(600 + j, NOW + 60 + j * 120, "negative") for j in range(6)]
     opened = [e for j, s in enumerate(burst) for e in det.observe([s], now=NOW + 60 + j * 120) if e.kind == "opened"]
     assert len(opened) == 1

@@ -185,10 +185,10 @@ def test_detector_state_roundtrips_through_json():
     det = SurgeDetector([RULE])
     det.observe(_background(random.Random(2), 50, T0, 10))
     det.observe([_scored(900 + j, T0 + 11 * 3600 + j * 60, "negative") for j in range(6)])
-    data = json.loads(json.dumps(det.to_json()))
+    data = json.loads(json.dumps(det.to_dict()))
     det2 = SurgeDetector([RULE])
-    det2.load_json(data)
-    assert det2.to_json() == det.to_json()
+    det2.load_dict(data)
+    assert det2.to_dict() == det.to_dict()
     # an open episode continues after the restore: no second "opened"
     more = [_scored(950 + j, T0 + 11 * 3600 + 600 + j * 60, "negative") for j in range(3)]
     assert not [e for e in det2.observe(more) if e.kind == "opened"]

@@ -161,11 +161,11 @@ class Notifier:
         self.groups: dict[str, dict[str, Any]] = {}
         self.clock: float = -math.inf
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"version": 1, "group_by": self.policy.group_by, "groups": self.groups,
                 "clock": self.clock if math.isfinite(self.clock) else None}
 
-    def load_json(self, data: dict[str, Any] | None) -> None:
+    def load_dict(self, data: dict[str, Any] | None) -> None:
         """Restore saved state; groups made under another ``group_by`` are kept (they finish as they were)."""
         if not data or data.get("version") != 1:
             return

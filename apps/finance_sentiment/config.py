@@ -310,7 +310,8 @@ class WebhookTarget:
             return os.environ.get(self.secret_env) or None
         return None
 
-    def public_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as shown to users and the API: the secret itself is masked."""
         d = asdict(self)
         d["secret"] = "***" if self.secret else None
         return d
@@ -355,7 +356,7 @@ class MonitorConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["webhooks"] = [w.public_dict() for w in self.webhooks]
+        d["webhooks"] = [w.to_dict() for w in self.webhooks]
         return d
 
 

@@ -54,11 +54,11 @@ class Obs:
     source: str
     in_episode: bool = False
 
-    def to_json(self) -> list[Any]:
+    def to_dict(self) -> list[Any]:
         return [self.ts, self.rowid, int(self.hit), self.score, self.sentiment, self.title, self.url, self.source, int(self.in_episode)]
 
     @classmethod
-    def from_json(cls, d: list[Any]) -> "Obs":
+    def from_dict(cls, d: list[Any]) -> "Obs":
         return cls(float(d[0]), int(d[1]), bool(d[2]), float(d[3]), str(d[4]), str(d[5]), str(d[6]), str(d[7]), bool(d[8]))
 
     def evidence(self) -> dict[str, Any]:
@@ -78,8 +78,8 @@ class SeriesState:
     last_start: int = 0  # start second of the last episode (keeps alert keys of later episodes distinct)
     counts: dict[str, int] = field(default_factory=dict)  # volume rules: bucket index -> items that left the window
 
-    def to_json(self) -> dict[str, Any]:
-        d = {"window": [o.to_json() for o in self.window], "base_hits": self.base_hits, "base_n": self.base_n,
+    def to_dict(self) -> dict[str, Any]:
+        d = {"window": [o.to_dict() for o in self.window], "base_hits": self.base_hits, "base_n": self.base_n,
              "base_ts": self.base_ts, "last_ts": self.last_ts, "episode": self.episode, "cooldown_until": self.cooldown_until,
              "last_start": self.last_start}
         if self.counts:
@@ -87,8 +87,8 @@ class SeriesState:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "SeriesState":
-        return cls(deque(Obs.from_json(o) for o in d["window"]), float(d["base_hits"]), float(d["base_n"]),
+    def from_dict(cls, d: dict[str, Any]) -> "SeriesState":
+        return cls(deque(Obs.from_dict(o) for o in d["window"]), float(d["base_hits"]), float(d["base_n"]),
                    d.get("base_ts"), float(d.get("last_ts", 0.0)), d.get("episode"), float(d.get("cooldown_until", 0.0)),
                    int(d.get("last_start", 0)), {str(k): int(v) for k, v in (d.get("counts") or {}).items()})
 
@@ -167,16 +167,16 @@ class SurgeDetector:
         self.first_ts: float | None = None
 
     # -- state -----------------------------------------------------------------------
-    def to_json(self) -> dict[str, Any]:
-        return {"version": 1, "rules": [r.name for r in self.rules], "states": {k: s.to_json() for k, s in self.states.items()},
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": 1, "rules": [r.name for r in self.rules], "states": {k: s.to_dict() for k, s in self.states.items()},
                 "first_ts": self.first_ts}
 
-    def load_json(self, data: dict[str, Any] | None) -> None:
-        """Restore state saved by :meth:`to_json` (states of rules no longer configured are dropped)."""
+    def load_dict(self, data: dict[str, Any] | None) -> None:
+        """Restore state saved by :meth:`to_dict` (states of rules no longer configured are dropped)."""
         if not data or data.get("version") != 1:
             return
         names = {r.name for r in self.rules}
-        self.states = {k: SeriesState.from_json(v) for k, v in data.get("states", {}).items() if k.split("|", 1)[0] in names}
+        self.states = {k: SeriesState.from_dict(v) for k, v in data.get("states", {}).items() if k.split("|", 1)[0] in names}
         self.first_ts = data.get("first_ts")
 
     @staticmethod

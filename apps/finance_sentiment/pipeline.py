@@ -126,15 +126,15 @@ class Monitor:
         if self._detector_gen is not None and gen == self._detector_gen:
             return
         self.detector = SurgeDetector(self.config.rules, max_skew_s=MAX_FUTURE_SKEW_S)
-        self.detector.load_json(self.store.kv_get(DETECTOR_KEY))
+        self.detector.load_dict(self.store.kv_get(DETECTOR_KEY))
         self.notifier = Notifier(self.config.notify, self.config.inhibit_rules)
-        self.notifier.load_json(self.store.kv_get(NOTIFIER_KEY))
+        self.notifier.load_dict(self.store.kv_get(NOTIFIER_KEY))
         self._detector_gen = gen if gen is not None else 0
 
     def _save_detector(self) -> None:
         gen = int(self.store.kv_get(DETECTOR_GEN_KEY) or 0) + 1  # serialised by the write transaction
-        self.store.kv_set(DETECTOR_KEY, self.detector.to_json())
-        self.store.kv_set(NOTIFIER_KEY, self.notifier.to_json())
+        self.store.kv_set(DETECTOR_KEY, self.detector.to_dict())
+        self.store.kv_set(NOTIFIER_KEY, self.notifier.to_dict())
         self.store.kv_set(DETECTOR_GEN_KEY, gen)
         self._detector_gen = gen
 

@@ -103,7 +103,7 @@ class WebhookAdmin:
             self.deliverer.allow_hosts = list(cfg.allow_hosts)
 
     def list(self) -> list[dict[str, Any]]:
-        return [t.public_dict() for t in self.monitor.config.webhooks]
+        return [t.to_dict() for t in self.monitor.config.webhooks]
 
     def add(self, hook: WebhookIn) -> dict[str, Any]:
         with self._lock:
@@ -117,7 +117,7 @@ class WebhookAdmin:
             raw["webhooks"] = hooks + [entry]
             self._save(raw)
         added = next(t for t in self.monitor.config.webhooks if t.name == hook.name)
-        return added.public_dict()
+        return added.to_dict()
 
     def remove(self, name: str) -> None:
         with self._lock:

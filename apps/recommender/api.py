@@ -123,13 +123,13 @@ def create_router(recommender: Recommender, state_dir: str | Path | None = None,
                               filters=_parse_filters(filters), explain=explain)
         _units(request, len(recs))
         return {"user": user, "cold_start": strategy != "history", "strategy": strategy,
-                "recommendations": [r.to_json() for r in recs]}
+                "recommendations": [r.to_dict() for r in recs]}
 
     @router.get("/similar/{item}", dependencies=[Depends(require_scope(READ))])
     def similar(request: Request, item: str, k: int = Query(10, ge=1), filters: str | None = None) -> dict[str, Any]:
         recs = _run(recommender.similar_items, item, min(k, max_k), filters=_parse_filters(filters))
         _units(request, len(recs))
-        return {"item": item, "similar": [r.to_json() for r in recs]}
+        return {"item": item, "similar": [r.to_dict() for r in recs]}
 
     @router.get("/search", dependencies=[Depends(require_scope(READ))])
     def search(request: Request, q: str = Query(..., description="free text", max_length=2000), k: int = Query(10, ge=1),
@@ -137,7 +137,7 @@ def create_router(recommender: Recommender, state_dir: str | Path | None = None,
         fn = recommender.recommend_for_text if as_taste else recommender.search
         recs = _run(fn, q, min(k, max_k), filters=_parse_filters(filters))
         _units(request, len(recs))
-        return {"q": q, "results": [r.to_json() for r in recs]}
+        return {"q": q, "results": [r.to_dict() for r in recs]}
 
     @router.post("/events", dependencies=[Depends(require_scope(WRITE))])
     def post_events(request: Request, body: EventsIn) -> dict[str, Any]:
@@ -153,7 +153,7 @@ def create_router(recommender: Recommender, state_dir: str | Path | None = None,
         if state is not None:
             recommender.save(state)
         _units(request, len(body.items))
-        return {**report.to_json(), "items": len(recommender.catalog)}
+        return {**report.to_dict(), "items": len(recommender.catalog)}
 
     @router.delete("/items", dependencies=[Depends(require_scope(WRITE))])
     def delete_items(request: Request, body: ItemsDelete) -> dict[str, Any]:

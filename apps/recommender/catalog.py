@@ -47,7 +47,7 @@ class UpsertReport:
     def total_skipped(self) -> int:
         return sum(self.skipped.values())
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged, "skipped": dict(self.skipped)}
 
 

@@ -34,7 +34,7 @@ def _load(state: Path):
 
 def _print_recs(recs, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps([r.to_json() for r in recs], indent=2, ensure_ascii=False))
+        typer.echo(json.dumps([r.to_dict() for r in recs], indent=2, ensure_ascii=False))
         return
     for n, r in enumerate(recs, 1):
         typer.echo(f"{n:2d}. {r.title} [{r.item}]  score={r.score:.3f}  {r.explanation}")
@@ -146,7 +146,7 @@ def items_upsert(file: Path = typer.Argument(..., help="CSV/JSONL of items"), st
     rec = _load(state)
     report = rec.upsert_items(read_table(file), show_progress=True)
     rec.save(state)
-    typer.echo(json.dumps({**report.to_json(), "items": len(rec.catalog)}))
+    typer.echo(json.dumps({**report.to_dict(), "items": len(rec.catalog)}))
 
 
 @items_app.command("remove")

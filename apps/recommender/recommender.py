@@ -51,7 +51,7 @@ class Recommendation:
             return "from the catalog"  # cold start before anyone interacted with it
         return "popular with similar users" if self.source == "cf" else "similar to your taste"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["explanation"] = self.explanation
         return d
