@@ -238,7 +238,7 @@ def main(argv=None) -> int:
             result["fewshot"]["all"] = (result["full"].get("members", {}).get("member0") or result["full"])["test_accuracy"]
 
     if "oos" not in skip:
-        from customer_service.intents import IntentModel, oos_rates
+        from customer_service.intents import IntentModel
 
         labels = sorted(set(train[1]))
         rng = np.random.default_rng(42)

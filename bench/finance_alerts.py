@@ -19,15 +19,13 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import sys
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _finance_common import (ARTIFACTS, DATA, PHRASEBANK, ROOT, print_table, read_split,  # noqa: E402,F401
-                             sentiment_artifact, write_result)
+from _finance_common import ARTIFACTS, DATA, PHRASEBANK, ROOT, print_table, read_split, sentiment_artifact, write_result  # noqa: E402,F401
 
 
 def build(args, watchlist):
@@ -94,8 +92,6 @@ def main() -> None:
     if args.quick:
         args.bursts, args.hours = 3, 24.0
 
-    from verticore import Embedder, resolve_device
-
     from finance_sentiment.config import MonitorConfig, Rule
     from finance_sentiment.entities import Watchlist
     from finance_sentiment.paths import SAMPLES
@@ -103,6 +99,7 @@ def main() -> None:
     from finance_sentiment.scoring import SentimentModel, TopicModel
     from finance_sentiment.sources import ReplaySource
     from finance_sentiment.store import SQLiteStore
+    from verticore import Embedder, resolve_device
 
     artifact = sentiment_artifact(args.model, args.quick)
     watchlist = Watchlist.load(SAMPLES / "watchlist.csv")

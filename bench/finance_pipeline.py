@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import sys
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _finance_common import (ARTIFACTS, DATA, PHRASEBANK, ROOT, print_table, read_split,  # noqa: E402,F401
-                             sentiment_artifact, write_result)
+from _finance_common import ARTIFACTS, DATA, PHRASEBANK, ROOT, print_table, read_split, sentiment_artifact, write_result  # noqa: E402,F401
 
 
 def build_items(limit: int | None, seed: int = 0) -> list[dict]:
@@ -55,8 +53,6 @@ def main() -> None:
     args = ap.parse_args()
     limit = args.limit or (200 if args.quick else None)
 
-    from verticore import Embedder, resolve_device
-
     from finance_sentiment.config import MonitorConfig
     from finance_sentiment.entities import Watchlist
     from finance_sentiment.items import NewsItem
@@ -64,6 +60,7 @@ def main() -> None:
     from finance_sentiment.pipeline import Monitor
     from finance_sentiment.scoring import SentimentModel, TopicModel
     from finance_sentiment.store import SQLiteStore
+    from verticore import Embedder, resolve_device
 
     artifact = sentiment_artifact(args.model, args.quick)
     records = build_items(limit)
@@ -74,7 +71,9 @@ def main() -> None:
     topics = TopicModel(embedder, cfg.topics, threshold=cfg.zero_shot_threshold)
     watchlist = Watchlist.load(SAMPLES / "watchlist.csv")
     # warm up every model outside the timed region
-    sentiment.score(["Warm-up sentence ."]); embedder.encode(["warm up"]); topics.assign(["warm up"])
+    sentiment.score(["Warm-up sentence ."])
+    embedder.encode(["warm up"])
+    topics.assign(["warm up"])
 
     with tempfile.TemporaryDirectory() as tmp:
         store = SQLiteStore(Path(tmp) / "bench.db")

@@ -45,8 +45,8 @@ def main() -> None:
     from seqeval.metrics import classification_report, f1_score
 
     from verticore import TokenClassifier
-    from verticore.inference.token_classifier import entity_f1
     from verticore.finetune import TokenClassifierTrainingConfig, read_conll, train_token_classifier
+    from verticore.inference.token_classifier import entity_f1
 
     tr_x, tr_y = read_conll(args.data / "eng.train")
     dv_x, dv_y = read_conll(args.data / "eng.testa")

@@ -109,12 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         args.latency_requests = 20
         args.out = args.out if args.out != "recommender" else "recommender_quick"
 
-    from verticore import Embedder
-    from verticore.errors import VerticoreError
-
     from recommender import EASE, Catalog, Popularity, Recommender
     from recommender.movielens import MOVIELENS_TEMPLATE, load_splits, movie_records
     from recommender.training import finetune_on_behaviour, tune_alpha
+    from verticore import Embedder
+    from verticore.errors import VerticoreError
 
     t_start = time.time()
     data = Path(args.data)
@@ -257,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     from fastapi.testclient import TestClient
 
     from recommender.api import create_app
-
     from verticore.serving import ServingSettings
 
     # route latency as before API keys existed (the auth overhead is bench/serving.py's figure)

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA as _DATA, write_result  # noqa: E402  (also puts shared/ and apps/ on sys.path)
-
+from common import DATA as _DATA  # noqa: E402  (also puts shared/ and apps/ on sys.path)
+from common import write_result
 
 DATA = _DATA / "bitext_customer_support" / "splits"
 

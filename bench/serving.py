@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,9 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ARTIFACTS, ROOT, print_table, write_result  # noqa: E402
-
 import httpx  # noqa: E402
+from common import ARTIFACTS, ROOT, print_table, write_result  # noqa: E402
 
 CONCURRENCY = 32
 SENTENCES = [line.split(",")[0].strip('"') for line in (ROOT / "tests" / "data" / "tiny_sentiment.csv")

@@ -40,9 +40,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ARTIFACTS, DATA, print_table, write_result  # noqa: E402
-
 import numpy as np  # noqa: E402
+from common import ARTIFACTS, DATA, print_table, write_result  # noqa: E402
 
 FIDELITY_COS = 0.99
 FIDELITY_ARGMAX = 0.99
@@ -89,7 +88,6 @@ def random_head_classifier() -> Path:
 
     from verticore import resolve_model
     from verticore.io import atomic_write_json
-
     from verticore.settings import get_settings
 
     out = get_settings().cache / "bench" / "random_head_classifier"
@@ -230,7 +228,8 @@ def _run(args) -> int:
                        "passes": bool(cos.min() >= FIDELITY_COS), "wall_s_runs": res[b]["walls"]}
     emb_base = {"sentences_per_s": n / res["baseline"]["wall_s"],
                 "cpu_sentences_per_s": n / max(res["baseline"]["cpu_s"], 1e-9), "wall_s_runs": res["baseline"]["walls"]}
-    del embedders, contenders, res, st
+    del embedders, contenders, res
+    st = None  # noqa: F841 -- drop the baseline model before the classifier part
 
     # -- classifier -----------------------------------------------------------------------
     clf_rows: dict[str, dict[str, Any]] = {}

@@ -39,9 +39,8 @@ def keys(tmp_path):
 @pytest.fixture(scope="module")
 def rec_base(tmp_path_factory, default_embedder):
     """A small text-mode recommender on 48 sample items (8 per genre) and their sample interactions, saved once."""
-    from verticore.io import read_table
-
     from recommender import Catalog, Interactions, Recommender
+    from verticore.io import read_table
 
     items = read_table(REC_SAMPLES / "items.csv")
     items = items.groupby("genre", sort=False).head(8)
@@ -347,11 +346,10 @@ def test_recommender_plugin_serves_the_state_under_home(rec_base, tmp_path, keys
 
     from fastapi import FastAPI
 
+    from recommender.plugin import APP
     from verticore.errors import ArtifactError
     from verticore.plugins import ServingContext
     from verticore.serving import install_serving
-
-    from recommender.plugin import APP
 
     settings, h = keys
     with pytest.raises(ArtifactError, match="recommender demo"):
@@ -371,12 +369,11 @@ def test_finance_plugin_runs_the_deliverer_while_serving(fin, tmp_path, keys, mo
 
     from fastapi import FastAPI
 
+    from finance_sentiment.pipeline import Monitor
+    from finance_sentiment.plugin import APP
     from verticore.errors import ArtifactError
     from verticore.plugins import ServingContext
     from verticore.serving import install_serving
-
-    from finance_sentiment.pipeline import Monitor
-    from finance_sentiment.plugin import APP
 
     settings, h = keys
     with pytest.raises(ArtifactError, match="no sentiment model"):

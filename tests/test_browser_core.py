@@ -5,8 +5,8 @@ Screenshots: tests/_screenshots/hub_home.png and tests/_screenshots/hub_core.png
 from __future__ import annotations
 
 import pytest
-
 from streamlit_harness import HUB_SCRIPT, SCREENSHOTS, prepared_demo_home, require_chromium, streamlit_browser
+
 from verticore.dashboard import CORE_URL_PATH
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -3,8 +3,6 @@ tickets, feedback, stats, and one-line errors for bad input."""
 import json
 import sys
 
-import pytest
-
 from customer_service.cli import main
 
 

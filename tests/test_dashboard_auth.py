@@ -292,7 +292,6 @@ def test_real_server_on_every_interface_without_users_shows_only_the_refusal(hom
     import sys
 
     from playwright.sync_api import sync_playwright
-
     from streamlit_harness import CHROMIUM_ARGS, _server_env, _wait_health, chromium_path, free_port, require_chromium
 
     require_chromium()

@@ -7,9 +7,20 @@ import numpy as np
 import pytest
 
 from verticore.errors import DataError
-from verticore.evaluation import (RankingEvaluator, Recommender, classification_metrics, coverage, evaluate,
-                                  hit_at_k, mrr, multilabel_metrics, ndcg_at_k, precision_at_k, ranking_metrics,
-                                  recall_at_k)
+from verticore.evaluation import (
+    RankingEvaluator,
+    Recommender,
+    classification_metrics,
+    coverage,
+    evaluate,
+    hit_at_k,
+    mrr,
+    multilabel_metrics,
+    ndcg_at_k,
+    precision_at_k,
+    ranking_metrics,
+    recall_at_k,
+)
 
 
 def test_classification_hand_computed():

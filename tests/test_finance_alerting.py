@@ -12,9 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from verticore.errors import DataError
-from verticore.serving import KeyStore, ServingSettings
-
 from finance_sentiment.alerting import labels_of, new_silence, parse_matchers
 from finance_sentiment.config import Rule, WebhookTarget, config_from_dict, load_config
 from finance_sentiment.detect import SurgeDetector, poisson_sf
@@ -23,6 +20,8 @@ from finance_sentiment.items import NewsItem, ScoredItem
 from finance_sentiment.paths import SAMPLES
 from finance_sentiment.pipeline import Monitor
 from finance_sentiment.store import SQLiteStore
+from verticore.errors import DataError
+from verticore.serving import KeyStore, ServingSettings
 
 T = 1_750_000_000.0
 HOOK = WebhookTarget("hook", "https://hooks.example.com/x")
@@ -359,9 +358,8 @@ def test_silence_cli_add_list_expire(tmp_path):
 def test_silence_api_scopes_and_errors(tmp_path):
     from fastapi import FastAPI
 
-    from verticore.serving import install_serving
-
     from finance_sentiment.server import create_router
+    from verticore.serving import install_serving
 
     ks = KeyStore(tmp_path / "keys.db")
     h = {}

@@ -17,13 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from verticore.errors import DataError
-
 from finance_sentiment.config import WebhookTarget, config_from_dict, validate_webhook_url
 from finance_sentiment.receiver import LocalReceiver, receiver_counts
 from finance_sentiment.sources import fetch_feed
 from finance_sentiment.store import SQLiteStore
 from finance_sentiment.webhooks import Deliverer, build_payload, queue_alerts, synthetic_alert
+from verticore.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOP = "127.0.0.1,::1"

@@ -13,8 +13,6 @@ import time
 import numpy as np
 import pytest
 
-from verticore.errors import DataError
-
 from finance_sentiment.config import MonitorConfig, Rule, WebhookTarget
 from finance_sentiment.detect import SurgeDetector
 from finance_sentiment.entities import Watchlist
@@ -24,6 +22,7 @@ from finance_sentiment.pipeline import Monitor
 from finance_sentiment.scoring import SentimentModel, TopicModel
 from finance_sentiment.sources import FolderSource
 from finance_sentiment.store import MIGRATIONS, SQLiteStore
+from verticore.errors import DataError
 
 NOW = 1_750_000_000.0
 RULE = Rule("neg", series="entity", window_minutes=60, min_count=4, z_threshold=2.5, min_share=0.5,

@@ -4,7 +4,6 @@ and the dashboard page (AppTest and headless Chromium)."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -179,9 +178,8 @@ def test_pipeline_dedupes_rejects_bad_input_and_alerts_exactly_once_across_resta
 def test_http_news_endpoint(tmp_path, default_embedder):
     from fastapi.testclient import TestClient
 
-    from verticore.serving import KeyStore, ServingSettings
-
     from finance_sentiment.server import create_app
+    from verticore.serving import KeyStore, ServingSettings
 
     mon = _monitor(tmp_path / "h.db", default_embedder)
     key, _ = KeyStore(tmp_path / "keys.db").create("ingest", ["finance:ingest", "finance:read"])

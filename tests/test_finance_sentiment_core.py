@@ -9,21 +9,23 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 import pytest
 
-from verticore.errors import DataError
-
-from finance_sentiment.config import MonitorConfig, Rule, WebhookTarget, config_from_dict, load_config, validate_webhook_url
+from finance_sentiment.config import (
+    Rule,
+    WebhookTarget,
+    load_config,
+    validate_webhook_url,
+)
 from finance_sentiment.detect import SurgeDetector
 from finance_sentiment.entities import Watchlist
 from finance_sentiment.items import NewsItem, ScoredItem, parse_timestamp
 from finance_sentiment.receiver import LocalReceiver
 from finance_sentiment.sources import FolderSource, ReplaySource, fetch_feed, parse_feed, read_records
 from finance_sentiment.store import MIGRATIONS, SQLiteStore
-from finance_sentiment.text import normalize_title, split_sentences, title_hash
-from finance_sentiment.webhooks import (Deliverer, backoff_delay, build_payload, idempotency_key, sign,
-                                        verify_signature)
+from finance_sentiment.text import split_sentences, title_hash
+from finance_sentiment.webhooks import Deliverer, backoff_delay, build_payload, idempotency_key, sign, verify_signature
+from verticore.errors import DataError
 
 T0 = 1_700_000_000.0
 

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from verticore.index import factory as index_factory
-from verticore.index import persistence as index_persistence
 from verticore.errors import ArtifactError, DataError, IndexMismatchError, VerticoreError
 from verticore.index import SearchHit, VectorIndex
+from verticore.index import factory as index_factory
+from verticore.index import persistence as index_persistence
 
 D = 32
 N = 400

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from verticore import ArtifactError, DataError, Embedder, TextClassifier, VerticoreError
+from verticore import ArtifactError, DataError, TextClassifier, VerticoreError
 
 
 def test_embedder_matches_sentence_transformers(default_embedder):

@@ -110,8 +110,8 @@ def test_killed_index_save_leaves_temp_that_next_open_removes(tmp_path):
 
 
 def test_index_orphan_generation_removed_on_open(tmp_path, monkeypatch):
-    from verticore.index import persistence as index_persistence
     from verticore.index import VectorIndex
+    from verticore.index import persistence as index_persistence
 
     idx, _ = _small_index()
     idx.save(tmp_path)

@@ -71,11 +71,10 @@ def test_explicit_alpha_overrides_and_skips_tuning(tuned_state, tmp_path, capsys
 
 
 def test_tune_alpha_matches_a_manual_grid_search(tuned_state):
-    from verticore.evaluation import ranking_metrics
-
     from recommender.cf import EASE
     from recommender.recommender import Recommender
     from recommender.training import holdout_last, tune_alpha
+    from verticore.evaluation import ranking_metrics
 
     rec = Recommender.load(tuned_state)
     tuned = tune_alpha(rec.catalog, rec.interactions, grid=(0.0, 1.0), max_users=20)

@@ -51,10 +51,9 @@ def test_prepare_demo_is_idempotent_and_uses_finetuned_model(demo_home, demo_rec
 
 
 def test_index_from_another_model_is_refused(demo_home, default_embedder):
-    from verticore.errors import IndexMismatchError
-
     from recommender import Catalog
     from recommender.demo import demo_dir
+    from verticore.errors import IndexMismatchError
 
     with pytest.raises(IndexMismatchError):
         Catalog.load(demo_dir(demo_home) / "state" / "catalog", embedder=default_embedder)

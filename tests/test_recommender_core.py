@@ -7,10 +7,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recommender import (
+    EASE,
+    Catalog,
+    Interactions,
+    Popularity,
+    Recommender,
+    co_interaction_pairs,
+    decay_weights,
+    interleave,
+    mmr,
+    multi_interest,
+    render_template,
+)
 from verticore.errors import ArtifactError, DataError, IndexMismatchError
-
-from recommender import (EASE, Catalog, Interactions, Popularity, Recommender, co_interaction_pairs, decay_weights,
-                         interleave, mmr, multi_interest, render_template)
 
 ITEMS = [
     {"item_id": "h1", "title": "Night of Fangs", "description": "A vampire horror film set in a haunted castle.", "tags": ["horror", "vampire"], "genre": "Horror"},

@@ -17,8 +17,15 @@ import pytest
 from typer.testing import CliRunner
 
 from verticore.errors import ArtifactError, DataError
-from verticore.registry import (GateResult, ModelRegistry, ModelVersion, compare, compare_correctness,
-                                mcnemar_exact, paired_bootstrap_ci)
+from verticore.registry import (
+    GateResult,
+    ModelRegistry,
+    ModelVersion,
+    compare,
+    compare_correctness,
+    mcnemar_exact,
+    paired_bootstrap_ci,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 APP, MODEL = "customer_service", "intent"

@@ -8,8 +8,20 @@ import pytest
 
 from verticore.errors import DataError, VerticoreError
 from verticore.evaluation import RankingModel, evaluate_ranking, ranking_metrics, score_matrix_metrics
-from verticore.retrieval import (RRF, BM25Retriever, ConvexFusion, DenseRetriever, FusionCalibrator, HybridRetriever,
-                                 RetrievalComponent, Retriever, fusions, retrievers, tokenize, two_way_fusion)
+from verticore.retrieval import (
+    RRF,
+    BM25Retriever,
+    ConvexFusion,
+    DenseRetriever,
+    FusionCalibrator,
+    HybridRetriever,
+    RetrievalComponent,
+    Retriever,
+    fusions,
+    retrievers,
+    tokenize,
+    two_way_fusion,
+)
 
 # A small support corpus written for these tests.
 KEYS = ["pw", "refund", "phone", "track", "order-4711"]

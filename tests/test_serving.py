@@ -12,15 +12,22 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 
 from verticore.errors import DataError
-from verticore.plugins import AppSpec, ServingContext, discover_apps
-from verticore.serving import (KeyStore, MicroBatcher, Principal, QueueFullError, ServingSettings, install_serving,
-                               query_usage, require_scope)
+from verticore.plugins import AppSpec, discover_apps
+from verticore.serving import (
+    KeyStore,
+    MicroBatcher,
+    Principal,
+    QueueFullError,
+    ServingSettings,
+    install_serving,
+    query_usage,
+    require_scope,
+)
 from verticore.serving.metering import seconds_to_next_utc_day
 
 

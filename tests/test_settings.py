@@ -57,7 +57,6 @@ def test_all_demo_fast_readers_agree(monkeypatch):
     from customer_service import demo as cs_demo
     from finance_sentiment import demo as fin_demo
     from recommender import demo as rec_demo
-
     from verticore import demo as core_demo
 
     monkeypatch.setenv("VERTICORE_DEMO_FAST", "on")

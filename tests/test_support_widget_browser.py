@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from streamlit_harness import CHROMIUM_ARGS, SCREENSHOTS, chromium_path, free_port, require_chromium
+from test_support_api import ScriptedIntents
 
 from customer_service.api import create_app
 from customer_service.bot import Bot
@@ -17,9 +19,6 @@ from customer_service.kb import KnowledgeBase
 from customer_service.store import BotStore
 from customer_service.templates import TemplateSet
 from verticore.serving import KeyStore, ServingSettings
-
-from streamlit_harness import CHROMIUM_ARGS, SCREENSHOTS, chromium_path, free_port, require_chromium
-from test_support_api import ScriptedIntents
 
 SAMPLES = Path(__file__).resolve().parents[1] / "apps" / "customer_service" / "samples"
 

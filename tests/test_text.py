@@ -11,8 +11,16 @@ import pytest
 
 from verticore import io as vio
 from verticore.errors import DataError
-from verticore.text import (html_to_markdown, html_to_text, minmax_normalise, parse_table, read_table,
-                            split_sentences, utc_iso, utc_now)
+from verticore.text import (
+    html_to_markdown,
+    html_to_text,
+    minmax_normalise,
+    parse_table,
+    read_table,
+    split_sentences,
+    utc_iso,
+    utc_now,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,10 +9,23 @@ import numpy as np
 import pytest
 
 from verticore.errors import ArtifactError, DataError, VerticoreError
-from verticore.finetune.token_classifier import (TokenClassifierTrainingConfig, align_labels, clean_tagged_rows,
-                                                 label_list, read_conll, train_token_classifier)
-from verticore.inference.token_classifier import (TokenClassifier, entities_from_tags, entity_f1, iob2_spans,
-                                                  most_central, split_words, window_starts)
+from verticore.finetune.token_classifier import (
+    TokenClassifierTrainingConfig,
+    align_labels,
+    clean_tagged_rows,
+    label_list,
+    read_conll,
+    train_token_classifier,
+)
+from verticore.inference.token_classifier import (
+    TokenClassifier,
+    entities_from_tags,
+    entity_f1,
+    iob2_spans,
+    most_central,
+    split_words,
+    window_starts,
+)
 
 DATA = Path(__file__).parent / "data" / "tiny_ner.conll"
 

@@ -169,8 +169,12 @@ def train_intent_model(train_texts: Sequence[str], train_labels: Sequence[str], 
     in seconds) and about twice the inference cost).
     Returns the loaded :class:`IntentModel` and the training metrics (plus ``"oos"``).
     """
-    from verticore.finetune import (ClassifierTrainingConfig, default_ensemble_configs, train_classifier,
-                                    train_classifier_ensemble)
+    from verticore.finetune import (
+        ClassifierTrainingConfig,
+        default_ensemble_configs,
+        train_classifier,
+        train_classifier_ensemble,
+    )
 
     if len(set(train_labels)) < 2:
         raise DataError("intent training needs at least two different intents")

@@ -34,8 +34,17 @@ from tqdm.auto import tqdm
 
 from verticore.errors import DataError, IndexMismatchError
 from verticore.io import atomic_write_json, read_json
-from verticore.retrieval import (FUSION_METHODS, BM25Retriever, Candidates, DenseRetriever, FusionCalibrator,
-                                 HybridRetriever, rrf_fuse, tokenize, two_way_fusion)
+from verticore.retrieval import (
+    FUSION_METHODS,
+    BM25Retriever,
+    Candidates,
+    DenseRetriever,
+    FusionCalibrator,
+    HybridRetriever,
+    rrf_fuse,
+    tokenize,
+    two_way_fusion,
+)
 from verticore.storage import connect
 
 from .loaders import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, ParsedDocument, ingestable_files, parse_bytes, parse_file

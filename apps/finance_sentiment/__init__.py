@@ -12,9 +12,9 @@ Public API::
 """
 from __future__ import annotations
 
-from .items import NewsItem
-from .entities import Watchlist
 from .config import MonitorConfig, Rule, WebhookTarget, load_config
+from .entities import Watchlist
+from .items import NewsItem
 
 __all__ = ["NewsItem", "Watchlist", "MonitorConfig", "Rule", "WebhookTarget", "load_config", "Monitor"]
 

@@ -131,8 +131,8 @@ class Catalog:
 
     def __init__(self, embedder: Any = "default", template: str = DEFAULT_TEMPLATE, id_field: str | None = None,
                  factory: str = "Flat", use_gpu: str | bool = "auto", batch_size: int = 64) -> None:
-        from verticore.inference import Embedder
         from verticore.index import VectorIndex
+        from verticore.inference import Embedder
 
         if isinstance(embedder, (str, Path)):
             embedder = Embedder(str(embedder), batch_size=batch_size)

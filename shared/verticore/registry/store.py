@@ -27,12 +27,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from ..errors import ArtifactError, DataError
 from ..io import DirLock, atomic_write_json, file_sha256, fsync_dir, pid_alive, read_json
 from ..text import utc_iso
 from .gate import GateResult, compare
+
+if TYPE_CHECKING:
+    from .watch import ModelHandle
 
 log = logging.getLogger(__name__)
 

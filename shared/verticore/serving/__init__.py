@@ -10,8 +10,16 @@ body limit, 503 on full batch queues and a graceful shutdown. ``require_scope("r
 the FastAPI dependency that guards a route. :class:`MicroBatcher` merges concurrent requests
 into one model call.
 """
-from .auth import (AUTH_DISABLED, Principal, ServingSettings, ServingState, authorize, install_serving, require_scope,
-                   serving_state)
+from .auth import (
+                   AUTH_DISABLED,
+                   Principal,
+                   ServingSettings,
+                   ServingState,
+                   authorize,
+                   install_serving,
+                   require_scope,
+                   serving_state,
+)
 from .batching import MicroBatcher, QueueFullError
 from .body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, add_body_limit
 from .keys import SCOPES, KeyRecord, KeyStore
