@@ -42,11 +42,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import numpy as np
-    from seqeval.metrics import classification_report, f1_score
+    from seqeval.metrics import f1_score as seqeval_f1
 
     from verticore import TokenClassifier
+    from verticore.evaluation import entity_f1
     from verticore.finetune import TokenClassifierTrainingConfig, read_conll, train_token_classifier
-    from verticore.inference.token_classifier import entity_f1
 
     tr_x, tr_y = read_conll(args.data / "eng.train")
     dv_x, dv_y = read_conll(args.data / "eng.testa")
@@ -76,16 +76,14 @@ def main() -> None:
 
     ner = TokenClassifier(art)
     te_pred, words_per_s = _tag_timed(ner, te_x)
-    test_f1 = float(f1_score(te_y, te_pred))
-    # dev F1 comes from the artifact's metrics.json (Verticore's entity_f1, same conventions as
-    # seqeval: checked here on test and in tests/test_token_classifier.py)
+    scores = entity_f1(te_y, te_pred)  # verticore.evaluation, cross-checked against seqeval just below
+    test_f1 = float(scores["f1"])
+    assert abs(test_f1 - float(seqeval_f1(te_y, te_pred))) < 1e-9
+    # dev F1 comes from the artifact's metrics.json (the same entity_f1, computed while training)
     dev_f1 = float(metrics["dev"]["f1"])
-    own = entity_f1(te_y, te_pred)["f1"]
-    assert abs(test_f1 - own) < 1e-9, (test_f1, own)
-    rep = classification_report(te_y, te_pred, output_dict=True)
-    per_type = {t: {"precision": round(float(rep[t]["precision"]), 4), "recall": round(float(rep[t]["recall"]), 4),
-                    "f1": round(float(rep[t]["f1-score"]), 4), "support": int(rep[t]["support"])}
-                for t in ("PER", "ORG", "LOC", "MISC") if t in rep}
+    per_type = {t: {"precision": round(float(v["precision"]), 4), "recall": round(float(v["recall"]), 4),
+                    "f1": round(float(v["f1"]), 4), "support": int(v["support"])}
+                for t, v in scores["per_type"].items() if t in ("PER", "ORG", "LOC", "MISC")}
     result = {
         "test_f1": round(test_f1, 4), "dev_f1": round(dev_f1, 4), "per_type": per_type,
         "train_seconds": metrics["train_seconds"], "tokens_per_s": round(words_per_s, 1),
@@ -100,7 +98,7 @@ def main() -> None:
     if not args.no_int8 and ner.resolved_device == "cpu":
         q_pred, q_words_per_s = _tag_timed(TokenClassifier(art, backend="torch-int8"), te_x)
         agree = sum(a == b for p, q in zip(te_pred, q_pred) for a, b in zip(p, q)) / sum(len(p) for p in te_pred)
-        result["int8"] = {"backend": "torch-int8", "test_f1": round(float(f1_score(te_y, q_pred)), 4),
+        result["int8"] = {"backend": "torch-int8", "test_f1": round(float(entity_f1(te_y, q_pred)["f1"]), 4),
                           "tag_agreement_with_fp32": round(agree, 4), "tokens_per_s": round(q_words_per_s, 1)}
         print(f"torch-int8: test F1 {result['int8']['test_f1']:.4f}, {agree:.2%} of word tags as fp32, "
               f"{q_words_per_s:.0f} words/s")

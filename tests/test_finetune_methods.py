@@ -68,8 +68,8 @@ def test_lora_options_left_the_core_config_but_old_keywords_still_work():
     assert replace(cfg, head_init="random").method_config() == cfg.method_config()
     # for another method the LoRA keywords are ignored, as they always were
     full = ClassifierTrainingConfig(method="full", lora_learning_rate=8e-4)
-    assert full.method_args == {} and full.to_json()["method_args"] == {}
-    assert ClassifierTrainingConfig(method="lora").to_json()["method_args"]["r"] == 16
+    assert full.method_args == {} and full.to_dict()["method_args"] == {}
+    assert ClassifierTrainingConfig(method="lora").to_dict()["method_args"]["r"] == 16
     # the token classifier keeps its larger LoRA learning rate as a per-method default
     assert TokenClassifierTrainingConfig(method="lora").method_config().learning_rate == 1e-3
     assert TokenClassifierTrainingConfig(method="lora", lora_learning_rate=None).method_config().learning_rate is None

@@ -261,14 +261,14 @@ def write_classifier_artifact(directory: Path, cfg: ClassifierTrainingConfig, da
     ``directory`` (the weights, tokenizer, labels and calibration are already there)."""
     labels = data.space.labels
     atomic_write_json(directory / "metrics.json", metrics)
-    atomic_write_json(directory / "training_config.json", cfg.to_json())
+    atomic_write_json(directory / "training_config.json", cfg.to_dict())
     fp = fingerprint_texts(data.train_texts, ["|".join(l) if isinstance(l, list) else l for l in data.train_labels])
     write_meta(directory, ArtifactMeta(kind="classifier", base_model=cfg.base, base_model_name=base_model_name,
                                        data_fingerprint=fp, method=cfg.method,
                                        extra={"pooling": pooling, "n_train": len(data.train_texts),
                                               "n_dev": len(data.dev_texts), "labels": labels,
                                               "multi_label": cfg.multi_label}))
-    card = model_card("classifier", cfg.to_json(), metrics, base_model_name, labels, fp)
+    card = model_card("classifier", cfg.to_dict(), metrics, base_model_name, labels, fp)
     atomic_write_text(directory / "README.md", card)
 
 

@@ -86,7 +86,7 @@ class ClassifierTrainingConfig:
 
         return method_config(self.method, {**self.method_defaults.get(self.method, {}), **dict(self.method_args)})
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "method_args": self.method_config().model_dump(mode="json")}
 
 
@@ -127,5 +127,5 @@ class EmbedderTrainingConfig:
     mixed_precision: str = "auto"
     device: str = "auto"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)

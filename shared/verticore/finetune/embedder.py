@@ -148,12 +148,12 @@ def train_embedder(
     try:
         model.save(str(staged.tmp), safe_serialization=True)
         atomic_write_json(staged.tmp / "metrics.json", metrics)
-        atomic_write_json(staged.tmp / "training_config.json", cfg.to_json())
+        atomic_write_json(staged.tmp / "training_config.json", cfg.to_dict())
         fp = fingerprint_texts([a for a, _ in clean], [p for _, p in clean])
         write_meta(staged.tmp, ArtifactMeta(kind="embedder", base_model=cfg.base, base_model_name=resolved.name,
                                             data_fingerprint=fp, method="contrastive-mnrl",
                                             extra={"n_pairs": len(clean), "grouped_batches": groups is not None}))
-        atomic_write_text(staged.tmp / "README.md", model_card("embedder", cfg.to_json(), metrics, resolved.name, None, fp))
+        atomic_write_text(staged.tmp / "README.md", model_card("embedder", cfg.to_dict(), metrics, resolved.name, None, fp))
         artifact = staged.commit()
     except BaseException:
         staged.abort()

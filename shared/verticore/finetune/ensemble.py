@@ -86,7 +86,7 @@ def train_classifier_ensemble(
         res = train_classifier(list(train_texts), list(train_labels), list(dev_texts), list(dev_labels), out / name,
                                config=cfg, show_progress=show_progress)
         members.append((name, "classifier", 1.0))
-        metrics["members"][name] = {"config": cfg.to_json(), "best_step": res.metrics.get("best_step"),
+        metrics["members"][name] = {"config": cfg.to_dict(), "best_step": res.metrics.get("best_step"),
                                     "train_seconds": res.metrics.get("train_seconds")}
         if labels is None:
             from ..artifact import read_labels

@@ -44,8 +44,8 @@ class TokenClassifierTrainingConfig(ClassifierTrainingConfig):
     #: LoRA on token classification wants a larger adapter learning rate than on sequences
     method_defaults: ClassVar[dict[str, dict[str, Any]]] = {"lora": {"learning_rate": 1e-3}}
 
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in super().to_json().items() if k not in _SEQUENCE_ONLY}
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in super().to_dict().items() if k not in _SEQUENCE_ONLY}
 
 
 def clean_tagged_rows(tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[str]], what: str,
@@ -194,7 +194,7 @@ def train_token_classifier(
         if test_tokens is not None and test_tags is not None:
             metrics["test"] = entity_f1(test_tags, clf.predict_words(test_tokens))
         atomic_write_json(staged.tmp / "metrics.json", metrics)
-        atomic_write_json(staged.tmp / "training_config.json", cfg.to_json())
+        atomic_write_json(staged.tmp / "training_config.json", cfg.to_dict())
         fp = fingerprint_texts([" ".join(r) for r in train_tokens], [" ".join(t) for t in train_tags])
         types = sorted({l[2:] for l in labels if l != "O"})
         write_meta(staged.tmp, ArtifactMeta(kind="token_classifier", base_model=cfg.base, base_model_name=resolved.name,
@@ -202,7 +202,7 @@ def train_token_classifier(
                                             extra={"n_train": len(train_tokens), "n_dev": len(dev_tokens),
                                                    "labels": labels,
                                                    "entity_types": types, "tagging": "IOB2"}))
-        card = model_card("token_classifier", cfg.to_json(), metrics, resolved.name, labels, fp)
+        card = model_card("token_classifier", cfg.to_dict(), metrics, resolved.name, labels, fp)
         atomic_write_text(staged.tmp / "README.md", card)
         artifact = staged.commit()
     except BaseException:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..artifact import LabelSpace, check_artifact_dir, read_labels, read_meta
 from ..errors import ArtifactError, DataError, VerticoreError
+from ..evaluation import entity_f1  # noqa: F401  (re-exported: metrics live in verticore.evaluation)
 from ..models import resolve_device, resolve_dtype, resolve_model
 from .backends import Backend, make_backend
 from .chunking import length_sorted_batches, pad_batch, special_tokens
@@ -71,32 +72,6 @@ def iob2_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     if cur is not None:
         spans.append((cur, start, len(tags)))
     return spans
-
-
-def _prf(correct: int, n_pred: int, n_true: int) -> dict[str, float]:
-    p = correct / n_pred if n_pred else 0.0
-    r = correct / n_true if n_true else 0.0
-    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
-
-
-def entity_f1(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> dict[str, Any]:
-    """Entity-level micro precision/recall/F1 (exact span and type match) plus per-type scores,
-    as seqeval's default mode and conlleval compute them."""
-    if len(true_tags) != len(pred_tags):
-        raise DataError(f"{len(true_tags)} gold sentences but {len(pred_tags)} predicted")
-    gold: set[tuple[int, str, int, int]] = set()
-    pred: set[tuple[int, str, int, int]] = set()
-    for i, (t, p) in enumerate(zip(true_tags, pred_tags)):
-        if len(t) != len(p):
-            raise DataError(f"sentence #{i}: {len(t)} gold tags but {len(p)} predicted")
-        gold.update((i, *s) for s in iob2_spans(t))
-        pred.update((i, *s) for s in iob2_spans(p))
-    out: dict[str, Any] = {**_prf(len(gold & pred), len(pred), len(gold)), "support": len(gold), "per_type": {}}
-    for typ in sorted({s[1] for s in gold | pred}):
-        g = {s for s in gold if s[1] == typ}
-        q = {s for s in pred if s[1] == typ}
-        out["per_type"][typ] = {**_prf(len(g & q), len(q), len(g)), "support": len(g)}
-    return out
 
 
 # -- windows over long texts ---------------------------------------------------------------------
