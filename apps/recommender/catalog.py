@@ -386,19 +386,12 @@ class Catalog:
         another model than ``embedder``, :class:`ArtifactError` for a missing/corrupt directory
         or items that disagree with the index.
         """
-        from verticore.io import DirLock
+        from verticore.io import lock_for_reading
 
         d = Path(directory)
         if not (d / "catalog.json").exists():
             raise ArtifactError(f"no saved catalog in {d} (catalog.json missing)")
-        lock = DirLock(d)
-        if lock.acquire(blocking=False) and lock.held:  # no save running: clear what killed saves left
-            try:
-                _clean_dead_saves(d)
-            except OSError:  # read-only directory: loading still works
-                pass
-        else:  # a save is running: wait, then read while no save can remove our generation
-            lock.acquire(shared=True)
+        lock = lock_for_reading(d, _clean_dead_saves)
         try:
             return cls._load_locked(d, embedder, use_gpu)
         finally:

@@ -157,7 +157,8 @@ def multilabel_metrics(y_true_sets: Sequence[Iterable[Any]], y_pred_sets: Sequen
 # -- ranking ------------------------------------------------------------------------------------
 
 
-def _check_k(k: int) -> int:
+def check_k(k: Any) -> int:
+    """``k`` as a positive int; anything else is a one-line :class:`DataError`."""
     try:
         k = int(k)
     except (TypeError, ValueError):
@@ -183,13 +184,13 @@ def _top_k(recommended: Iterable[Hashable] | None, k: int) -> list[Hashable]:
 def recall_at_k(recommended: Sequence[Hashable], relevant: Iterable[Hashable], k: int = 10) -> float:
     """Share of the relevant items found in the top ``k`` (0 when nothing is relevant)."""
     rel = set(relevant)
-    top = _top_k(recommended, _check_k(k))
+    top = _top_k(recommended, check_k(k))
     return _safe_div(sum(1 for x in top if x in rel), len(rel))
 
 
 def precision_at_k(recommended: Sequence[Hashable], relevant: Iterable[Hashable], k: int = 10) -> float:
     """Relevant items in the top ``k`` divided by ``k``."""
-    k = _check_k(k)
+    k = check_k(k)
     rel = set(relevant)
     return sum(1 for x in _top_k(recommended, k) if x in rel) / k
 
@@ -197,13 +198,13 @@ def precision_at_k(recommended: Sequence[Hashable], relevant: Iterable[Hashable]
 def hit_at_k(recommended: Sequence[Hashable], relevant: Iterable[Hashable], k: int = 10) -> float:
     """1.0 if any of the top ``k`` is relevant, else 0.0."""
     rel = set(relevant)
-    return 1.0 if any(x in rel for x in _top_k(recommended, _check_k(k))) else 0.0
+    return 1.0 if any(x in rel for x in _top_k(recommended, check_k(k))) else 0.0
 
 
 def mrr(recommended: Sequence[Hashable], relevant: Iterable[Hashable], k: int | None = None) -> float:
     """Reciprocal rank of the first relevant item (within the top ``k`` when given), else 0."""
     rel = set(relevant)
-    top = _top_k(recommended, _check_k(k)) if k is not None else _top_k(recommended, 10**12)
+    top = _top_k(recommended, check_k(k)) if k is not None else _top_k(recommended, 10**12)
     for rank, x in enumerate(top, start=1):
         if x in rel:
             return 1.0 / rank
@@ -212,7 +213,7 @@ def mrr(recommended: Sequence[Hashable], relevant: Iterable[Hashable], k: int | 
 
 def ndcg_at_k(recommended: Sequence[Hashable], relevant: Iterable[Hashable], k: int = 10) -> float:
     """Binary-relevance NDCG@k with the log2 discount; the ideal DCG ranks ``min(k, |relevant|)`` hits first."""
-    k = _check_k(k)
+    k = check_k(k)
     rel = set(relevant)
     if not rel:
         return 0.0
@@ -223,7 +224,7 @@ def ndcg_at_k(recommended: Sequence[Hashable], relevant: Iterable[Hashable], k: 
 
 def coverage(recommended: Mapping[Any, Sequence[Hashable]], catalog_size: int, k: int = 10) -> float:
     """Distinct items across all users' top-``k`` lists divided by ``catalog_size``."""
-    k = _check_k(k)
+    k = check_k(k)
     if not catalog_size or catalog_size <= 0:
         raise DataError(f"catalog_size must be a positive integer, got {catalog_size!r}")
     items: set[Hashable] = set()
@@ -243,7 +244,7 @@ def ranking_metrics(recommended: Mapping[Any, Sequence[Hashable]], relevant: Map
     (with the number in place of ``k``). A user missing from ``recommended`` scores 0.
     ``coverage`` is over every list in ``recommended`` and ``None`` without ``catalog_size``.
     """
-    k = _check_k(k)
+    k = check_k(k)
     if not isinstance(recommended, Mapping) or not isinstance(relevant, Mapping):
         raise DataError("recommended and relevant must be dicts keyed by user")
     users = [u for u, items in relevant.items() if include_empty or len(set(items)) > 0]
@@ -310,7 +311,7 @@ class RankingEvaluator:
     def __init__(self, relevant: Mapping[Any, Iterable[Hashable]], k: int = 10, catalog_size: int | None = None,
                  batch_size: int = 1024) -> None:
         self.relevant = {u: set(v) for u, v in relevant.items()}
-        self.k = _check_k(k)
+        self.k = check_k(k)
         self.catalog_size = catalog_size
         self.batch_size = max(1, int(batch_size))
         self.users = [u for u, v in self.relevant.items() if v]
@@ -370,7 +371,7 @@ def score_matrix_metrics(scores: Any, targets: Sequence[int], ks: Sequence[int] 
     truth = np.zeros_like(s)
     truth[np.arange(len(t)), t] = 1.0
     for k in ks:
-        k = _check_k(k)
+        k = check_k(k)
         out[f"hit@{k}"] = out[f"recall@{k}"] = float((rank < k).mean())
         out[f"ndcg@{k}"] = float(ndcg_score(truth, s, k=k)) if s.shape[1] > 1 else float((rank < k).mean())
     return out

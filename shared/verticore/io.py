@@ -8,7 +8,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .errors import DataError
 from .text import parse_table, read_table  # noqa: F401  (the table reader lives in verticore.text)
@@ -156,6 +156,25 @@ class DirLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def lock_for_reading(directory: PathLike, clean_dead_saves: Callable[[Path], None]) -> DirLock:
+    """Lock a generation-saved folder for reading and return the held lock (release it after).
+
+    When no save is running, ``clean_dead_saves(directory)`` removes what killed saves left (a
+    read-only folder is skipped: loading still works); when one is running, wait for it and
+    then hold a shared lock, so no save can delete the generation being read.
+    """
+    d = Path(directory)
+    lock = DirLock(d)
+    if lock.acquire(blocking=False) and lock.held:
+        try:
+            clean_dead_saves(d)
+        except OSError:
+            pass
+    else:
+        lock.acquire(shared=True)
+    return lock
 
 
 def next_generation(directory: PathLike, pattern: "re.Pattern[str]", pointer: PathLike | None = None) -> int:

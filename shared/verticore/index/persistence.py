@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, IndexMismatchError
-from ..io import DirLock, atomic_write_bytes, atomic_write_json, fsync_dir, next_generation, remove_stale_temps
+from ..io import (
+    DirLock,
+    atomic_write_bytes,
+    atomic_write_json,
+    fsync_dir,
+    lock_for_reading,
+    next_generation,
+    remove_stale_temps,
+)
 from .factory import faiss_module, first_line
 from .idmap import IdMap
 
@@ -108,14 +116,7 @@ def read_index(directory: str | os.PathLike, expected_fingerprint: str | None = 
     d = Path(directory)
     if not d.is_dir():
         raise ArtifactError(f"no index directory at {d}; build the index first")
-    lock = DirLock(d)
-    if lock.acquire(blocking=False) and lock.held:  # no save running: clear what killed saves left
-        try:
-            clean_dead_saves(d)
-        except OSError:  # read-only directory: loading still works
-            pass
-    else:  # a save may be running: wait for it, then read while it cannot delete our generation
-        lock.acquire(shared=True)
+    lock = lock_for_reading(d, clean_dead_saves)
     try:
         return _read_locked(d, expected_fingerprint)
     finally:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import ArtifactError, DataError, IndexMismatchError
+from ..evaluation import check_k
 from ..text import utc_iso
 from .factory import GpuMirror, IndexSpec, faiss_module
 from .idmap import IdMap, check_keys
@@ -305,12 +306,7 @@ class VectorIndex:
         the index returns every match. Queries of the wrong dimension raise
         :class:`~verticore.errors.IndexMismatchError`.
         """
-        try:
-            k = int(k)
-        except (TypeError, ValueError):
-            raise DataError(f"k must be a positive integer, got {k!r}") from None
-        if k <= 0:
-            raise DataError(f"k must be a positive integer, got {k}")
+        k = check_k(k)
         q = self._check_vectors(queries, None, what="query vectors", error=IndexMismatchError)
         with self._lock:
             if len(self) == 0 or len(q) == 0:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 from ..errors import DataError
+from ..evaluation import check_k  # noqa: F401  (re-exported for the retrievers)
 from ..io import atomic_write_json, read_json
 from ..registries import Registry
 
@@ -94,16 +95,6 @@ class RetrievalComponent:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
         return f"{type(self).__name__}({args})"
-
-
-def check_k(k: Any) -> int:
-    try:
-        k = int(k)
-    except (TypeError, ValueError):
-        raise DataError(f"k must be a positive integer, got {k!r}") from None
-    if k <= 0:
-        raise DataError(f"k must be a positive integer, got {k}")
-    return k
 
 
 __all__ = ["RetrievalHit", "Retriever", "RetrievalComponent", "retrievers", "fusions", "check_k"]
