@@ -44,7 +44,7 @@ def test_build_tunes_alpha_on_the_sample_data_and_stores_it(tuned_state, capsys)
     from recommender.recommender import Recommender
     from recommender.training import ALPHA_GRID
 
-    cfg = json.loads((tuned_state / "recommender.json").read_text())
+    cfg = json.loads((tuned_state / "recommender.json").read_text())["init_parameters"]
     tuning = cfg["alpha_tuning"]
     scores = {float(a): s for a, s in tuning["scores"].items()}
     assert sorted(scores) == sorted(ALPHA_GRID)
@@ -63,7 +63,7 @@ def test_explicit_alpha_overrides_and_skips_tuning(tuned_state, tmp_path, capsys
           "--alpha", "0.7", "--state", str(state)])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["alpha"] == 0.7 and out["alpha_tuning"] is None
-    cfg = json.loads((state / "recommender.json").read_text())
+    cfg = json.loads((state / "recommender.json").read_text())["init_parameters"]
     assert cfg["alpha"] == 0.7 and cfg["alpha_tuning"] is None
     with pytest.raises(SystemExit) as e:  # outside [0, 1]: a usage error
         _cli(["build", "--items", str(SAMPLES / "items.csv"), "--alpha", "1.5", "--state", str(tmp_path / "s2")])

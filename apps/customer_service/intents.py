@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from verticore.errors import ArtifactError, DataError
+from verticore.inference.component import Component, register_component
 from verticore.io import atomic_write_json, read_json
 
 OOS_FILE = "oos.json"
@@ -81,7 +82,8 @@ def oos_rates(in_scope: Sequence[float], out_of_scope: Sequence[float], threshol
             "false_reject_rate": float((ins < threshold).mean()) if ins.size else float("nan")}
 
 
-class IntentModel:
+@register_component("customer_service.IntentModel")
+class IntentModel(Component):
     """A fine-tuned intent classifier (core ``TextClassifier``, or a core ``ClassifierEnsemble``)
     with its OOS threshold.
 
@@ -89,18 +91,28 @@ class IntentModel:
     rejected as out of scope). ``embedder``: the knowledge base's embedder, which an ensemble's
     embedding probe shares when the weights match, so the bot embeds each query once
     (see :attr:`query_embedder`).
+
+    Construction reads the artifact's small JSON files only; weights load in :meth:`warm_up`
+    (or on the first classification). ``to_dict``/``save`` keep the settings (artifact path,
+    device, a component embedder nested as its own dict); ``IntentModel.load(dir)`` opens a
+    saved config or, without ``component.json``, the artifact itself.
     """
 
     def __init__(self, artifact_dir: str | Path, device: str = "auto", embedder: Any = None) -> None:
         from verticore import load_classifier
 
         self.artifact_dir = Path(artifact_dir)
+        self.device = device
+        self.embedder = embedder
         self.classifier = load_classifier(self.artifact_dir, device=device, max_length=128, embedder=embedder)
         f = self.artifact_dir / OOS_FILE
         cfg = read_json(f, "out-of-scope config") if f.exists() else {}
         self.method: str = str(cfg.get("method", "max_prob"))
         self.threshold: float = float(cfg.get("threshold", float("-inf")))
         self.oos_config: dict[str, Any] = cfg
+
+    def _init_parameters(self) -> dict[str, Any]:
+        return {"artifact_dir": str(self.artifact_dir), "device": self.device, "embedder": self.embedder}
 
     @property
     def labels(self) -> list[str]:
@@ -112,6 +124,7 @@ class IntentModel:
         return getattr(self.classifier, "embedder", None)
 
     def warm_up(self) -> None:
+        """Load the classifier's weights (idempotent)."""
         self.classifier.warm_up()
 
     def scores(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -192,10 +205,11 @@ def train_intent_model(train_texts: Sequence[str], train_labels: Sequence[str], 
 
 
 def load_intent_model(path: str | Path | None) -> IntentModel | None:
-    """Load an intent model directory, or return None when ``path`` is None."""
+    """Load an intent model directory (an artifact, or a config saved by :meth:`IntentModel.save`),
+    or return None when ``path`` is None."""
     if path is None:
         return None
     p = Path(path)
     if not p.exists():
         raise ArtifactError(f"intent model directory not found: {p}")
-    return IntentModel(p)
+    return IntentModel.load(p)

@@ -9,8 +9,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from verticore.errors import ArtifactError
+from verticore.errors import ArtifactError, DataError
+from verticore.inference.component import COMPONENT_FILE, Component, register_component
 from verticore.inference.protocols import Classifier
+from verticore.io import read_json
 
 from .items import SentenceEvidence
 from .text import split_sentences
@@ -44,7 +46,8 @@ class ArticleSentiment:
     sentences: int = 1
 
 
-class SentimentModel:
+@register_component("finance_sentiment.SentimentModel")
+class SentimentModel(Component):
     """Positive / neutral / negative for news items of any length.
 
     A short item (one sentence) is classified as is. A longer one is split into sentences
@@ -52,12 +55,19 @@ class SentimentModel:
     classified (sentences longer than the model window are chunked by the core classifier) and
     the article's probabilities are the mean of its sentences' probabilities, with the title
     counted ``title_weight`` times. Every sentence's label and score is kept as evidence.
+
+    ``classifier`` is any :class:`~verticore.Classifier` (tests pass a fake) or the path of a
+    classifier artifact, opened as a core ``TextClassifier`` (construction reads its labels only;
+    weights load in :meth:`warm_up` or on the first :meth:`score`). With a core component as
+    classifier, ``to_dict``/``save`` nest its settings; ``from_dict``/``load`` rebuild it.
     """
 
-    def __init__(self, classifier: Classifier, *, version: str = "unknown", max_sentences: int = 64,
+    def __init__(self, classifier: Classifier | str | Path, *, version: str | None = None, max_sentences: int = 64,
                  title_weight: float = 2.0) -> None:
+        if isinstance(classifier, (str, Path)):
+            classifier = _open_classifier(classifier)
         self.classifier = classifier
-        self.version = version
+        self.version = version if version is not None else _classifier_version(classifier, "sentiment")
         self.max_sentences = int(max_sentences)
         self.title_weight = float(title_weight)
         mapping = {}
@@ -72,14 +82,39 @@ class SentimentModel:
             raise ArtifactError(f"sentiment model has no {missing[0]!r} label; labels are {list(classifier.labels)}")
         self._index = [mapping[s] for s in SENTIMENTS]
 
-    @classmethod
-    def load(cls, artifact_dir: str | Path, *, device: str = "auto", batch_size: int = 64, max_sentences: int = 64,
-             backend: str = "torch") -> "SentimentModel":
-        """Load a classifier artifact written by ``finance-sentiment train`` / ``verticore.finetune``."""
-        from verticore import TextClassifier
+    def _init_parameters(self) -> dict[str, Any]:
+        return {"classifier": self.classifier, "version": self.version, "max_sentences": self.max_sentences,
+                "title_weight": self.title_weight}
 
-        clf = TextClassifier(str(artifact_dir), device=device, batch_size=batch_size, max_length=128, backend=backend)
-        return cls(clf, version=artifact_version(artifact_dir, "sentiment"), max_sentences=max_sentences)
+    def warm_up(self) -> None:
+        """Load the classifier's weights now instead of on the first :meth:`score` (idempotent)."""
+        _warm(self.classifier)
+
+    @classmethod
+    def from_settings(cls, artifact: str | Path, *, device: str = "auto", batch_size: int = 64,
+                      backend: str = "torch", max_sentences: int = 64, title_weight: float = 2.0,
+                      version: str | None = None) -> "SentimentModel":
+        """A model over the classifier artifact at ``artifact``, from settings only (no weights load)."""
+        return cls(_open_classifier(artifact, device=device, batch_size=batch_size, backend=backend),
+                   version=version, max_sentences=max_sentences, title_weight=title_weight)
+
+    @classmethod
+    def load(cls, artifact_dir: str | Path, *, device: str | None = None, batch_size: int | None = None,
+             max_sentences: int | None = None, backend: str | None = None, **overrides: Any) -> "SentimentModel":
+        """Open a directory: a saved config (``component.json``, see :meth:`save`) or a classifier
+        artifact written by ``finance-sentiment train`` / ``verticore.finetune``.
+
+        ``device``, ``batch_size`` and ``backend`` override the classifier's settings,
+        ``max_sentences`` and ``overrides`` (``title_weight``, ``version``) the model's.
+        """
+        d = Path(artifact_dir)
+        clf_overrides = {k: v for k, v in (("device", device), ("batch_size", batch_size), ("backend", backend))
+                         if v is not None}
+        if max_sentences is not None:
+            overrides["max_sentences"] = max_sentences
+        if (d / COMPONENT_FILE).exists():
+            return cls.from_dict(_with_nested_overrides(_read_config(d), "classifier", clf_overrides), **overrides)
+        return cls.from_settings(d, **clf_overrides, **overrides)
 
     def _proba(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -128,7 +163,8 @@ class SentimentModel:
         return out
 
 
-class TopicModel:
+@register_component("finance_sentiment.TopicModel")
+class TopicModel(Component):
     """Topic assignment: a trained (multi- or single-label) classifier for the topics it knows, plus
     zero-shot assignment by embedding similarity for every configured topic it does not know.
 
@@ -136,13 +172,20 @@ class TopicModel:
     topic is its best cosine similarity to any of the phrases (and the topic name). Topics at or
     above ``threshold`` and within ``margin`` of the best are assigned (``max_topics`` at most);
     a text with none gets ``other``.
+
+    ``classifier`` is a :class:`~verticore.Classifier`, the path of a classifier artifact (opened
+    as a core ``TextClassifier`` on the embedder's device) or None. Construction stores settings;
+    :meth:`warm_up` loads the embedder and classifier and embeds the topic phrases (otherwise done
+    on first use).
     """
 
-    def __init__(self, embedder: Any, topics: dict[str, str], *, classifier: Classifier | None = None,
+    def __init__(self, embedder: Any, topics: dict[str, str], *, classifier: Classifier | str | Path | None = None,
                  threshold: float = 0.25, margin: float = 0.05, max_topics: int = 2, classifier_threshold: float = 0.5,
                  version: str | None = None) -> None:
         if not topics and classifier is None:
             raise ArtifactError("no topics configured and no topic classifier given")
+        if isinstance(classifier, (str, Path)):
+            classifier = _open_classifier(classifier, device=getattr(embedder, "device", "auto"))
         self.embedder = embedder
         self.topics = dict(topics)
         self.classifier = classifier
@@ -156,15 +199,35 @@ class TopicModel:
         self._proto: np.ndarray | None = None
         self._proto_owner: np.ndarray | None = None
 
+    def _init_parameters(self) -> dict[str, Any]:
+        return {"embedder": self.embedder, "topics": self.topics, "classifier": self.classifier,
+                "threshold": self.threshold, "margin": self.margin, "max_topics": self.max_topics,
+                "classifier_threshold": self.classifier_threshold, "version": self.version}
+
+    def warm_up(self) -> None:
+        """Load the embedder and classifier and embed the zero-shot topic phrases (idempotent)."""
+        _warm(self.embedder)
+        if self.classifier is not None:
+            _warm(self.classifier)
+        self._prototypes()
+
     @classmethod
-    def load(cls, embedder: Any, topics: dict[str, str], artifact_dir: str | Path | None = None, **kwargs: Any) -> "TopicModel":
-        """Zero-shot only, or with the trained classifier at ``artifact_dir`` when it exists."""
+    def load(cls, embedder: Any, topics: dict[str, str] | None = None, artifact_dir: str | Path | None = None,
+             **kwargs: Any) -> "TopicModel":
+        """``load(embedder, topics, artifact_dir)``: zero-shot only, or with the trained classifier at
+        ``artifact_dir`` when it exists. ``load(config_dir)``: the config :meth:`save` wrote there
+        (``kwargs`` override its settings)."""
+        if topics is None and isinstance(embedder, (str, Path)):
+            d = Path(embedder)
+            if not (d / COMPONENT_FILE).exists():
+                raise ArtifactError(f"no topic model config in {d} ({COMPONENT_FILE} missing)")
+            return cls.from_dict(_read_config(d), **kwargs)
+        if topics is None:
+            raise DataError("TopicModel.load needs topics (or a directory holding a saved config)")
         clf = None
         version = "zero-shot"
         if artifact_dir is not None and (Path(artifact_dir) / "labels.json").exists():
-            from verticore import TextClassifier
-
-            clf = TextClassifier(str(artifact_dir), device=getattr(embedder, "device", "auto"), max_length=128)
+            clf = _open_classifier(artifact_dir, device=getattr(embedder, "device", "auto"))
             version = artifact_version(artifact_dir, "topics") + "+zero-shot"
         return cls(embedder, topics, classifier=clf, version=version, **kwargs)
 
@@ -230,3 +293,41 @@ class TopicModel:
                     if t not in result[i] and len(result[i]) < self.max_topics:
                         result[i].append(t)
         return [r or ["other"] for r in result]
+
+
+def _open_classifier(path: str | Path, **settings: Any) -> Classifier:
+    """A core classifier over the artifact (or ensemble) at ``path``: reads its labels, loads no weights."""
+    from verticore import load_classifier
+
+    return load_classifier(str(path), max_length=128, **settings)
+
+
+def _classifier_version(classifier: Any, kind: str) -> str:
+    """``artifact_version`` of a classifier opened from an artifact directory, else ``unknown``."""
+    path = getattr(classifier, "model_path", None) or getattr(classifier, "path", None)
+    if path is not None and Path(path).is_dir():
+        return artifact_version(path, kind)
+    return "unknown"
+
+
+def _warm(component: Any) -> None:
+    warm_up = getattr(component, "warm_up", None)
+    if callable(warm_up):
+        warm_up()
+
+
+def _read_config(directory: Path) -> dict[str, Any]:
+    try:
+        return read_json(directory / COMPONENT_FILE, "component config")
+    except DataError as exc:
+        raise ArtifactError(str(exc)) from None
+
+
+def _with_nested_overrides(data: dict[str, Any], key: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``overrides`` applied to the nested component dict under ``key`` (when there is one)."""
+    nested = (data.get("init_parameters") or {}).get(key)
+    if not overrides or not isinstance(nested, dict) or "init_parameters" not in nested:
+        return data
+    params = dict(data["init_parameters"])
+    params[key] = {**nested, "init_parameters": {**nested["init_parameters"], **overrides}}
+    return {**data, "init_parameters": params}

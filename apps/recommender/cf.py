@@ -9,6 +9,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from verticore.errors import ArtifactError, DataError
+from verticore.inference.component import COMPONENT_FILE, Component, register_component
 from verticore.io import atomic_write_bytes, atomic_write_json, next_generation, read_json
 
 from .interactions import Interactions
@@ -26,16 +27,28 @@ def _histories(model: Any, users: Sequence[Any], histories: Mapping[Any, Iterabl
     return {u: sorted(inter.seen(u)) if inter.has_user(u) else [] for u in users}
 
 
-class Popularity:
+@register_component("recommender.Popularity")
+class Popularity(Component):
     """Scores items by how many users interacted with them (optionally time-decayed).
 
-    Implements :class:`verticore.evaluation.RankingModel` (``recommend_batch``).
+    Implements :class:`verticore.evaluation.RankingModel` (``recommend_batch``). Its only
+    setting is ``half_life_days`` (``to_dict``/``save``); the counts come from :meth:`fit`.
     """
 
     def __init__(self, half_life_days: float | None = None) -> None:
-        self.half_life_days = half_life_days
+        self.half_life_days = None if half_life_days is None else float(half_life_days)
         self.counts: dict[str, float] = {}
         self._fitted_on: Interactions | None = None
+
+    def _init_parameters(self) -> dict[str, Any]:
+        return {"half_life_days": self.half_life_days}
+
+    @classmethod
+    def load(cls, directory: str | Path, **overrides: Any) -> "Popularity":
+        """The settings :meth:`save` wrote to ``directory`` (an unfitted model)."""
+        if not (Path(directory) / COMPONENT_FILE).exists():
+            raise ArtifactError(f"no popularity model config in {directory} ({COMPONENT_FILE} missing)")
+        return super().load(directory, **overrides)
 
     def fit(self, interactions: Interactions) -> "Popularity":
         if len(interactions) == 0:
@@ -65,17 +78,21 @@ class Popularity:
         return out
 
 
-class EASE:
+@register_component("recommender.EASE")
+class EASE(Component):
     """EASE^R item-item model: ``B = I - P / diag(P)`` with ``P = (X^T X + lambda I)^-1``.
 
     Closed form, one matrix inverse over the items seen in training (fine at 10k items).
     Items never seen in training are *cold*: EASE cannot score them (:meth:`knows`).
     Implements :class:`verticore.evaluation.RankingModel` (``recommend_batch``).
+
+    Settings (``l2``, ``implicit``) round-trip through ``to_dict``/``from_dict``; :meth:`save`
+    writes the fitted state (item list + weights) with those settings in ``ease.json``.
     """
 
     def __init__(self, l2: float = 200.0, implicit: bool = True) -> None:
         self.l2 = float(l2)
-        self.implicit = implicit
+        self.implicit = bool(implicit)
         self.items: list[str] = []
         self.index: dict[str, int] = {}
         self.B: np.ndarray | None = None
@@ -139,12 +156,18 @@ class EASE:
         hist = _histories(self, users, histories)
         return {u: [i for i, _ in self.recommend(h, k)] if h else [] for u, h in hist.items()}
 
+    def _init_parameters(self) -> dict[str, Any]:
+        return {"l2": self.l2, "implicit": self.implicit}
+
     # -- persistence (safetensors + JSON, never pickle) -------------------------------------
     def save(self, directory: str | Path) -> Path:
+        """Write the fitted model: ``ease.json`` (settings as ``component``, items, checksum) and the
+        weights; an unfitted model writes its settings only (``component.json``). Returns ``ease.json``
+        or ``component.json``."""
         from safetensors.numpy import save
 
         if self.B is None:
-            raise ArtifactError("EASE model is not fitted; nothing to save")
+            return super().save(directory)
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         # weights go to a new generation file first and ease.json (the commit point) names it, so a
@@ -152,7 +175,9 @@ class EASE:
         name = f"ease.{next_generation(d, _WEIGHTS_RE)}.safetensors"
         data = save({"B": self.B})
         atomic_write_bytes(d / name, data)
-        atomic_write_json(d / "ease.json", {"format": "verticore-ease/1", "l2": self.l2, "implicit": self.implicit,
+        # l2/implicit stay at the top level too, so an older reader still opens the file
+        atomic_write_json(d / "ease.json", {"format": "verticore-ease/1", "component": self.to_dict(),
+                                            "l2": self.l2, "implicit": self.implicit,
                                             "items": self.items, "weights_file": name,
                                             "weights_sha256": hashlib.sha256(data).hexdigest()})
         for f in d.iterdir():  # superseded generations, the pre-generation file, orphans of crashed saves
@@ -161,14 +186,17 @@ class EASE:
                     f.unlink()
                 except OSError:  # pragma: no cover - removed by the next save
                     pass
-        return d
+        return d / "ease.json"
 
     @classmethod
-    def load(cls, directory: str | Path) -> "EASE":
+    def load(cls, directory: str | Path, **overrides: Any) -> "EASE":
+        """Open what :meth:`save` wrote (fitted), or an unfitted model from a ``component.json`` config."""
         from safetensors.numpy import load
 
         d = Path(directory)
         if not (d / "ease.json").exists():
+            if (d / COMPONENT_FILE).exists():
+                return super().load(d, **overrides)
             raise ArtifactError(f"no EASE model in {d}")
         try:
             meta = read_json(d / "ease.json", "EASE config")
@@ -181,7 +209,11 @@ class EASE:
             B = load(raw)["B"]
         except Exception as exc:
             raise ArtifactError(f"EASE model in {d} is corrupt: {str(exc).splitlines()[0]}") from None
-        m = cls(meta["l2"], meta.get("implicit", True))
+        stored = meta.get("component")
+        if isinstance(stored, dict):  # the settings as a component dict; older saves: top-level keys
+            m = cls.from_dict(stored, **overrides)
+        else:
+            m = cls(**{"l2": meta["l2"], "implicit": meta.get("implicit", True), **overrides})
         m.items = list(meta["items"])
         m.index = {it: j for j, it in enumerate(m.items)}
         if B.shape != (len(m.items), len(m.items)):

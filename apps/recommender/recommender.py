@@ -12,13 +12,15 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from verticore.errors import ArtifactError, DataError
+from verticore.inference.component import Component, register_component
 from verticore.io import atomic_write_json, read_json
 
 from .catalog import Catalog, Filters
 from .cf import EASE
 from .interactions import EVENT_WEIGHTS, Interactions, append_rows, repair_tail
 from .profiles import Interest, decay_weights, interleave, multi_interest, weighted_mean
-from .rerank import mmr, popularity_prior
+from .rerank import Reranker, mmr, popularity_prior
+from .rerank import zscore as _z
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,8 @@ class Recommendation:
         return d
 
 
-class Recommender:
+@register_component("recommender.Recommender")
+class Recommender(Component):
     """Recommendations from item texts (FAISS retrieval) and user behaviour.
 
     Implements :class:`verticore.evaluation.RankingModel` (:meth:`recommend_batch`), so
@@ -77,6 +80,10 @@ class Recommender:
         n_interests: clusters per user profile (1 = one mean profile; >1 = multi-interest,
             recommendations interleaved across interests).
         candidate_factor: ANN candidates retrieved per requested recommendation before re-ranking.
+
+    ``to_dict``/``from_dict`` round-trip the settings above (``mode`` .. ``alpha_tuning``); the
+    catalog, interactions and CF model are state, passed to ``from_dict`` as keyword arguments
+    (``Recommender.from_dict(d, catalog=c, cf=ease)``) and written in full by :meth:`save`.
     """
 
     def __init__(self, catalog: Catalog, interactions: Interactions | None = None, *, cf: EASE | None = None,
@@ -100,6 +107,24 @@ class Recommender:
         self.explain_top = explain_top
         self._lock = threading.RLock()
         self._pop_cache: dict[str, float] | None = None
+
+    def _init_parameters(self) -> dict[str, Any]:
+        return {"mode": self.mode, "alpha": self.alpha, "half_life_days": self.half_life_days,
+                "n_interests": self.n_interests, "candidate_factor": self.candidate_factor,
+                "explain_top": self.explain_top, "alpha_tuning": self.alpha_tuning}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **state: Any) -> "Recommender":
+        """Rebuild from :meth:`to_dict` settings plus the state (``catalog=``, ``interactions=``, ``cf=``)."""
+        if "catalog" not in state:
+            raise DataError("Recommender.from_dict needs the catalog (catalog=...): settings alone hold no items")
+        return super().from_dict(data, **state)
+
+    def warm_up(self) -> None:
+        """Load the catalog embedder's weights now rather than on the first text query (idempotent)."""
+        warm_up = getattr(getattr(self.catalog, "embedder", None), "warm_up", None)
+        if callable(warm_up):
+            warm_up()
 
     # -- users --------------------------------------------------------------------------
     def known_user(self, user: Any) -> bool:
@@ -409,13 +434,9 @@ class Recommender:
             score = self._blend(ids, text_s, cf_scores)
         else:
             score = text_s
-        if prior > 0:
-            counts = self._popularity()
-            score = (1 - prior) * _z(score) + prior * 3.0 * popularity_prior(ids, counts)
-        if diversity > 0:
-            sel = mmr(score, self.catalog.vectors(ids), k, diversity)
-        else:
-            sel = list(np.argsort(-score, kind="stable")[:k])
+        sel, score = Reranker(diversity=diversity, prior=prior).rerank(
+            score, k, vectors=lambda: self.catalog.vectors(ids),
+            popularity=lambda: popularity_prior(ids, self._popularity()))
         recs = [Recommendation(item=ids[i], score=float(score[i]), title=self.catalog.title(ids[i]), interest=interest,
                                source=("cf" if mode == "cf" else ("text" if mode == "hybrid" and not self.cf.knows(ids[i]) else source)))
                 for i in sel]
@@ -467,10 +488,7 @@ class Recommender:
             self.interactions.save(d / "interactions.csv")
             if self.cf is not None:
                 self.cf.save(d / "cf")
-            atomic_write_json(d / "recommender.json", {
-                "format": STATE_FORMAT, "mode": self.mode, "alpha": self.alpha, "half_life_days": self.half_life_days,
-                "n_interests": self.n_interests, "candidate_factor": self.candidate_factor,
-                "alpha_tuning": self.alpha_tuning})
+            atomic_write_json(d / "recommender.json", {"format": STATE_FORMAT, **self.to_dict()})
         return d
 
     @classmethod
@@ -489,17 +507,12 @@ class Recommender:
         inter = Interactions.from_file(d / "interactions.csv", allow_empty=True) \
             if (d / "interactions.csv").exists() else Interactions.empty()
         cf = EASE.load(d / "cf") if (d / "cf" / "ease.json").exists() else None
-        mode = cfg.get("mode", "text")
-        if mode != "text" and cf is None:
-            mode = "text"
-        return cls(catalog, inter, cf=cf, mode=mode, alpha=cfg.get("alpha", 0.5),
-                   half_life_days=cfg.get("half_life_days"), n_interests=cfg.get("n_interests", 1),
-                   candidate_factor=cfg.get("candidate_factor", 10), alpha_tuning=cfg.get("alpha_tuning"))
-
-
-def _z(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if len(x) < 2:
-        return np.zeros_like(x)
-    sd = float(x.std())
-    return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
+        # settings as a component dict; older states kept them at the top level
+        settings = dict(cfg["init_parameters"]) if isinstance(cfg.get("init_parameters"), dict) else \
+            {k: cfg[k] for k in ("mode", "alpha", "half_life_days", "n_interests", "candidate_factor",
+                                 "alpha_tuning") if k in cfg}
+        settings.setdefault("mode", "text")
+        if settings["mode"] != "text" and cf is None:
+            settings["mode"] = "text"
+        return cls.from_dict({"type": cls.component_name, "init_parameters": settings},
+                             catalog=catalog, interactions=inter, cf=cf)
