@@ -56,10 +56,18 @@ class EntityMatch:
 class Watchlist:
     """User-editable watchlist (CSV columns ``ticker,name,aliases``; aliases separated by ``|`` or ``;``).
 
+    Every mention form links to the one entity keyed by the ticker: the name, each alias, the
+    cashtag and the ticker itself ("Apple Inc.", "Apple", "Apple's", "$AAPL", "AAPL" -> AAPL).
     Matching is case-, accent- and punctuation-insensitive for names/aliases ("Nokia's", "NOKIA
-    Oyj", "nokia" all hit), exact for cashtags (``$NOK``) and exchange tickers (``NYSE:NOK``).
-    Bare upper-case tickers (``NOK shares``) match only when ``bare_tickers`` is on and the
-    ticker has 3+ letters, to avoid words like "IT" or "A".
+    Oyj", "nokia" all hit), and legal-form suffixes are optional on both sides ("Apple Corp." and
+    "Apple Inc" match the name "Apple Inc."). Names are compared as word sequences, never as regular
+    expressions, so "AT&T", "C3.ai", "S&P 500", "Yahoo!" or "(Foo)" match literally. Cashtags
+    (``$NOK``) and exchange tickers (``NYSE:NOK``) match exactly. Bare upper-case tickers (``NOK
+    shares``) match only when ``bare_tickers`` is on and the ticker has 3+ letters, to avoid words
+    like "IT" or "A".
+
+    A name or alias that two rows share is refused when the list is built or loaded (one line naming
+    both rows): attributing its mentions to either company would be a guess.
     """
 
     def __init__(self, entries: list[WatchEntry] | None = None, *, bare_tickers: bool = True) -> None:
@@ -193,3 +201,36 @@ class Watchlist:
 
     def tickers_in(self, text: str) -> list[str]:
         return [m.ticker for m in self.match(text)]
+
+    def lookup(self, name: str) -> str | None:
+        """The ticker that ``name`` denotes as a whole (a ticker, cashtag, name or alias, with or without
+        a legal-form suffix or possessive), else ``None``. Links a discovered organisation mention
+        ("Apple Inc", "AAPL") to its watchlist entry."""
+        bare = name.strip().lstrip("$").strip()
+        if bare.upper() in self._by_ticker and bare.isupper():
+            return bare.upper()
+        toks = list(_name_tokens(bare))
+        if len(toks) > 1 and toks[-1] == "s" and not any(p == tuple(toks) for p, _ in self._phrases.get(toks[0], ())):
+            toks.pop()  # "Apple's" -> "apple"
+        while len(toks) > 1 and toks[-1] in _SUFFIXES:
+            toks.pop()
+        key = tuple(toks)
+        return next((t for p, t in self._phrases.get(key[0], ()) if p == key), None) if key else None
+
+
+DISCOVERED_PREFIX = "org:"
+
+
+def discovered_key(name: str) -> str | None:
+    """Entity key of an organisation found by the NER model but not on the watchlist: ``org:`` plus its
+    normalised words without legal-form suffix ("Acme Widgets Ltd." -> ``org:acme widgets``), so spellings
+    of one name share one trend; ``None`` when the text has no letters or digits."""
+    toks = _name_tokens(name)
+    if toks and toks[-1] == "s" and len(toks) > 1:
+        toks = _name_tokens(" ".join(toks[:-1]))  # possessive
+    return DISCOVERED_PREFIX + " ".join(toks) if toks else None
+
+
+def entity_kind(key: str) -> str:
+    """``"discovered"`` for keys from :func:`discovered_key`, else ``"watchlist"``."""
+    return "discovered" if key.startswith(DISCOVERED_PREFIX) else "watchlist"
