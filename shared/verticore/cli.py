@@ -29,6 +29,9 @@ app.add_typer(index_app, name="index")
 from .registry.cli import models_app  # noqa: E402
 
 app.add_typer(models_app, name="models")
+from .registry.retrain_cli import retrain_command  # noqa: E402
+
+app.command("retrain")(retrain_command)  # `verticore retrain --app A --model M`: the retrain loop (issue #14)
 
 
 def _split_labels(values, sep: str | None):
@@ -78,6 +81,9 @@ def finetune(
     ensemble: bool = typer.Option(False, help="train an ensemble: random-head + LP-FT fine-tunes, a frozen-embedding "
                                               "probe and a TF-IDF n-gram probe, probabilities averaged (single-label; "
                                               "~2x the training time)"),
+    nproc: int = typer.Option(1, "--nproc", min=1,
+                              help="data-parallel processes through torchrun (gloo on CPU, NCCL on GPU); "
+                                   "--batch-size stays the effective batch, split across them"),
 ) -> None:
     """Fine-tune a text classifier and write a self-describing artifact directory."""
     from .errors import DataError
@@ -87,6 +93,14 @@ def finetune(
     cfg = _training_config(method, method_arg or [], lora_lr, base=base, epochs=epochs, batch_size=batch_size,
                            learning_rate=lr, max_length=max_length, multi_label=multi_label, max_steps=max_steps,
                            eval_every=eval_every, grad_accum=grad_accum, patience=patience, seed=seed, device=device)
+    if nproc > 1:
+        if ensemble:
+            raise typer.BadParameter("--ensemble trains in one process; drop --nproc", param_hint="'--nproc'")
+        from .finetune.distributed import FinetuneJob, launch
+
+        launch(FinetuneJob(str(train), str(dev), str(out), cfg.to_dict(), str(test) if test else None, text_col,
+                           label_col, label_sep if multi_label else None), nproc)
+        return
     cols = [text_col, label_col]
     tr, dv = read_table(train, cols), read_table(dev, cols)
     te = read_table(test, cols, allow_empty=True) if test else None  # optional: an empty test set = no test set

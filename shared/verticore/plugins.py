@@ -137,7 +137,9 @@ class AppSpec:
       ``/v1/<api_prefix>``;
     * ``prepare_demo(home: Path, *, fast: bool, show_progress: bool) -> None``: writes the app's demo
       state under ``home / <name>``; idempotent (``python -m verticore.demo`` calls it on every start);
-    * ``demo_ready(home: Path) -> bool``: whether that state is there (default: ``home / <name>`` is not empty).
+    * ``demo_ready(home: Path) -> bool``: whether that state is there (default: ``home / <name>`` is not empty);
+    * ``models``: ``{model name: hook}`` of the models ``verticore retrain`` retrains, each an object (or a
+      zero-argument class/factory) implementing :class:`verticore.registry.loop.RetrainableModel`.
     """
 
     name: str                                  # "my_app": a Python identifier
@@ -151,6 +153,7 @@ class AppSpec:
     create_router: "Hook | Callable[[ServingContext], APIRouter] | None" = None
     prepare_demo: Hook | None = None
     demo_ready: Hook | None = None
+    models: "dict[str, Hook]" = field(default_factory=dict)  # retrainable models (verticore retrain)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name or ""):
@@ -169,6 +172,10 @@ class AppSpec:
         if bad:
             raise DataError(f"app {self.name}: pages must be DashboardPage objects, got {type(bad[0]).__name__}")
         self.pages = tuple(self.pages)
+        if not isinstance(self.models, dict) or any(not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", str(k))
+                                                    for k in self.models):
+            raise DataError(f"app {self.name}: models must be a dict of model name -> hook (names: letters, digits, "
+                            "_ . -)")
 
     # -- data ---------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -176,7 +183,8 @@ class AppSpec:
         return {"name": self.name, "title": self.title, "summary": self.summary, "icon": self.icon,
                 "package": self.package, "pages": [p.to_dict() for p in self.pages], "cli": _hook_text(self.cli),
                 "api_prefix": self.api_prefix, "create_router": _hook_text(self.create_router),
-                "prepare_demo": _hook_text(self.prepare_demo), "demo_ready": _hook_text(self.demo_ready)}
+                "prepare_demo": _hook_text(self.prepare_demo), "demo_ready": _hook_text(self.demo_ready),
+                "models": {k: _hook_text(v) for k, v in self.models.items()}}
 
     def package_dir(self) -> Path | None:
         """The folder of the app's installed package (found without importing it), or None."""

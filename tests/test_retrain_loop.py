@@ -1,0 +1,187 @@
+"""The retrain loop (issue #14): feedback labels -> candidate -> gate -> promote, per app.
+
+Most tests use a fake keyword model (train/predict in microseconds) so they test the loop's
+logic, not fine-tuning; the apps' own RetrainableModels are checked for wiring.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from verticore.errors import DataError
+from verticore.plugins import AppSpec
+from verticore.registry import ModelRegistry
+from verticore.registry.loop import Label, LabelSet, RetrainableModel, retrain
+
+TOKENS = [f"tok{i}" for i in range(9)]
+CLASSES = ["alpha", "beta", "gamma"]
+TRUTH = {t: CLASSES[i % 3] for i, t in enumerate(TOKENS)}
+
+
+class KeywordModel:
+    """Fake RetrainableModel: learns the majority label of each text's first word."""
+
+    primary_metric = "accuracy"
+    per_class_floors = None
+    default_recipe = {"kind": "keyword"}
+
+    def __init__(self) -> None:
+        self.feedback: list[Label] = []
+        self.trained = 0
+
+    def collect_labels(self, home, since):
+        return LabelSet(list(self.feedback)).since(since)
+
+    def base_data(self, home):  # knows only the first three words
+        return LabelSet.from_pairs([f"{t} base" for t in TOKENS[:3]], [TRUTH[t] for t in TOKENS[:3]])
+
+    def fixed_eval_split(self, home):
+        return [f"{t} eval {j}" for t in TOKENS for j in range(4)], [TRUTH[t] for t in TOKENS for _ in range(4)]
+
+    def train(self, recipe, texts, labels, out_dir):
+        assert recipe.get("kind") == "keyword"  # the production recipe is reused
+        self.trained += 1
+        votes: dict[str, dict[str, int]] = {}
+        for t, y in zip(texts, labels):
+            w = t.split()[0]
+            votes.setdefault(w, {}).setdefault(y, 0)
+            votes[w][y] += 1
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "words.json").write_text(json.dumps({w: max(v, key=v.get) for w, v in votes.items()}))
+        return Path(out_dir)
+
+    def predict(self, artifact_dir, texts):
+        words = json.loads((Path(artifact_dir) / "words.json").read_text())
+        return [words.get(t.split()[0], "alpha") for t in texts]
+
+
+def _labels(tokens, when: str, *, wrong: bool = False, source: str = "agent_correction") -> list[Label]:
+    rng = random.Random(0)
+    out = []
+    for t in tokens:
+        y = TRUTH[t]
+        if wrong:
+            y = rng.choice([c for c in CLASSES if c != y])
+        out.append(Label(f"{t} said {len(out)}", y, source, when))
+    return out
+
+
+@pytest.fixture()
+def fake_app():
+    model = KeywordModel()
+    return AppSpec(name="fake_app", title="Fake", models={"kw": model}), model
+
+
+def test_fake_model_is_a_retrainable_model():
+    assert isinstance(KeywordModel(), RetrainableModel)
+
+
+def test_good_labels_are_promoted_then_a_poisoned_batch_is_rejected(tmp_path, fake_app):
+    spec, model = fake_app
+    reg = ModelRegistry(tmp_path / "registry")
+    model.feedback += _labels(TOKENS[3:] * 2, "2026-01-01T10:00:00+00:00")
+    r = retrain(spec, "kw", home=tmp_path, registry=reg)
+    assert r.status == "promoted" and r.promoted, r.message
+    assert r.bootstrapped == 1 and r.candidate == 2 and r.production_after == 2
+    assert reg.aliases("fake_app", "kw")["production"] == 2
+    v2 = reg.get("fake_app", "kw", 2)
+    assert v2.parent == 1 and v2.metrics["accuracy"] == 1.0 and v2.eval_split.startswith("fixed:")
+    assert v2.recipe["kind"] == "keyword" and v2.recipe["training_data"]["new_labels"] == 12
+    gate = reg.read_gate(v2)
+    assert gate["result"]["passed"] and gate["result"]["mcnemar"]["p_value"] <= 1 and gate["against"]["version"] == 1
+    # a poisoned batch: wrong labels for every word, given later (so they win the conflicts)
+    model.feedback += _labels(TOKENS * 3, "2026-01-02T10:00:00+00:00", wrong=True)
+    r = retrain(spec, "kw", home=tmp_path, registry=reg)
+    assert r.status == "rejected" and not r.promoted and "not promoted" in r.message and "gate failed" in r.message
+    assert r.new_labels == 27 and r.candidate == 3
+    assert reg.aliases("fake_app", "kw") == {"production": 2, "candidate": 3}
+    assert reg.read_gate(reg.get("fake_app", "kw", 3))["result"]["passed"] is False
+
+
+def test_no_new_feedback_trains_nothing(tmp_path, fake_app):
+    spec, model = fake_app
+    reg = ModelRegistry(tmp_path / "registry")
+    r = retrain(spec, "kw", home=tmp_path, registry=reg)
+    assert r.status == "nothing_to_train" and model.trained == 0
+    assert r.message.startswith("no new labels for fake_app/kw") and "\n" not in r.message
+    model.feedback += _labels(TOKENS[3:], "2026-01-01T10:00:00+00:00")
+    assert retrain(spec, "kw", home=tmp_path, registry=reg).promoted
+    trained = model.trained
+    r = retrain(spec, "kw", home=tmp_path, registry=reg)  # the same labels again: already in production
+    assert r.status == "nothing_to_train" and "since production v2" in r.message and model.trained == trained
+
+
+def test_dry_run_trains_nothing_and_registers_nothing(tmp_path, fake_app):
+    spec, model = fake_app
+    reg = ModelRegistry(tmp_path / "registry")
+    model.feedback += _labels(TOKENS[3:], "2026-01-01T10:00:00+00:00")
+    r = retrain(spec, "kw", home=tmp_path, registry=reg, dry_run=True)
+    assert r.status == "dry_run" and model.trained == 0 and reg.models() == []
+    assert r.new_labels == 6 and r.new_label_sources == {"agent_correction": 6} and r.train_examples == 9
+    assert "would train" in r.message and "6 new labels" in r.message
+
+
+def test_label_rules_duplicates_collapse_latest_wins_agent_beats_automatic():
+    t1, t2 = "2026-01-01T10:00:00+00:00", "2026-01-02T10:00:00+00:00"
+    labels = LabelSet([
+        Label("Where is my order?", "track", "base"),                       # base: no time, loses to feedback
+        Label("where is  my ORDER?", "refund", "agent_resolution", t1),
+        Label("where is my order?", "track", "agent_correction", t2),      # latest wins
+        Label("same text", "x", "agent_correction", t1),
+        Label("same text", "x", "agent_resolution", t1),                   # duplicate: collapses
+        Label("tie", "auto_label", "model", t1, human=False),
+        Label("tie", "agent_label", "agent_correction", t1, human=True),  # same time: a person beats automation
+        Label("tie2", "agent_label", "agent_correction", t1, human=True),
+        Label("tie2", "auto_label", "model", t1, human=False),
+    ]).resolved()
+    got = {x.text: x for x in labels}
+    assert len(labels) == 4
+    assert got["where is my order?"].label == "track" and got["where is my order?"].source == "agent_correction"
+    assert got["where is my order?"].time == t2
+    assert got["same text"].label == "x"
+    assert got["tie"].label == "agent_label" and got["tie2"].label == "agent_label"
+
+
+def test_unknown_app_or_model_is_a_clear_error(tmp_path, fake_app):
+    spec, _ = fake_app
+    with pytest.raises(DataError, match="no retrainable model 'nope'.*kw"):
+        retrain(spec, "nope", home=tmp_path, registry=tmp_path / "r")
+    with pytest.raises(DataError, match="unknown app 'no_such_app'"):
+        retrain("no_such_app", "kw", home=tmp_path, registry=tmp_path / "r")
+    with pytest.raises(DataError, match="tolerance"):
+        retrain(spec, "kw", home=tmp_path, registry=tmp_path / "r", tolerance=-1)
+
+
+# -- CLI --------------------------------------------------------------------------------------------
+def _cli(args, monkeypatch=None, spec=None):
+    from verticore.cli import app
+
+    if spec is not None:
+        import verticore.plugins as plugins
+
+        monkeypatch.setattr(plugins, "discover_apps", lambda on_error=None: {spec.name: spec})
+    return CliRunner().invoke(app, args)
+
+
+def test_cli_retrain_exit_codes_and_json(tmp_path, monkeypatch, fake_app):
+    spec, model = fake_app
+    home = ["--home", str(tmp_path)]
+    r = _cli(["retrain", "--app", "fake_app", "--model", "kw", *home], monkeypatch, spec)
+    assert r.exit_code == 0 and "no new labels" in r.output
+    model.feedback += _labels(TOKENS[3:], "2026-01-01T10:00:00+00:00")
+    r = _cli(["retrain", "--app", "fake_app", "--model", "kw", "--dry-run", "--json", *home], monkeypatch, spec)
+    assert r.exit_code == 0 and json.loads(r.output)["status"] == "dry_run" and model.trained == 0
+    r = _cli(["retrain", "--app", "fake_app", "--model", "kw", "--json", *home], monkeypatch, spec)
+    out = json.loads(r.output)
+    assert r.exit_code == 0 and out["status"] == "promoted" and out["production_after"] == 2
+    assert ModelRegistry(tmp_path / "registry").aliases("fake_app", "kw")["production"] == 2
+    r = _cli(["retrain", "--app", "fake_app", "--model", "nope", *home], monkeypatch, spec)
+    assert r.exit_code == 3 and "no retrainable model" in r.output
+    r = _cli(["retrain", "--app", "ghost", "--model", "kw", *home], monkeypatch, spec)
+    assert r.exit_code == 3 and "unknown app" in r.output
+    assert _cli(["retrain", "--app", "fake_app", *home]).exit_code == 2              # --model missing
+    assert _cli(["retrain", "--app", "fake_app", "--model", "kw", "--tolerance", "-1", *home]).exit_code == 2
