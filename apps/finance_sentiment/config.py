@@ -39,6 +39,10 @@ Example (YAML)::
         secret_env: RISK_HOOK_SECRET
         timeout_s: 5             # overall deadline per request (< the 60 s delivery lease)
     allow_hosts: [hooks.example.com]   # optional: only these hosts (restricts; never permits private ones)
+    non_english_in_surges: false  # non-English / emoji-only items stay out of surge statistics
+    discovered_entities:          # ORG mentions not on the watchlist (off unless a NER model is given)
+      model: models/ner           # a verticore token-classifier artifact
+      alerts: false               # their trends are kept; alerts for them only when true
 
 Webhook hosts must be public addresses. Loopback/private receivers need the operator allow-list
 ``VERTICORE_WEBHOOK_ALLOW`` (environment, e.g. ``127.0.0.1,::1,10.0.0.0/8``) or the CLI's
@@ -331,6 +335,20 @@ def _topics(v: Any) -> dict[str, str]:
     return {str(k): str(d) for k, d in v.items()}
 
 
+@dataclass(config=_STRICT)
+class EntityDiscovery:
+    """Organisations the NER model finds that are not on the watchlist become entities of kind
+    ``discovered`` (key ``org:<normalised name>``, own trends). Off unless ``model`` names a
+    token-classifier artifact; their alerts are off unless ``alerts`` is true. A found name that is
+    a watchlist name, alias or ticker links to that entry instead."""
+
+    model: str | None = None      # path of a verticore token-classifier artifact (None: discovery off)
+    alerts: Flag = False          # surge alerts for discovered entities
+    min_score: Annotated[float, _number(ge=0, le=1)] = 0.5
+    types: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = \
+        field(default_factory=lambda: ["ORG"])
+
+
 def _default_rules() -> list[Rule]:
     return [Rule("negative-surge"), Rule("negative-topic-surge", series="topic", min_count=8, severity="medium")]
 
@@ -353,6 +371,11 @@ class MonitorConfig:
         field(default_factory=NotifyPolicy)
     inhibit_rules: Annotated[list[InhibitRule], BeforeValidator(lambda v: [] if v is None else v)] = \
         field(default_factory=list)
+    # items that look non-English or have no words are scored with low confidence and, unless this is
+    # on, left out of surge statistics (an English model's reading of them is mostly noise)
+    non_english_in_surges: Flag = False
+    discovered_entities: Annotated[EntityDiscovery, BeforeValidator(lambda v: {} if v is None else v)] = \
+        field(default_factory=EntityDiscovery)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -398,7 +421,8 @@ def validate_webhook_url(url: str, allow_hosts: list[str] | None = None, *, allo
 
 _SECTIONS: dict[str, tuple[type, str]] = {
     "rules": (Rule, "rule"), "webhooks": (WebhookTarget, "webhook"),
-    "inhibit_rules": (InhibitRule, "inhibit_rules"), "notify": (NotifyPolicy, "notify")}
+    "inhibit_rules": (InhibitRule, "inhibit_rules"), "notify": (NotifyPolicy, "notify"),
+    "discovered_entities": (EntityDiscovery, "discovered_entities")}
 
 
 def _first_problem(exc: ValidationError, data: Any, top: type = MonitorConfig, where: str = "") -> str:

@@ -7,6 +7,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from verticore.errors import DataError
 from verticore.io import atomic_write_text
@@ -234,3 +235,72 @@ def discovered_key(name: str) -> str | None:
 def entity_kind(key: str) -> str:
     """``"discovered"`` for keys from :func:`discovered_key`, else ``"watchlist"``."""
     return "discovered" if key.startswith(DISCOVERED_PREFIX) else "watchlist"
+
+
+@runtime_checkable
+class TokenTagger(Protocol):
+    """What :class:`EntityExtractor` needs from a NER model: ``verticore.TokenClassifier.predict`` (a
+    list of texts -> per text, spans with ``text``, ``type`` and ``score``)."""
+
+    def predict(self, texts: Sequence[str]) -> Any: ...
+
+
+@dataclass
+class FoundEntity:
+    """One organisation the extractor found: ``key`` is a watchlist ticker or a :func:`discovered_key`."""
+
+    key: str
+    text: str
+    kind: str  # "watchlist" (linked by name/alias/ticker) | "discovered"
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "text": self.text, "kind": self.kind, "score": round(self.score, 4)}
+
+
+class EntityExtractor:
+    """Organisation mentions from a token classifier, as entities.
+
+    Each span of an entity type in ``types`` with a score of at least ``min_score`` becomes an entity:
+    the watchlist ticker when its text is a watchlist name, alias or ticker (:meth:`Watchlist.lookup`),
+    otherwise a ``discovered`` entity keyed by :func:`discovered_key`. Only the first ``max_chars`` of a
+    text are tagged, so a 1 MB article costs no more than a long one. ``tagger`` is a
+    ``verticore.TokenClassifier`` or anything with its ``predict`` (tests pass a fake).
+    """
+
+    def __init__(self, tagger: TokenTagger, watchlist: Watchlist, *, types: Sequence[str] = ("ORG",),
+                 min_score: float = 0.5, max_chars: int = 20_000) -> None:
+        self.tagger = tagger
+        self.watchlist = watchlist
+        self.types = {t.upper() for t in types}
+        self.min_score = float(min_score)
+        self.max_chars = int(max_chars)
+
+    def extract(self, texts: Sequence[str]) -> list[list[FoundEntity]]:
+        """Per text, its organisations (one per key, first occurrence first)."""
+        if not texts:
+            return []
+        spans = self.tagger.predict([t[:self.max_chars] for t in texts])
+        out: list[list[FoundEntity]] = []
+        for row in spans:
+            found: dict[str, FoundEntity] = {}
+            for sp in row:
+                kind_of_span = str(_attr(sp, "type")).upper()
+                score = float(_attr(sp, "score", 1.0))
+                text = str(_attr(sp, "text")).strip()
+                if kind_of_span not in self.types or score < self.min_score or not text:
+                    continue
+                ticker = self.watchlist.lookup(text)
+                if ticker is not None:
+                    found.setdefault(ticker, FoundEntity(ticker, text, "watchlist", score))
+                elif (key := discovered_key(text)) is not None:
+                    found.setdefault(key, FoundEntity(key, text, "discovered", score))
+            out.append(list(found.values()))
+        if len(out) != len(texts):
+            raise DataError(f"entity tagger returned {len(out)} results for {len(texts)} texts")
+        return out
+
+
+def _attr(span: Any, name: str, default: Any = "") -> Any:
+    """A span's field, whether the tagger returns objects (``Entity``) or mappings."""
+    return span.get(name, default) if isinstance(span, Mapping) else getattr(span, name, default)

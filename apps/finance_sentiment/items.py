@@ -22,6 +22,35 @@ MAX_BODY_CHARS = 100_000
 # clock cannot push event time ahead and silence detection.
 MAX_FUTURE_SKEW_S = 15 * 60.0
 MAX_ITEM_AGE_S = 3650 * 86400.0
+# below this share of ASCII letters among a text's letters it is taken for non-English (a cheap
+# script test: Chinese, Arabic, Cyrillic... headlines; Latin-script languages pass as English)
+MIN_ASCII_LETTER_SHARE = 0.5
+
+
+def has_words(text: str) -> bool:
+    """Whether ``text`` has any letter or digit (an emoji/symbol-only post has none)."""
+    return any(ch.isalnum() for ch in text)
+
+
+def looks_non_english(text: str, *, min_ascii_share: float = MIN_ASCII_LETTER_SHARE) -> bool:
+    """Cheap language guess: True when fewer than ``min_ascii_share`` of the letters in ``text`` (its first
+    5,000 characters) are ASCII. Texts with fewer than 3 letters are never flagged."""
+    letters = [ch for ch in text[:5_000] if ch.isalpha()]
+    if len(letters) < 3:
+        return False
+    return sum(ch.isascii() for ch in letters) / len(letters) < min_ascii_share
+
+
+def mark_language(item: "NewsItem") -> "NewsItem":
+    """Record ``meta["non_english"] = True`` on an item whose title and body look non-English (see
+    :func:`looks_non_english`) and ``meta["no_words"] = True`` on one with no letter or digit at all
+    (emoji-only). The monitor scores both with low confidence and keeps them out of surge statistics."""
+    text = f"{item.title} {item.body[:5_000]}"
+    if not has_words(text):
+        item.meta["no_words"] = True
+    elif looks_non_english(text):
+        item.meta["non_english"] = True
+    return item
 
 
 @dataclass
@@ -92,8 +121,8 @@ class NewsItem:
                             str(ts_raw)[:40], max_age_s / 86400.0, max_skew_s)
                 meta.setdefault("original_published_at", str(ts_raw)[:100])
             meta["time_clamped"] = True
-        return cls(item_id=item_id, title=title, body=body if body != title else "", url=url, source=src,
-                   published_at=float(clamped), ingested_at=float(now), meta=meta)
+        return mark_language(cls(item_id=item_id, title=title, body=body if body != title else "", url=url, source=src,
+                                 published_at=float(clamped), ingested_at=float(now), meta=meta))
 
 
 def _first(data: Mapping[str, Any], *keys: str) -> Any:

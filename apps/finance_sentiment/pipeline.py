@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -16,8 +16,8 @@ from .alerting import Notification, Notifier, group_payload
 from .config import MonitorConfig, load_config
 from .dedupe import Deduplicator
 from .detect import AlertEvent, SurgeDetector
-from .entities import Watchlist
-from .items import MAX_FUTURE_SKEW_S, MAX_ITEM_AGE_S, NewsItem, ScoredItem
+from .entities import EntityExtractor, TokenTagger, Watchlist, entity_kind
+from .items import MAX_FUTURE_SKEW_S, MAX_ITEM_AGE_S, NewsItem, ScoredItem, mark_language
 from .paths import SAMPLES, AppPaths
 from .scoring import SentimentModel, TopicModel
 from .store import NewsStore, SQLiteStore
@@ -71,10 +71,19 @@ class Monitor:
     Detection state lives in the database: each transaction first reloads it when another process
     (``watch`` and ``serve`` on the same directory) has changed it since, so all writers share one
     detector and one burst gives one alert.
+
+    ``extractor`` (an :class:`~finance_sentiment.entities.EntityExtractor`, or a bare NER tagger wrapped
+    with the config's ``discovered_entities`` settings) adds organisations found by the NER model:
+    watchlist names it finds link to their ticker, others become ``discovered`` entities (``org:...``)
+    with their own trends; their alerts stay off unless ``discovered_entities.alerts`` is on. Items
+    that look non-English or have no words (``meta["non_english"]`` / ``meta["no_words"]``) are
+    stored and scored with low confidence but left out of surge statistics unless
+    ``non_english_in_surges`` is on.
     """
 
     def __init__(self, store: NewsStore, sentiment: SentimentModel, topics: TopicModel, watchlist: Watchlist,
-                 config: MonitorConfig | None = None, embedder: Any = None, *, dashboard_url: str | None = None) -> None:
+                 config: MonitorConfig | None = None, embedder: Any = None, *, dashboard_url: str | None = None,
+                 extractor: EntityExtractor | TokenTagger | None = None) -> None:
         self.store = store
         self.sentiment = sentiment
         self.topics = topics
@@ -82,6 +91,10 @@ class Monitor:
         self.config = config or MonitorConfig()
         self.embedder = embedder if embedder is not None else topics.embedder
         self.dashboard_url = dashboard_url
+        disc = self.config.discovered_entities
+        if extractor is not None and not isinstance(extractor, EntityExtractor):
+            extractor = EntityExtractor(extractor, watchlist, types=disc.types, min_score=disc.min_score)
+        self.extractor: EntityExtractor | None = extractor
         fp = getattr(self.embedder, "fingerprint", None)
         dim = int(getattr(self.embedder, "dimension", 384))
         self.deduper = Deduplicator(store, dimension=dim, threshold=self.config.near_duplicate_threshold,
@@ -114,8 +127,16 @@ class Monitor:
         sentiment = SentimentModel.load(paths.sentiment_model, device=device, batch_size=batch_size,
                                         max_sentences=config.max_sentences)
         topics = TopicModel.load(embedder, config.topics, paths.topic_model, threshold=config.zero_shot_threshold)
+        extractor = None
+        if config.discovered_entities.model:
+            from verticore import TokenClassifier
+
+            # a relative path is the monitor home's (models/ner), else a path or model name as given
+            model = config.discovered_entities.model
+            local = paths.root / model
+            extractor = TokenClassifier(local if local.exists() else model, device=device, batch_size=batch_size)
         store = SQLiteStore(paths.db)
-        mon = cls(store, sentiment, topics, watchlist, config, embedder)
+        mon = cls(store, sentiment, topics, watchlist, config, embedder, extractor=extractor)
         mon.deduper.warm(embedder)
         return mon
 
@@ -146,7 +167,7 @@ class Monitor:
         rejects: list[tuple[str, str, str]] = []
         for rec in records:
             if isinstance(rec, NewsItem):
-                items.append(rec)
+                items.append(mark_language(rec))
                 continue
             try:
                 items.append(NewsItem.from_dict(rec, source=rec.get("source") if isinstance(rec, Mapping) and rec.get("source") else source,
@@ -216,6 +237,7 @@ class Monitor:
         orig_items = [items[i] for i in originals]
         sent = self.sentiment.score([it.title for it in orig_items], [it.body for it in orig_items])
         topics = self.topics.assign([it.title for it in orig_items], emb[originals] if originals else None)
+        found = self.extractor.extract([it.text for it in orig_items]) if self.extractor is not None else None
         scored: list[ScoredItem] = []
         by_index: dict[int, ScoredItem] = {}
         k = 0
@@ -226,6 +248,13 @@ class Monitor:
                 s.sentiment, s.sentiment_score, s.probabilities, s.evidence = a.label, a.score, a.probabilities, a.evidence
                 s.topics = topics[k]
                 s.entities = self.watchlist.tickers_in(f"{it.title} {it.body}")
+                if found is not None:
+                    s.entities += [f.key for f in found[k] if f.key not in s.entities]
+                    disc = [f.to_dict() for f in found[k] if f.kind == "discovered"]
+                    if disc:
+                        it.meta["discovered_entities"] = disc
+                if a.note:
+                    it.meta["sentiment_note"] = a.note
                 s.model_version = self.sentiment.version
                 s.topic_model_version = self.topics.version
                 k += 1
@@ -246,7 +275,7 @@ class Monitor:
                     elif d is not None:
                         s.duplicate_of = d
                 self.store.insert_items([s for s in scored if s.is_duplicate])
-                events = self.detector.observe(scored, now=now)
+                events = self.detector.observe(self._for_detector(scored), now=now)
                 # the notifier's clock is event time (the batch's latest item, never past the clock's skew)
                 times = [min(s.item.published_at, now + MAX_FUTURE_SKEW_S) for s in scored
                          if not s.is_duplicate and np.isfinite(s.item.published_at)]
@@ -282,7 +311,7 @@ class Monitor:
                 self._sync_detector()
                 self.store.insert_items([s for s in fresh if not s.is_duplicate])
                 self.store.insert_items([s for s in fresh if s.is_duplicate])
-                result.events = self.detector.observe(fresh, now=now)
+                result.events = self.detector.observe(self._for_detector(fresh), now=now)
                 times = [min(s.item.published_at, now + MAX_FUTURE_SKEW_S) for s in fresh
                          if not s.is_duplicate and np.isfinite(s.item.published_at)]
                 result.notifications = self._handle(result.events, max(times, default=-np.inf), now)
@@ -294,6 +323,19 @@ class Monitor:
         result.accepted = sum(1 for s in fresh if not s.is_duplicate)
         result.duplicates = len(fresh) - result.accepted
         return result
+
+    def _for_detector(self, scored: Sequence[ScoredItem]) -> list[ScoredItem]:
+        """What surge statistics see: without non-English / wordless items (unless configured) and, while
+        their alerts are off, without discovered entities (those items still count for topics and ``all``)."""
+        out: list[ScoredItem] = []
+        alerts_for_discovered = self.config.discovered_entities.alerts
+        for s in scored:
+            if not self.config.non_english_in_surges and (s.item.meta.get("non_english") or s.item.meta.get("no_words")):
+                continue
+            if not alerts_for_discovered and any(entity_kind(e) == "discovered" for e in s.entities):
+                s = replace(s, entities=[e for e in s.entities if entity_kind(e) != "discovered"])
+            out.append(s)
+        return out
 
     def tick(self, now: float | None = None) -> list[AlertEvent]:
         """Advance detection time without new items: resolves episodes that went quiet and sends the
@@ -360,10 +402,13 @@ class Monitor:
         item = NewsItem.from_dict({"title": title, "body": text})
         a = self.sentiment.score([item.title], [item.body])[0]
         emb = np.asarray(self.embedder.encode([item.title]), dtype=np.float32)
+        entities = self.watchlist.tickers_in(full)
+        if self.extractor is not None:
+            entities += [f.key for f in self.extractor.extract([item.text])[0] if f.key not in entities]
         return {"label": a.label, "score": a.score, "probabilities": a.probabilities,
                 "evidence": [e.to_dict() for e in a.evidence], "sentences": a.sentences,
-                "topics": self.topics.assign([item.title], emb)[0], "entities": self.watchlist.tickers_in(full),
-                "model_version": self.sentiment.version}
+                "topics": self.topics.assign([item.title], emb)[0], "entities": entities,
+                "model_version": self.sentiment.version, "note": a.note}
 
     def close(self) -> None:
         close = getattr(self.store, "close", None)

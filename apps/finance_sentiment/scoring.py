@@ -14,7 +14,7 @@ from verticore.inference.component import COMPONENT_FILE, Component, register_co
 from verticore.inference.protocols import Classifier
 from verticore.io import read_json
 
-from .items import SentenceEvidence
+from .items import SentenceEvidence, has_words, looks_non_english
 from .text import split_sentences
 
 log = logging.getLogger("finance_sentiment")
@@ -44,6 +44,13 @@ class ArticleSentiment:
     probabilities: dict[str, float]
     evidence: list[SentenceEvidence] = field(default_factory=list)
     sentences: int = 1
+    note: str | None = None  # why the result is low-confidence (non-English text, nothing to read)
+
+
+# an item with no letter or digit (emoji/symbol-only post) is not sent to the model: neutral, low confidence
+NO_WORDS_PROBABILITIES = {"negative": 0.25, "neutral": 0.5, "positive": 0.25}
+NO_WORDS_NOTE = "no words to score (emoji or symbols only): neutral with low confidence"
+NON_ENGLISH_NOTE = "text looks non-English: the English model's confidence is lowered"
 
 
 @register_component("finance_sentiment.SentimentModel")
@@ -56,6 +63,12 @@ class SentimentModel(Component):
     the article's probabilities are the mean of its sentences' probabilities, with the title
     counted ``title_weight`` times. Every sentence's label and score is kept as evidence.
 
+    Bad input: an item with no letter or digit (emoji-only) is not classified; it gets
+    :data:`NO_WORDS_PROBABILITIES` (neutral, low confidence) and a ``note``. An item that looks
+    non-English (:func:`~finance_sentiment.items.looks_non_english`) is classified, then its
+    probabilities are pulled towards uniform by ``non_english_weight`` (1 = unchanged; the label
+    stays, the score and confidence shrink), with a ``note``.
+
     ``classifier`` is any :class:`~verticore.Classifier` (tests pass a fake) or the path of a
     classifier artifact, opened as a core ``TextClassifier`` (construction reads its labels only;
     weights load in :meth:`warm_up` or on the first :meth:`score`). With a core component as
@@ -63,13 +76,16 @@ class SentimentModel(Component):
     """
 
     def __init__(self, classifier: Classifier | str | Path, *, version: str | None = None, max_sentences: int = 64,
-                 title_weight: float = 2.0) -> None:
+                 title_weight: float = 2.0, non_english_weight: float = 0.5) -> None:
         if isinstance(classifier, (str, Path)):
             classifier = _open_classifier(classifier)
         self.classifier = classifier
         self.version = version if version is not None else _classifier_version(classifier, "sentiment")
         self.max_sentences = int(max_sentences)
         self.title_weight = float(title_weight)
+        if not 0.0 <= float(non_english_weight) <= 1.0:
+            raise ArtifactError(f"non_english_weight must be in [0, 1] (got {non_english_weight})")
+        self.non_english_weight = float(non_english_weight)
         mapping = {}
         for i, lab in enumerate(classifier.labels):
             canon = _ALIASES.get(str(lab).strip().lower())
@@ -84,7 +100,7 @@ class SentimentModel(Component):
 
     def _init_parameters(self) -> dict[str, Any]:
         return {"classifier": self.classifier, "version": self.version, "max_sentences": self.max_sentences,
-                "title_weight": self.title_weight}
+                "title_weight": self.title_weight, "non_english_weight": self.non_english_weight}
 
     def warm_up(self) -> None:
         """Load the classifier's weights now instead of on the first :meth:`score` (idempotent)."""
@@ -93,10 +109,11 @@ class SentimentModel(Component):
     @classmethod
     def from_settings(cls, artifact: str | Path, *, device: str = "auto", batch_size: int = 64,
                       backend: str = "torch", max_sentences: int = 64, title_weight: float = 2.0,
-                      version: str | None = None) -> "SentimentModel":
+                      version: str | None = None, non_english_weight: float = 0.5) -> "SentimentModel":
         """A model over the classifier artifact at ``artifact``, from settings only (no weights load)."""
         return cls(_open_classifier(artifact, device=device, batch_size=batch_size, backend=backend),
-                   version=version, max_sentences=max_sentences, title_weight=title_weight)
+                   version=version, max_sentences=max_sentences, title_weight=title_weight,
+                   non_english_weight=non_english_weight)
 
     @classmethod
     def load(cls, artifact_dir: str | Path, *, device: str | None = None, batch_size: int | None = None,
@@ -129,6 +146,9 @@ class SentimentModel(Component):
         owners: list[tuple[int, float]] = []
         n_sent: list[int] = []
         for i, (title, body) in enumerate(zip(titles, bodies)):
+            if not has_words(f"{title} {body[:5_000]}"):
+                n_sent.append(0)  # nothing the model could read
+                continue
             sents = [title] if title else []
             if body:
                 body_sents = split_sentences(body)
@@ -147,6 +167,9 @@ class SentimentModel(Component):
         out: list[ArticleSentiment] = []
         pos = 0
         for i, n in enumerate(n_sent):
+            if n == 0:
+                out.append(ArticleSentiment("neutral", 0.0, dict(NO_WORDS_PROBABILITIES), [], 0, NO_WORDS_NOTE))
+                continue
             block = probs[pos:pos + n]
             w = np.asarray([owners[pos + j][1] for j in range(n)], dtype=np.float32)
             agg = (block * w[:, None]).sum(axis=0) / w.sum()
@@ -156,9 +179,13 @@ class SentimentModel(Component):
                     pj = block[j]
                     k = int(np.argmax(pj))
                     evidence.append(SentenceEvidence(units[pos + j], SENTIMENTS[k], float(pj[2] - pj[0]), float(pj[k])))
+            note = None
+            if self.non_english_weight < 1.0 and looks_non_english(f"{titles[i]} {bodies[i][:5_000]}"):
+                agg = self.non_english_weight * agg + (1.0 - self.non_english_weight) / 3.0
+                note = NON_ENGLISH_NOTE
             k = int(np.argmax(agg))
             out.append(ArticleSentiment(SENTIMENTS[k], float(agg[2] - agg[0]),
-                                        {s: float(v) for s, v in zip(SENTIMENTS, agg)}, evidence, n))
+                                        {s: float(v) for s, v in zip(SENTIMENTS, agg)}, evidence, n, note))
             pos += n
         return out
 
