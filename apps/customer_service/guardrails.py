@@ -6,7 +6,10 @@ and can run on every user turn.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence
 
 from verticore.errors import DataError
 
@@ -102,12 +105,85 @@ def _phone(m: re.Match) -> str:
     return raw
 
 
-def redact_pii(text: str) -> str:
+class PiiTagger(Protocol):
+    """What the NER pass needs: ``verticore.TokenClassifier.predict`` (texts -> per text, spans with
+    ``start``, ``end``, ``type`` and ``score``; objects or mappings)."""
+
+    def predict(self, texts: Sequence[str]) -> Any: ...
+
+
+@dataclass
+class PiiNer:
+    """The optional NER pass of :func:`redact_pii`: spans of ``placeholders``' types (``PER`` -> ``[NAME]``,
+    ``LOC`` -> ``[ADDRESS]``) scoring at least ``min_score`` are replaced. A house number right before a
+    location ("221B Baker Street") goes with it."""
+
+    tagger: PiiTagger
+    placeholders: Mapping[str, str]
+    min_score: float = 0.5
+
+
+_NER_LOCK = threading.Lock()
+_NER: PiiNer | None = None
+_PLACEHOLDER = re.compile(r"\[[A-Z]+\]")
+_HOUSE_NUMBER = re.compile(r"\b\d{1,5}[A-Za-z]?,?\s+$")
+DEFAULT_NER_PLACEHOLDERS = {"PER": "[NAME]", "LOC": "[ADDRESS]"}
+
+
+def configure_pii_ner(tagger: PiiTagger | str | Path | None, *, placeholders: Mapping[str, str] | None = None,
+                      min_score: float = 0.5, device: str = "auto") -> PiiNer | None:
+    """Turn the NER pass of :func:`redact_pii` on (a tagger, or the path of a token-classifier artifact,
+    opened as ``verticore.TokenClassifier``) or off (``None``) for every caller in this process; returns
+    the new setting. Without it, redaction is the pattern rules only."""
+    global _NER
+    if tagger is not None and isinstance(tagger, (str, Path)):
+        from verticore import TokenClassifier
+
+        tagger = TokenClassifier(tagger, device=device)
+    ner = None if tagger is None else PiiNer(tagger, dict(placeholders or DEFAULT_NER_PLACEHOLDERS), float(min_score))
+    with _NER_LOCK:
+        _NER = ner
+    return ner
+
+
+def _span_field(span: Any, name: str, default: Any = None) -> Any:
+    return span.get(name, default) if isinstance(span, Mapping) else getattr(span, name, default)
+
+
+def _redact_entities(text: str, ner: PiiNer) -> str:
+    """Replace the tagger's person / location spans (ones that would cut into a pattern placeholder are kept
+    as they are: the pattern rules already redacted that part)."""
+    spans = ner.tagger.predict([text])[0]
+    protected = [(m.start(), m.end()) for m in _PLACEHOLDER.finditer(text)]
+    cuts: list[tuple[int, int, str]] = []
+    for sp in spans:
+        label = ner.placeholders.get(str(_span_field(sp, "type", "")).upper())
+        start, end = _span_field(sp, "start"), _span_field(sp, "end")
+        if label is None or start is None or end is None or float(_span_field(sp, "score", 1.0)) < ner.min_score:
+            continue
+        start, end = max(0, int(start)), min(len(text), int(end))
+        if end <= start or any(a < end and start < b for a, b in protected):
+            continue
+        if label == ner.placeholders.get("LOC") and (m := _HOUSE_NUMBER.search(text, 0, start)):
+            start = m.start()
+        cuts.append((start, end, label))
+    out, pos = [], 0
+    for start, end, label in sorted(cuts):
+        if start < pos:  # overlapping spans: the earlier one wins
+            continue
+        out += [text[pos:start], label]
+        pos = end
+    return "".join(out) + text[pos:]
+
+
+def redact_pii(text: str, *, ner: PiiNer | None = None) -> str:
     """Replace card numbers, IBANs, US SSNs, e-mail addresses and phone numbers with placeholders.
 
     Card numbers must pass the Luhn check and IBANs their country length and mod-97 check, so order
     ids and amounts are not redacted by accident; dates and numbers right after an order/reference
-    keyword are never taken for phone numbers. Returns the redacted text.
+    keyword are never taken for phone numbers. When a NER model is configured
+    (:func:`configure_pii_ner`, or ``ner`` for this call) person names become ``[NAME]`` and
+    locations / street addresses ``[ADDRESS]`` after the pattern rules. Returns the redacted text.
     """
     if not text:
         return text
@@ -115,7 +191,9 @@ def redact_pii(text: str) -> str:
     text = _IBAN.sub(_iban, text)
     text = _CARD.sub(_card, text)
     text = _SSN.sub("[SSN]", text)  # before phones: 123-45-6789 also fits the phone pattern
-    return _PHONE.sub(_phone, text)
+    text = _PHONE.sub(_phone, text)
+    ner = ner if ner is not None else _NER
+    return _redact_entities(text, ner) if ner is not None else text
 
 
 # -- prompt injection ------------------------------------------------------------------------
