@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +217,29 @@ def test_extractor_refuses_a_tagger_that_loses_texts():
 
     with pytest.raises(Exception, match="2 texts"):
         EntityExtractor(Lossy(), Watchlist()).extract(["a", "b"])
+
+
+# -- a silence that ends before it starts ----------------------------------------------------------
+# new_silence refuses it; the CLI (exit 3) and API (422) paths are tested in test_finance_alerting.py
+# (test_silence_cli_add_list_expire, test_silence_api_scopes_and_errors); here the dashboard's form.
+def test_dashboard_refuses_a_silence_that_ends_when_it_starts(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from finance_sentiment.paths import AppPaths
+
+    monkeypatch.setenv("VERTICORE_HOME", str(tmp_path))
+    paths = AppPaths.default()
+    paths.root.mkdir(parents=True, exist_ok=True)
+    SQLiteStore(paths.db).close()
+    page = Path(__file__).resolve().parents[1] / "apps" / "finance_sentiment" / "dashboard" / "monitor_page.py"
+    at = AppTest.from_file(str(page), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    for key, value in {"silence_match": "entity=AAA", "silence_duration": "0s", "silence_author": "ana",
+                       "silence_comment": "earnings"}.items():
+        at.text_input(key=key).set_value(value)
+    at.button[[b.label for b in at.button].index("Add silence")].click().run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "before or when it starts" in errors[0].replace("\\", "") and "\n" not in errors[0]
+    store = SQLiteStore(paths.db)
+    assert store.list_silences(include_expired=True) == []
+    store.close()
