@@ -185,3 +185,111 @@ def test_cli_retrain_exit_codes_and_json(tmp_path, monkeypatch, fake_app):
     assert r.exit_code == 3 and "unknown app" in r.output
     assert _cli(["retrain", "--app", "fake_app", *home]).exit_code == 2              # --model missing
     assert _cli(["retrain", "--app", "fake_app", "--model", "kw", "--tolerance", "-1", *home]).exit_code == 2
+
+
+# -- the apps' RetrainableModels -------------------------------------------------------------------
+def test_apps_declare_their_retrainable_models():
+    from customer_service.plugin import APP as CS
+    from finance_sentiment.plugin import APP as FS
+    from verticore.registry.loop import load_retrainable
+
+    assert isinstance(load_retrainable(CS, "intent")[1], RetrainableModel)
+    assert isinstance(load_retrainable(FS, "sentiment")[1], RetrainableModel)
+    assert CS.describe()["models"] == {"intent": "customer_service.retrain:IntentRetrainer"}
+
+
+def _finance_store(home: Path):
+    from finance_sentiment.items import NewsItem, ScoredItem
+    from finance_sentiment.store import SQLiteStore
+
+    store = SQLiteStore(home / "finance_sentiment" / "monitor.db")
+    items = []
+    for i, (title, sent) in enumerate([("Acme profit soars on record sales", "negative"),
+                                       ("Bolt Bank shares slump after fraud probe", "negative")]):
+        s = ScoredItem(NewsItem(f"id{i}", title, published_at=1.7e9 + i, url=f"https://n.example/{i}", source="wire"),
+                       f"h{i}")
+        s.sentiment, s.sentiment_score = sent, -0.9
+        items.append(s)
+    store.insert_items(items)
+    return store
+
+
+def test_finance_label_command_stores_an_analyst_label_with_source_and_time(tmp_path, monkeypatch):
+    from finance_sentiment.cli import app as fs_app
+    from finance_sentiment.retrain import SentimentRetrainer
+
+    _finance_store(tmp_path).close()
+    monkeypatch.setenv("VERTICORE_HOME", str(tmp_path))
+    home = ["--home", str(tmp_path / "finance_sentiment")]
+    r = CliRunner().invoke(fs_app, ["label", "id0", "positive", "--by", "ann", "--json", *home])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.output)
+    assert row["label"] == "positive" and row["previous"] == "negative" and row["labelled_by"] == "ann"
+    assert row["source"] == "analyst" and row["created_at"].startswith("20") and row["text"].startswith("Acme")
+    r = CliRunner().invoke(fs_app, ["label", "id0", "bullish", *home])
+    assert r.exit_code == 3 and "not one of" in r.output
+    r = CliRunner().invoke(fs_app, ["label", "nope", "neutral", *home])
+    assert r.exit_code == 3 and "no item 'nope'" in r.output
+    labels = SentimentRetrainer().collect_labels(tmp_path, None)
+    assert [(x.label, x.source, x.by) for x in labels] == [("positive", "analyst", "ann")]
+    res = retrain("finance_sentiment", "sentiment", home=tmp_path, registry=tmp_path / "registry", dry_run=True)
+    assert res.status == "dry_run" and res.new_labels == 1 and res.new_label_sources == {"analyst": 1}
+
+
+def test_customer_service_agent_labels_feed_the_intent_model(tmp_path, monkeypatch):
+    from customer_service.demo import demo_kb_dir
+    from customer_service.retrain import IntentRetrainer
+    from customer_service.store import BotStore
+
+    monkeypatch.delenv("CUSTOMER_SERVICE_KB", raising=False)
+    kb = demo_kb_dir(tmp_path)
+    kb.mkdir(parents=True)
+    store = BotStore(kb / "bot.sqlite")
+    sid = store.new_session()
+    turn = store.add_turn(sid, "my parcel never showed up", "Sorry!", "answered", intent="refund")
+    oos = store.add_turn(sid, "what is the weather", "Hm", "answered")
+    store.correct_turn(sid, turn, "agent ann", "track_order", ["track_order", "refund"])
+    store.correct_turn(sid, oos, "agent ann", "out_of_scope", ["track_order", "refund", "out_of_scope"])
+    store.close()
+    rm = IntentRetrainer()
+    labels = rm.collect_labels(tmp_path, None)
+    assert [(x.text, x.label, x.source) for x in labels] == [("my parcel never showed up", "track_order",
+                                                              "agent_correction")]
+    assert len(rm.base_data(tmp_path)) > 50 and len(rm.fixed_eval_split(tmp_path)[0]) > 20
+    r = _cli(["retrain", "--app", "customer_service", "--model", "intent", "--dry-run", "--json",
+              "--home", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["status"] == "dry_run" and out["new_labels"] == 1 and out["production_before"] is None
+
+
+@pytest.mark.slow
+def test_customer_service_intent_retrain_end_to_end_with_a_tiny_fine_tune(tmp_path, monkeypatch):
+    """Real training (a couple of optimiser steps on a slice of the samples): baseline v1, candidate v2
+    gated and registered."""
+    from customer_service.retrain import IntentRetrainer
+
+    class TinyIntents(IntentRetrainer):
+        default_recipe = {**IntentRetrainer.default_recipe, "epochs": 1, "max_steps": 2, "device": "cpu",
+                          "batch_size": 8}
+
+        def base_data(self, home):
+            return LabelSet(super().base_data(home).items[::4])
+
+        def fixed_eval_split(self, home):
+            texts, labels = super().fixed_eval_split(home)
+            return texts[::3], labels[::3]
+
+        def collect_labels(self, home, since):
+            return LabelSet([Label("where on earth is my parcel", "track_order", "agent_resolution",
+                                   "2026-01-01T10:00:00+00:00")]).since(since)
+
+    monkeypatch.delenv("CUSTOMER_SERVICE_KB", raising=False)
+    spec = AppSpec(name="customer_service", title="CS", models={"intent": TinyIntents()})
+    reg = ModelRegistry(tmp_path / "registry")
+    r = retrain(spec, "intent", home=tmp_path, registry=reg)
+    assert r.status in {"promoted", "rejected"} and r.bootstrapped == 1 and r.candidate == 2, r.message
+    v2 = reg.get("customer_service", "intent", 2)
+    assert v2.recipe["max_steps"] == 2 and 0.0 <= v2.metrics["accuracy"] <= 1.0
+    assert reg.read_gate(v2)["against"]["version"] == 1
+    assert len(TinyIntents().predict(v2.artifact_path, ["where is my order"])) == 1

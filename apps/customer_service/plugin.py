@@ -53,4 +53,5 @@ APP = AppSpec(
     create_router=create_router,
     prepare_demo="customer_service.demo:prepare_demo",
     demo_ready="customer_service.demo:is_ready",
+    models={"intent": "customer_service.retrain:IntentRetrainer"},  # `verticore retrain --model intent`
 )

@@ -573,3 +573,33 @@ def silence_expire(silence_id: int = typer.Argument(..., help="silence id (see `
     finally:
         store.close()
     typer.echo(f"silence #{silence_id} expired")
+
+
+# -- labels (issue #14: an analyst's relabel becomes training data for `verticore retrain`) ----------
+@app.command("label")
+@_friendly
+def label_cmd(item_id: str = typer.Argument(..., help="the item's id (as ingested; see the monitor's feed)"),
+              label: str = typer.Argument(..., help="positive, neutral or negative"),
+              by: Optional[str] = typer.Option(None, "--by", help="who labels (default: login name)"),
+              source: Optional[str] = typer.Option(None, "--source", help="the item's source, when several sources "
+                                                                          "use this id"),
+              as_json: bool = JSON_OPT, home: Optional[Path] = HOME_OPT) -> None:
+    """Relabel an item's sentiment; `verticore retrain --app finance_sentiment --model sentiment` learns from it."""
+    from verticore.errors import DataError
+    from verticore.registry.store import current_user
+
+    store = _store(home)
+    try:
+        items = store.find_items(item_id, source)
+        if not items:
+            raise DataError(f"no item {item_id!r}" + (f" from source {source!r}" if source else "") + " in the monitor")
+        if len(items) > 1:
+            raise DataError(f"item id {item_id!r} is used by sources {', '.join(i['source'] for i in items)}; "
+                            "pick one with --source")
+        row = store.add_label(items[0], label, by=by or current_user())
+    finally:
+        store.close()
+    if as_json:
+        return _echo_json(row)
+    typer.echo(f"labelled {row['item_source']}/{row['item_id']} {row['label']} (was {row['previous'] or '-'}) "
+               f"by {row['labelled_by']} at {row['created_at']}")

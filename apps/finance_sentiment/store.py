@@ -182,7 +182,24 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX silences_ends ON silences(ends_at);
     """,
+    # v5: analysts' sentiment labels (issue #14): every relabel kept with who gave it and when
+    """
+    CREATE TABLE labels (
+        id INTEGER PRIMARY KEY,
+        item_rowid INTEGER REFERENCES items(id) ON DELETE SET NULL,
+        item_id TEXT NOT NULL,
+        item_source TEXT NOT NULL,
+        text TEXT NOT NULL,
+        label TEXT NOT NULL CHECK (label IN ('positive', 'neutral', 'negative')),
+        previous TEXT,
+        source TEXT NOT NULL,
+        labelled_by TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX labels_created ON labels(created_at, id);
+    """,
 ]
+SENTIMENT_LABELS = ("positive", "neutral", "negative")
 
 
 class NewsStore(abc.ABC):
@@ -559,3 +576,37 @@ class SQLiteStore(NewsStore):
         with self.transaction() as conn:
             conn.execute("INSERT INTO kv (key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET"
                          " value=excluded.value, updated_at=excluded.updated_at", (key, json.dumps(value), time.time()))
+
+    # -- labels (issue #14) ------------------------------------------------------------
+    def find_items(self, item_id: str, source: str | None = None) -> list[dict[str, Any]]:
+        """Stored items with this ``item_id`` (one per source; ``source`` narrows it), as rows."""
+        sql, params = "SELECT id, item_id, source, title, sentiment FROM items WHERE item_id = ?", [str(item_id)]
+        if source:
+            sql, params = sql + " AND source = ?", [*params, str(source)]
+        return self._query(sql + " ORDER BY id", params)
+
+    def add_label(self, item: dict[str, Any], label: str, *, by: str | None = None, source: str = "analyst",
+                  created_at: str | None = None) -> dict[str, Any]:
+        """Record a sentiment label for a stored item (a row of :meth:`find_items` or :meth:`recent_items`);
+        the item's headline is the labelled text. Every label is kept (the retrain loop resolves conflicts)."""
+        from verticore.errors import DataError
+        from verticore.text import utc_iso
+
+        label = str(label).strip().lower()
+        if label not in SENTIMENT_LABELS:
+            raise DataError(f"label {label!r} is not one of {', '.join(SENTIMENT_LABELS)}")
+        when = created_at or utc_iso(timespec="microseconds")
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO labels (item_rowid, item_id, item_source, text, label, previous, source, labelled_by,"
+                " created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (item.get("id"), str(item["item_id"]), str(item["source"]), str(item["title"]), label,
+                 item.get("sentiment"), source, by, when))
+            row_id = cur.lastrowid
+        return self._query("SELECT * FROM labels WHERE id = ?", [row_id])[0]
+
+    def list_labels(self, since: str | None = None) -> list[dict[str, Any]]:
+        """Labels oldest first (``since``: ISO 8601 UTC time, only later ones)."""
+        if since:
+            return self._query("SELECT * FROM labels WHERE created_at > ? ORDER BY created_at, id", [since])
+        return self._query("SELECT * FROM labels ORDER BY created_at, id")
