@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -26,6 +26,9 @@ from .common import StagedDir, TrainResult, autocast_context
 from .config import ClassifierTrainingConfig
 from .loop import batched_logits, fit, length_grouped_batches, load_with_new_head, pad_tensors, save_model_files
 from .methods import get_method
+
+if TYPE_CHECKING:
+    from .distributed import DataParallel
 
 log = logging.getLogger(__name__)
 LabelLike = str | Sequence[str]
@@ -178,6 +181,7 @@ def train_classifier(
     test_texts: Sequence[str] | None = None,
     test_labels: Sequence[LabelLike] | None = None,
     show_progress: bool = True,
+    data_parallel: DataParallel | None = None,
 ) -> TrainResult:
     """Fine-tune ``config.base`` on (text, label) pairs and write a self-describing artifact.
 
@@ -187,11 +191,17 @@ def train_classifier(
 
     Returns a :class:`TrainResult`; ``TextClassifier(result.artifact_dir)`` reproduces
     ``result.dev_probabilities`` exactly on CPU.
+
+    ``data_parallel``: this process is one rank of ``verticore finetune --nproc N`` (see
+    :mod:`verticore.finetune.distributed`); ranks other than 0 train but write nothing and return
+    a result without metrics.
     """
     import torch
     from transformers import AutoModelForSequenceClassification
 
     cfg = config or ClassifierTrainingConfig()
+    dp = data_parallel
+    show_progress = show_progress and (dp is None or dp.is_main)
     t0 = time.time()
     data = prepare_data(train_texts, train_labels, dev_texts, dev_labels, cfg.multi_label, test_texts, test_labels)
     space, labels = data.space, data.space.labels
@@ -207,10 +217,12 @@ def train_classifier(
     enc_train = tokenizer(data.train_texts, truncation=True, max_length=cfg.max_length)["input_ids"]
     pad_id = tokenizer.pad_token_id or 0
     probe_info: dict[str, Any] | None = None
-    if head_init == "linear_probe":
+    if head_init == "linear_probe" and (dp is None or dp.is_main):  # other ranks get the head by broadcast
         model.to(device)
         probe_info = linear_probe_head(model, pooling, enc_train, data.y_train, loss_fn, pad_id, device, show_progress)
     model = method.prepare(model).to(device)
+    if dp is not None:
+        dp.sync_parameters(model, cfg.seed)
     autocast, _ = autocast_context(device, cfg.mixed_precision)
 
     enc_dev = tokenizer(data.dev_texts, truncation=True, max_length=cfg.max_length)["input_ids"]
@@ -224,9 +236,13 @@ def train_classifier(
         return ids, mask, torch.from_numpy(data.y_train[idx]).to(device)
 
     loop = fit(model, cfg, method, [len(x) for x in enc_train], train_batch, loss_fn, dev_macro_f1,
-               device, "dev_macro_f1", f"fine-tune ({cfg.method})", show_progress)
+               device, "dev_macro_f1", f"fine-tune ({cfg.method})", show_progress, data_parallel=dp)
     run_info = {"best_step": loop.best_step, "steps": loop.steps, "train_seconds": round(time.time() - t0, 2),
                 "history": loop.history}
+    if dp is not None:
+        if not dp.is_main:
+            return TrainResult(artifact_dir=Path(out_dir))
+        run_info["data_parallel"] = {"world_size": dp.world_size, "backend": dp.backend}
 
     staged = StagedDir(out_dir)
     try:

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .common import autocast_context, linear_schedule, optimizer_step
+
+if TYPE_CHECKING:
+    from .distributed import DataParallel
 
 
 @dataclass
@@ -60,7 +63,7 @@ def save_model_files(method, model, tokenizer, out: Path, space) -> Any:
 
 def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray], tuple[Any, Any, Any]],
         loss: Callable[[Any, Any], Any], evaluate: Callable[[], float], device: str, metric: str,
-        desc: str, show_progress: bool = True) -> LoopResult:
+        desc: str, show_progress: bool = True, data_parallel: DataParallel | None = None) -> LoopResult:
     """Train ``model`` on length-grouped batches with AdamW + linear warm-up/decay, evaluating
     every ``cfg.eval_every`` steps (default once per epoch); keeps the checkpoint with the best
     ``evaluate()`` score and stops after ``cfg.patience`` evaluations without gain.
@@ -68,6 +71,10 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
     ``batch(idx)`` gives ``(input_ids, attention_mask, target)`` on the device for row indices
     ``idx``; ``loss(logits, target)`` the training loss; ``evaluate()`` the dev score (it may
     switch the model to eval mode; the loop switches it back). History rows name the score ``metric``.
+
+    With ``data_parallel`` (see :mod:`verticore.finetune.distributed`) every rank walks the same
+    global batches, trains on its slice of each and sums gradients before the step; rank 0 alone
+    evaluates (the score is broadcast) and keeps the best checkpoint.
     """
     import torch
 
@@ -84,24 +91,31 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
     bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not show_progress)
     while not stop:
         for b, idx in enumerate(length_grouped_batches(lengths, cfg.batch_size, rng)):
-            ids, mask, target = batch(idx)
-            with autocast:
-                logits = model(input_ids=ids, attention_mask=mask).logits
-            value = loss(logits.float(), target) / cfg.grad_accum
-            (scaler.scale(value) if scaler else value).backward()
+            if data_parallel is None:
+                ids, mask, target = batch(idx)
+                with autocast:
+                    logits = model(input_ids=ids, attention_mask=mask).logits
+                value = loss(logits.float(), target) / cfg.grad_accum
+                (scaler.scale(value) if scaler else value).backward()
+            else:
+                value = data_parallel.backward_shard(model, idx, batch, loss, autocast, scaler, cfg.grad_accum)
             if (b + 1) % cfg.grad_accum and b + 1 != n_batches:
                 continue
+            if data_parallel is not None:
+                data_parallel.all_reduce_gradients(model)
+                value = data_parallel.global_loss(value)
             optimizer_step(model, optimizer, scheduler, scaler)
             res.steps += 1
             bar.update(1)
             bar.set_postfix(loss=f"{value.item() * cfg.grad_accum:.3f}", best=f"{max(res.best_score, 0):.3f}")
             if res.steps % eval_every == 0 or res.steps == total_steps:
-                score = float(evaluate())
+                score = float(evaluate()) if data_parallel is None else data_parallel.broadcast_score(evaluate)
                 model.train()
                 res.history.append({"step": res.steps, metric: score, "loss": float(value.item() * cfg.grad_accum)})
                 if score > res.best_score:
                     res.best_score, res.best_step, evals_without_gain = score, res.steps, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    if data_parallel is None or data_parallel.is_main:
+                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
                     evals_without_gain += 1
                     stop = evals_without_gain >= cfg.patience
