@@ -236,6 +236,21 @@ def test_finance_label_command_stores_an_analyst_label_with_source_and_time(tmp_
     assert res.status == "dry_run" and res.new_labels == 1 and res.new_label_sources == {"analyst": 1}
 
 
+def test_monitor_page_shows_a_relabel_control_on_the_feed(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    page = Path(__file__).resolve().parents[1] / "apps" / "finance_sentiment" / "dashboard" / "monitor_page.py"
+    store = _finance_store(tmp_path)
+    store.add_label(store.find_items("id1")[0], "negative", by="ann")
+    store.close()
+    monkeypatch.setenv("VERTICORE_HOME", str(tmp_path))
+    at = AppTest.from_file(str(page), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(e.label.startswith("Relabel sentiment") for e in at.expander)
+    assert any("1 analyst label(s) stored" in c.value for c in at.caption)
+    assert at.button(key="feed_relabel_save").disabled  # nothing picked yet
+
+
 def test_customer_service_agent_labels_feed_the_intent_model(tmp_path, monkeypatch):
     from customer_service.demo import demo_kb_dir
     from customer_service.retrain import IntentRetrainer

@@ -585,6 +585,14 @@ class SQLiteStore(NewsStore):
             sql, params = sql + " AND source = ?", [*params, str(source)]
         return self._query(sql + " ORDER BY id", params)
 
+    def items_by_rowid(self, rowids: Sequence[int]) -> list[dict[str, Any]]:
+        """Stored items by their row ids (the ``id`` the dashboard feed shows), as rows."""
+        ids = [int(i) for i in rowids]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        return self._query(f"SELECT id, item_id, source, title, sentiment FROM items WHERE id IN ({marks})", ids)
+
     def add_label(self, item: dict[str, Any], label: str, *, by: str | None = None, source: str = "analyst",
                   created_at: str | None = None) -> dict[str, Any]:
         """Record a sentiment label for a stored item (a row of :meth:`find_items` or :meth:`recent_items`);

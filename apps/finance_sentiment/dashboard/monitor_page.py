@@ -76,6 +76,7 @@ def feed_tab(store: SQLiteStore) -> None:
     m4.metric("Duplicates dropped (all time)", store.count_items(True))
     shown = df[["published", "sentiment", "score", "title", "entities", "topics", "source"]]
     st.dataframe(shown.style.apply(_colour, axis=1).format({"score": "{:+.2f}"}), hide_index=True, width="stretch")
+    relabel_section(store, df)
     with st.expander("Evidence: per-sentence scores of the newest multi-sentence items"):
         multi = [r for r in store.recent_items(limit=int(limit)) if r["evidence"]][:10]
         if not multi:
@@ -83,6 +84,38 @@ def feed_tab(store: SQLiteStore) -> None:
         for r in multi:
             st.markdown(evidence_heading_md(r["title"], r["sentiment"], r["sentiment_score"]))
             st.dataframe(pd.DataFrame(r["evidence"]), hide_index=True, width="stretch")
+
+
+RELABEL_CHOICES = ["", "positive", "neutral", "negative"]
+
+
+def relabel_section(store: SQLiteStore, df: pd.DataFrame) -> None:
+    """A relabel control on each feed row (agents and admins): the chosen sentiment is stored as an
+    analyst label (``labels`` table), which ``verticore retrain --app finance_sentiment --model sentiment``
+    learns from. The CLI equivalent is ``finance-sentiment label ITEM_ID LABEL``."""
+    with st.expander("Relabel sentiment (feedback for retraining)"):
+        if not auth.require_role("agent", "Relabelling items"):
+            return
+        rows = df[["id", "sentiment", "title"]].copy()
+        rows.insert(1, "relabel", "")
+        edited = st.data_editor(
+            rows, hide_index=True, width="stretch", key="feed_relabel", disabled=["id", "sentiment", "title"],
+            column_config={"relabel": st.column_config.SelectboxColumn(
+                "Relabel", options=RELABEL_CHOICES, help="the correct sentiment of this item (blank: leave it)"),
+                "id": st.column_config.NumberColumn("Item", width="small")})
+        picked = edited[edited["relabel"].fillna("").astype(str) != ""]
+        st.caption(f"{len(store.list_labels())} analyst label(s) stored so far.")
+        if st.button(f"Save {len(picked)} label(s)", key="feed_relabel_save", disabled=picked.empty) \
+                and auth.allowed("agent", "relabelling items"):
+            user = auth.current_user()
+            items = {r["id"]: r for r in store.items_by_rowid(picked["id"].astype(int).tolist())}
+            saved = 0
+            for rowid, label in zip(picked["id"].astype(int), picked["relabel"].astype(str)):
+                if rowid in items:
+                    store.add_label(items[rowid], label, by=user.username if user else None)
+                    saved += 1
+            st.success(f"{saved} label(s) saved; `verticore retrain --app finance_sentiment --model sentiment` "
+                       "learns from them")
 
 
 def trends_tab(store: SQLiteStore) -> None:
