@@ -342,7 +342,9 @@ def retrain(app: Any, model: str, *, home: str | Path | None = None, registry: A
                     primary=rm.primary_metric, tolerance=float(tolerance), floors=rm.per_class_floors, seed=seed)
     result.gate = gate.to_dict()
     if gate.passed:
-        reg.promote(app_name, model, version, by=by, reason=f"retrain on {len(new)} new labels: {gate.reason}")
+        # require_gate: if another retrain moved production meanwhile, this gate is stale and promote refuses
+        reg.promote(app_name, model, version, by=by, reason=f"retrain on {len(new)} new labels: {gate.reason}",
+                    require_gate=True)
         result.status, result.production_after = "promoted", version.version
         result.message = f"{app_name}/{model} v{version.version} promoted to production: {gate.reason}"
     else:
