@@ -235,6 +235,7 @@ def launch(job: FinetuneJob, nproc: int) -> int:
     local processes through ``torchrun``; returns 0 or raises :class:`VerticoreError`."""
     import torch.distributed as dist
 
+    from ..models import resolve_device, resolve_model
     from .classifier import prepare_data
 
     if nproc < 1:
@@ -242,6 +243,10 @@ def launch(job: FinetuneJob, nproc: int) -> int:
     if not dist.is_available():
         raise VerticoreError("--nproc > 1 needs torch.distributed, which this PyTorch build lacks")
     cfg = job.training_config()
+    resolve_model(cfg.base)  # a missing model or device fails here, once, not in every rank
+    device = resolve_device(cfg.device)
+    if device != "cpu" and not device.startswith("cuda"):
+        raise VerticoreError(f"--nproc > 1 runs on CPU (gloo) or CUDA (NCCL), not on {cfg.device!r}; pass --device cpu")
     train_texts, train_labels, dev_texts, dev_labels, test_texts, test_labels = job.read()
     prepare_data(train_texts, train_labels, dev_texts, dev_labels, cfg.multi_label, test_texts, test_labels)
     env = dict(os.environ)
