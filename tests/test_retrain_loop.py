@@ -308,3 +308,15 @@ def test_customer_service_intent_retrain_end_to_end_with_a_tiny_fine_tune(tmp_pa
     assert v2.recipe["max_steps"] == 2 and 0.0 <= v2.metrics["accuracy"] <= 1.0
     assert reg.read_gate(v2)["against"]["version"] == 1
     assert len(TinyIntents().predict(v2.artifact_path, ["where is my order"])) == 1
+
+
+def test_a_per_class_floor_rejects_a_candidate_that_is_better_on_average(tmp_path, fake_app):
+    spec, model = fake_app
+    model.per_class_floors = {"gamma": 0.9}
+    reg = ModelRegistry(tmp_path / "registry")
+    good = [t for t in TOKENS[3:] if TRUTH[t] != "gamma"]
+    model.feedback += _labels(good, "2026-01-01T10:00:00+00:00")
+    model.feedback += _labels([t for t in TOKENS[3:] if TRUTH[t] == "gamma"], "2026-01-01T10:00:00+00:00", wrong=True)
+    r = retrain(spec, "kw", home=tmp_path, registry=reg)
+    assert r.status == "rejected" and "class 'gamma' recall" in r.message and "floor" in r.message
+    assert r.gate["delta"] > 0 and reg.aliases("fake_app", "kw")["production"] == 1
