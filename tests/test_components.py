@@ -181,7 +181,7 @@ def test_finance_models_type_against_the_core_protocol():
     import finance_sentiment.scoring as scoring
 
     assert not hasattr(scoring, "ProbaClassifier")
-    assert scoring.SentimentModel.__init__.__annotations__["classifier"] == "Classifier"
+    assert scoring.SentimentModel.__init__.__annotations__["classifier"].startswith("Classifier")
 
 
 # -- binary data for every member kind ------------------------------------------------------------
