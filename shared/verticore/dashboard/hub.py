@@ -4,7 +4,8 @@ Run it with ``python -m verticore.demo`` (prepares demo state first) or directly
 
     streamlit run shared/verticore/dashboard/hub.py
 
-Pages: Home, Core: models, Usage (API usage per key), then the pages of every app registered under
+Pages: Home, Core: models, Usage (API usage per key), Models (the model registry: versions,
+promotion history, promote / rollback), then the pages of every app registered under
 the ``verticore.apps`` entry-point group (:func:`verticore.dashboard.hub_apps`), one navigation
 section per app. An app that fails to load shows a warning instead of breaking the hub.
 
@@ -24,10 +25,12 @@ gate()  # draws the login form (or the refusal) and stops unless someone may see
 home_page = st.Page(HOME_PAGE, title="Home", icon=":material/home:", default=True)
 core_page = st.Page(CORE_PAGE, title="Core: models", icon=":material/memory:", url_path=CORE_URL_PATH)
 usage_page = st.Page(CORE_PAGE.with_name("usage_page.py"), title="Usage", icon=":material/bar_chart:", url_path="usage")
-sections: dict[str, list] = {"Verticore": [home_page, core_page, usage_page]}
+models_page = st.Page(CORE_PAGE.with_name("models_page.py"), title="Models", icon=":material/model_training:",
+                      url_path="models")
+sections: dict[str, list] = {"Verticore": [home_page, core_page, usage_page, models_page]}
 found = hub_apps()
 problems: list[str] = list(found.problems)
-seen_urls = {"", CORE_URL_PATH, "usage"}
+seen_urls = {"", CORE_URL_PATH, "usage", "models"}
 
 for entry in found.apps:
     problems.extend(entry.warnings)
