@@ -4,9 +4,15 @@ A bot directory is a knowledge-base directory (see :mod:`customer_service.kb`) p
 
     bot.sqlite      sessions, turns, handoff tickets, feedback
     bot.json        optional settings: {"intents": DIR, "templates": FILE, "llm": SPEC, thresholds...}
+
+The intent model follows the model registry (``$VERTICORE_HOME/registry``, app ``customer_service``,
+model ``intent``): when a ``production`` version exists, :meth:`Bot.open` loads it instead of the
+``intents`` folder and swaps to each newly promoted version without a restart (requests already
+running finish on the model they started with). Without one, the ``intents`` folder is used.
 """
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -24,6 +30,10 @@ from .intents import IntentModel, IntentResult
 from .kb import KnowledgeBase, RetrievedChunk
 from .store import BotStore
 from .templates import AnswerTemplate, TemplateSet, extract_slots
+
+log = logging.getLogger(__name__)
+#: the registry entry the bot's intent model follows (``verticore retrain --app customer_service --model intent``)
+REGISTRY_APP, REGISTRY_MODEL = "customer_service", "intent"
 
 
 @dataclass
@@ -113,16 +123,71 @@ class Bot:
     def __init__(self, kb: KnowledgeBase, intents: IntentModel | None = None, templates: TemplateSet | None = None,
                  chat_model: Any = None, config: BotConfig | None = None, store: BotStore | None = None) -> None:
         self.kb = kb
-        self.intents = intents
+        self._intents = intents
+        self._intent_handle: Any = None  # a verticore.registry.ModelHandle when following the registry
+        self._warm = False
         self.templates = templates or TemplateSet()
         self.chat_model = chat_model
         self.config = config or BotConfig()
         self.store = store or BotStore(kb.directory / "bot.sqlite")
 
+    @property
+    def intents(self) -> IntentModel | None:
+        """The intent model now: the registry's production version when following it (checked at most
+        once per watch interval), else the fixed one. Take it once per request."""
+        if self._intent_handle is not None:
+            return self._intent_handle.get()
+        return self._intents
+
+    @intents.setter
+    def intents(self, model: IntentModel | None) -> None:
+        self._intents, self._intent_handle = model, None
+
+    @property
+    def intent_handle(self) -> Any:
+        """The :class:`verticore.registry.ModelHandle` the intent model follows (None: a fixed model)."""
+        return self._intent_handle
+
+    def follow_registry(self, registry: Any = None, *, interval: float = 2.0) -> bool:
+        """Serve the registry's production intent version from now on, following later promotions.
+
+        ``registry``: a :class:`~verticore.registry.ModelRegistry` or its folder (default
+        ``$VERTICORE_HOME/registry``). Returns False (and keeps the current model) when the registry
+        has no production version for ``customer_service/intent`` or it does not load.
+        """
+        from verticore.registry.store import ModelRegistry
+
+        reg = registry if isinstance(registry, ModelRegistry) else ModelRegistry(registry)
+        try:
+            if "production" not in reg.aliases(REGISTRY_APP, REGISTRY_MODEL):
+                return False
+            handle = reg.watch(REGISTRY_APP, REGISTRY_MODEL, self._load_intents, interval=interval)
+            handle.get()  # load now: a broken production version falls back here, not on a customer's question
+        except VerticoreError as exc:
+            log.warning("intent model: not following the registry (%s); using %s", str(exc).splitlines()[0],
+                        getattr(self._intents, "artifact_dir", "no intent model"))
+            return False
+        self._intent_handle = handle
+        log.info("intent model: following %s", handle)
+        return True
+
+    def _load_intents(self, artifact_dir: Path) -> IntentModel:
+        """The registry watch's loader: a promoted version is warmed up before it is swapped in."""
+        model = IntentModel(artifact_dir, embedder=self.kb.embedder)
+        if self._warm:
+            model.warm_up()
+        return model
+
     @classmethod
     def open(cls, directory: str | Path, *, intents: str | Path | None = None, templates: str | Path | None = None,
-             llm: str | None = None, embedder: Any = None, **overrides: Any) -> "Bot":
-        """Open the bot stored in ``directory`` (settings from ``bot.json``, overridable)."""
+             llm: str | None = None, embedder: Any = None, registry: Any = None, watch_interval: float = 2.0,
+             **overrides: Any) -> "Bot":
+        """Open the bot stored in ``directory`` (settings from ``bot.json``, overridable).
+
+        The intent model is the registry's production version when there is one (``registry``: a
+        :class:`~verticore.registry.ModelRegistry` or its folder, default ``$VERTICORE_HOME/registry``;
+        ``False`` to ignore it), else the ``intents`` folder. An explicit ``intents`` argument wins.
+        """
         directory = Path(directory)
         if not directory.exists():
             raise DataError(f"knowledge base directory not found: {directory}; create it with `customer-service kb ingest --kb {directory} FILES`")
@@ -139,7 +204,10 @@ class Bot:
         kb = KnowledgeBase(directory, embedder=embedder)
         intent_model = IntentModel(_rel(directory, config.intents), embedder=kb.embedder) if config.intents else None
         template_set = TemplateSet.load(_rel(directory, config.templates)) if config.templates else TemplateSet()
-        return cls(kb, intent_model, template_set, _answer.make_chat_model(config.llm), config)
+        bot = cls(kb, intent_model, template_set, _answer.make_chat_model(config.llm), config)
+        if intents is None and registry is not False:
+            bot.follow_registry(registry, interval=watch_interval)
+        return bot
 
     def save_config(self) -> None:
         atomic_write_json(self.kb.directory / "bot.json", {k: v for k, v in asdict(self.config).items()
@@ -148,8 +216,10 @@ class Bot:
     def warm_up(self) -> None:
         """Load models now so the first answer is not slow."""
         self.kb.embedder.warm_up()
-        if self.intents:
-            self.intents.warm_up()
+        self._warm = True
+        intents = self.intents
+        if intents:
+            intents.warm_up()
         if self.kb.chunk_count():
             self.kb.search("warm up", k=1)
 
@@ -195,12 +265,13 @@ class Bot:
         # an intent ensemble whose probe shares the KB's embedder: embed the query once for both
         qv = None
         intent: IntentResult | None = None
-        if self.intents is not None:
-            if getattr(self.intents, "query_embedder", None) is self.kb.embedder:
+        intents = self.intents  # once per request: a promotion meanwhile does not change this answer's model
+        if intents is not None:
+            if getattr(intents, "query_embedder", None) is self.kb.embedder:
                 qv = self.kb.embedder.encode([query])[0]
-                intent = self.intents.classify(query, embedding=qv)
+                intent = intents.classify(query, embedding=qv)
             else:
-                intent = self.intents.classify(query)
+                intent = intents.classify(query)
         if intent and not intent.out_of_scope and intent.confidence >= self.config.confident_intent:
             tpl = self.templates.get(intent.intent)
             if tpl is not None:

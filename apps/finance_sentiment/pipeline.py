@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from .sources import FolderSource
 
 log = logging.getLogger("finance_sentiment")
+#: the registry entry the monitor's sentiment model follows (``verticore retrain --app finance_sentiment --model sentiment``)
+REGISTRY_APP, REGISTRY_MODEL = "finance_sentiment", "sentiment"
 DETECTOR_KEY = "detector_state"
 DETECTOR_GEN_KEY = "detector_generation"
 NOTIFIER_KEY = "notifier_state"  # grouping state: saved with the detector, under the same generation
@@ -60,6 +62,37 @@ class ProcessResult:
                 "skipped_ids": self.skipped_ids, "alerts_opened": self.opened, "alerts_resolved": self.resolved}
 
 
+def registry_sentiment_loader(**load_options: Any) -> Callable[[Path], SentimentModel]:
+    """The loader of a registry sentiment version (``<version>/artifact``): :meth:`SentimentModel.load`
+    with ``load_options``, its stored model version naming the registry version (``sentiment/registry-v3``)."""
+    def load(artifact_dir: Path) -> SentimentModel:
+        return SentimentModel.load(artifact_dir, version=f"sentiment/registry-v{int(artifact_dir.parent.name)}",
+                                   **load_options)
+
+    return load
+
+
+def watch_registry_sentiment(registry: Any, loader: Callable[[Path], Any], *, interval: float = 2.0) -> Any:
+    """A loaded :class:`verticore.registry.ModelHandle` following the production alias of
+    ``finance_sentiment/sentiment`` in ``registry`` (a ``ModelRegistry`` or its folder, default
+    ``$VERTICORE_HOME/registry``); None when there is no production version or it does not load
+    (the caller then keeps its folder model; the reason is logged)."""
+    from verticore.errors import VerticoreError
+    from verticore.registry.store import ModelRegistry
+
+    reg = registry if isinstance(registry, ModelRegistry) else ModelRegistry(registry)
+    try:
+        if "production" not in reg.aliases(REGISTRY_APP, REGISTRY_MODEL):
+            return None
+        handle = reg.watch(REGISTRY_APP, REGISTRY_MODEL, loader, interval=interval)
+        handle.get()  # load now: a broken production version falls back here, not mid-batch
+    except VerticoreError as exc:
+        log.warning("sentiment model: not following the registry (%s)", str(exc).splitlines()[0])
+        return None
+    log.info("sentiment model: following %s", handle)
+    return handle
+
+
 class Monitor:
     """Runs the whole pipeline over batches of raw news records.
 
@@ -85,7 +118,8 @@ class Monitor:
                  config: MonitorConfig | None = None, embedder: Any = None, *, dashboard_url: str | None = None,
                  extractor: EntityExtractor | TokenTagger | None = None) -> None:
         self.store = store
-        self.sentiment = sentiment
+        self._sentiment = sentiment
+        self._sentiment_handle: Any = None  # a verticore.registry.ModelHandle when following the registry
         self.topics = topics
         self.watchlist = watchlist
         self.config = config or MonitorConfig()
@@ -105,27 +139,62 @@ class Monitor:
         with store.transaction():
             self._sync_detector()
 
+    # -- the sentiment model: fixed, or following the model registry -------------------
+    @property
+    def sentiment(self) -> SentimentModel:
+        """The sentiment model now: the registry's production version when following it (checked at
+        most once per watch interval), else the fixed one. Take it once per batch or request."""
+        if self._sentiment_handle is not None:
+            return self._sentiment_handle.get()
+        return self._sentiment
+
+    @sentiment.setter
+    def sentiment(self, model: SentimentModel) -> None:
+        self._sentiment, self._sentiment_handle = model, None
+
+    @property
+    def sentiment_handle(self) -> Any:
+        """The :class:`verticore.registry.ModelHandle` the sentiment model follows (None: a fixed model)."""
+        return self._sentiment_handle
+
+    def follow_registry(self, registry: Any = None, loader: Callable[[Path], SentimentModel] | None = None, *,
+                        interval: float = 2.0) -> bool:
+        """Score with the registry's production sentiment version from now on, following promotions
+        (a batch already being scored finishes on its model). See :func:`watch_registry_sentiment`.
+        False (current model kept) when the registry has no usable production version."""
+        handle = watch_registry_sentiment(registry, loader or registry_sentiment_loader(), interval=interval)
+        if handle is None:
+            return False
+        self._sentiment_handle = handle
+        return True
+
     # -- construction ----------------------------------------------------------------
     @classmethod
     def open(cls, paths: AppPaths | str | Path, *, config: MonitorConfig | None = None, device: str = "auto",
-             batch_size: int = 64) -> "Monitor":
+             batch_size: int = 64, registry: Any = None, watch_interval: float = 2.0) -> "Monitor":
         """Open the monitor installed at ``paths`` (models, watchlist, config, database).
 
-        Raises :class:`ArtifactError` naming the fix when the sentiment model is missing.
+        The sentiment model is the model registry's production version when there is one
+        (``registry``: a ``ModelRegistry`` or its folder, default ``$VERTICORE_HOME/registry``;
+        ``False`` to ignore it), followed without a restart; else ``models/sentiment``.
+        Raises :class:`ArtifactError` naming the fix when neither exists.
         """
         from verticore import Embedder
 
         paths = paths if isinstance(paths, AppPaths) else AppPaths(Path(paths))
         if config is None:
             config = load_config(paths.config) if paths.config.exists() else MonitorConfig()
-        if not (paths.sentiment_model / "labels.json").exists():
+        follow = None if registry is False else watch_registry_sentiment(
+            registry, registry_sentiment_loader(device=device, batch_size=batch_size,
+                                                max_sentences=config.max_sentences), interval=watch_interval)
+        if follow is None and not (paths.sentiment_model / "labels.json").exists():
             raise ArtifactError(f"no sentiment model at {paths.sentiment_model}; run `finance-sentiment train` "
                                 f"or `finance-sentiment demo` first")
         wl_path = paths.watchlist if paths.watchlist.exists() else SAMPLES / "watchlist.csv"
         watchlist = Watchlist.load(wl_path)
         embedder = Embedder("default", device=device, batch_size=batch_size, max_length=128)
-        sentiment = SentimentModel.load(paths.sentiment_model, device=device, batch_size=batch_size,
-                                        max_sentences=config.max_sentences)
+        sentiment = follow.get() if follow is not None else SentimentModel.load(
+            paths.sentiment_model, device=device, batch_size=batch_size, max_sentences=config.max_sentences)
         topics = TopicModel.load(embedder, config.topics, paths.topic_model, threshold=config.zero_shot_threshold)
         extractor = None
         if config.discovered_entities.model:
@@ -137,6 +206,7 @@ class Monitor:
             extractor = TokenClassifier(local if local.exists() else model, device=device, batch_size=batch_size)
         store = SQLiteStore(paths.db)
         mon = cls(store, sentiment, topics, watchlist, config, embedder, extractor=extractor)
+        mon._sentiment_handle = follow
         mon.deduper.warm(embedder)
         return mon
 
@@ -235,7 +305,8 @@ class Monitor:
         dups = self.deduper.find(items, emb)
         originals = [i for i, (_, d) in enumerate(dups) if d is None]
         orig_items = [items[i] for i in originals]
-        sent = self.sentiment.score([it.title for it in orig_items], [it.body for it in orig_items])
+        sentiment_model = self.sentiment  # once per batch: a promotion meanwhile applies from the next batch
+        sent = sentiment_model.score([it.title for it in orig_items], [it.body for it in orig_items])
         topics = self.topics.assign([it.title for it in orig_items], emb[originals] if originals else None)
         found = self.extractor.extract([it.text for it in orig_items]) if self.extractor is not None else None
         scored: list[ScoredItem] = []
@@ -255,7 +326,7 @@ class Monitor:
                         it.meta["discovered_entities"] = disc
                 if a.note:
                     it.meta["sentiment_note"] = a.note
-                s.model_version = self.sentiment.version
+                s.model_version = sentiment_model.version
                 s.topic_model_version = self.topics.version
                 k += 1
             by_index[i] = s
@@ -400,7 +471,8 @@ class Monitor:
                 raise DataError("nothing to score: the text is empty")
             title, text = sents[0], " ".join(sents[1:])
         item = NewsItem.from_dict({"title": title, "body": text})
-        a = self.sentiment.score([item.title], [item.body])[0]
+        sentiment_model = self.sentiment  # once per request (see process)
+        a = sentiment_model.score([item.title], [item.body])[0]
         emb = np.asarray(self.embedder.encode([item.title]), dtype=np.float32)
         entities = self.watchlist.tickers_in(full)
         if self.extractor is not None:
@@ -408,7 +480,7 @@ class Monitor:
         return {"label": a.label, "score": a.score, "probabilities": a.probabilities,
                 "evidence": [e.to_dict() for e in a.evidence], "sentences": a.sentences,
                 "topics": self.topics.assign([item.title], emb)[0], "entities": entities,
-                "model_version": self.sentiment.version, "note": a.note}
+                "model_version": sentiment_model.version, "note": a.note}
 
     def close(self) -> None:
         close = getattr(self.store, "close", None)
