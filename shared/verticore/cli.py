@@ -14,7 +14,14 @@ from typing import Optional
 import typer
 
 from .cli_apps import AppsGroup, apps_command
-from .cli_support import RegistryChoicesCommand, add_version_option, backend_option, device_option, method_option
+from .cli_support import (
+    RegistryChoicesCommand,
+    add_version_option,
+    backend_option,
+    choice_option,
+    device_option,
+    method_option,
+)
 from .cli_support import run_app as run_app  # re-exported: the apps' entry points used to import it from here
 from .errors import VerticoreError
 
@@ -84,6 +91,14 @@ def finetune(
     nproc: int = typer.Option(1, "--nproc", min=1,
                               help="data-parallel processes through torchrun (gloo on CPU, NCCL on GPU); "
                                    "--batch-size stays the effective batch, split across them"),
+    search: int = typer.Option(0, "--search", min=0, metavar="N",
+                               help="run a hyperparameter search of N trials instead of one training (learning "
+                                    "rate, epochs, head init, pooling, max length, LoRA rank; selected on dev "
+                                    "macro-F1): --out becomes the search folder, the best artifact OUT/best and the "
+                                    "trial table OUT/trials.json"),
+    distributed: str = choice_option("none", ("none", "ray"), "--distributed",
+                                     help="with --search: run the trials through Ray Tune on the cluster at "
+                                          "RAY_ADDRESS, or on a local Ray when unset"),
 ) -> None:
     """Fine-tune a text classifier and write a self-describing artifact directory."""
     from .errors import DataError
@@ -93,6 +108,11 @@ def finetune(
     cfg = _training_config(method, method_arg or [], lora_lr, base=base, epochs=epochs, batch_size=batch_size,
                            learning_rate=lr, max_length=max_length, multi_label=multi_label, max_steps=max_steps,
                            eval_every=eval_every, grad_accum=grad_accum, patience=patience, seed=seed, device=device)
+    if distributed != "none" and not search:
+        raise typer.BadParameter("--distributed runs a search: add --search N", param_hint="'--distributed'")
+    if search and (ensemble or nproc > 1):
+        raise typer.BadParameter("--search trains one model per trial; drop --ensemble/--nproc",
+                                 param_hint="'--search'")
     if nproc > 1:
         if ensemble:
             raise typer.BadParameter("--ensemble trains in one process; drop --nproc", param_hint="'--nproc'")
@@ -114,6 +134,20 @@ def finetune(
                                         configs=default_ensemble_configs(cfg))
         typer.echo(json.dumps({k: v for k, v in res.metrics.items() if isinstance(v, (int, float))}, indent=2))
         typer.echo(f"ensemble written to {res.artifact_dir}")
+        return
+    if search:
+        from .finetune.search import search_classifier
+
+        found = search_classifier(
+            (tr[text_col].tolist(), _split_labels(tr[label_col], sep)),
+            (dv[text_col].tolist(), _split_labels(dv[label_col], sep)), out, n_trials=search,
+            test=(te[text_col].tolist(), _split_labels(te[label_col], sep)) if te is not None else None,
+            base_config=cfg, seed=seed, backend="ray" if distributed == "ray" else "optuna")
+        typer.echo(json.dumps({"params": found.best_params, "dev_macro_f1": found.best_dev_macro_f1,
+                               "test": {m: v for m, v in (found.test_metrics or {}).items()
+                                        if isinstance(v, (int, float))} or None}, indent=2))
+        typer.echo(f"best dev macro-F1 {found.best_dev_macro_f1:.4f} of {len(found.trials)} trials; best artifact "
+                   f"written to {found.best_artifact}, trials to {found.trials_path}")
         return
     res = train_classifier(tr[text_col].tolist(), _split_labels(tr[label_col], sep), dv[text_col].tolist(),
                            _split_labels(dv[label_col], sep), out, cfg,

@@ -1,0 +1,121 @@
+"""Hyperparameter search (issue 14): an Optuna study over train_classifier, selected on dev, reported on test;
+the same search through Ray Tune on a local Ray; `verticore finetune --search N`."""
+import json
+
+import pytest
+
+# Tiny budgets: each trial is a few optimiser steps on 30 sentences.
+SMALL_SPACE = dict(epochs=(1, 1), max_length=(32,), pooling=("mean",), head_init=("random",))
+
+
+def _splits(df):
+    texts, labels = df.text.tolist(), df.label.tolist()
+    return (texts, labels), (texts[::3], labels[::3]), (texts[1::3], labels[1::3])
+
+
+def _base():
+    from verticore.finetune import ClassifierTrainingConfig
+
+    return ClassifierTrainingConfig(batch_size=8, max_steps=3, eval_every=3, device="cpu", patience=1)
+
+
+def _check_search_dir(out, result, n_trials):
+    done = [t for t in result.trials if t["state"] == "complete"]
+    assert len(result.trials) == n_trials and done
+    best = max(done, key=lambda t: t["dev_macro_f1"])
+    assert result.best_dev_macro_f1 == best["dev_macro_f1"] and result.best_params == best["params"]
+    assert [t["number"] for t in result.trials if t["best"]] == [best["number"]]
+    # only the best trial's artifact is kept, at out/best, and it loads
+    assert result.best_artifact == out / "best"
+    assert sorted(p.name for p in out.iterdir()) == ["best", "trials.json"]
+    assert all("artifact" not in t for t in result.trials if not t["best"])
+    saved = json.loads((out / "trials.json").read_text())
+    assert saved["best"]["params"] == result.best_params and len(saved["trials"]) == n_trials
+    from verticore import TextClassifier
+
+    assert TextClassifier(out / "best", device="cpu").predict(["profits rose"])
+
+
+def test_optuna_search_selects_on_dev_and_reports_test_for_the_best_only(tmp_path, tiny_sentiment):
+    from verticore.finetune.search import SearchSpace, search_classifier
+
+    train, dev, test = _splits(tiny_sentiment)
+    space = SearchSpace(learning_rate=(1e-6, 3e-4), **SMALL_SPACE)
+    res = search_classifier(train, dev, tmp_path / "s", n_trials=2, test=test, space=space, base_config=_base(),
+                            seed=0, show_progress=False)
+    _check_search_dir(tmp_path / "s", res, 2)
+    assert {"accuracy", "macro_f1"} <= set(res.test_metrics)
+    # test figures exist for the best trial only; the trials never saw test
+    assert all("test" not in t for t in res.trials)
+    saved = json.loads((tmp_path / "s" / "trials.json").read_text())
+    assert saved["best"]["test"]["accuracy"] == res.test_metrics["accuracy"]
+    # seeded TPE: a rerun proposes the same points
+    res2 = search_classifier(train, dev, tmp_path / "s2", n_trials=1, space=space, base_config=_base(), seed=0,
+                             show_progress=False)
+    assert res2.trials[0]["params"] == res.trials[0]["params"] and res2.test_metrics is None
+
+
+def test_space_covers_the_issue_hyperparameters_and_lora_rank():
+    import optuna
+
+    from verticore.finetune import ClassifierTrainingConfig
+    from verticore.finetune.search import SearchSpace, config_for
+
+    full = SearchSpace().suggest(optuna.create_study().ask(), "full")
+    assert set(full) == {"learning_rate", "epochs", "head_init", "pooling", "max_length"}
+    assert 1e-5 <= full["learning_rate"] <= 3e-4 and 2 <= full["epochs"] <= 8
+    lora = SearchSpace().suggest(optuna.create_study().ask(), "lora")
+    assert 4 <= lora["lora_r"] <= 32
+    cfg = config_for(ClassifierTrainingConfig(method="lora"), lora)
+    assert cfg.method_config().r == lora["lora_r"] and cfg.max_length == lora["max_length"]
+
+
+def test_cli_finetune_search(tmp_path, tiny_sentiment):
+    from typer.testing import CliRunner
+
+    from verticore.cli import app
+
+    tiny_sentiment[["text", "label"]].to_csv(tmp_path / "train.csv", index=False)
+    tiny_sentiment[["text", "label"]].iloc[::3].to_csv(tmp_path / "dev.csv", index=False)
+    out = tmp_path / "search"
+    r = CliRunner().invoke(app, ["finetune", "--train", str(tmp_path / "train.csv"), "--dev", str(tmp_path / "dev.csv"),
+                                 "--test", str(tmp_path / "dev.csv"), "--out", str(out), "--search", "2",
+                                 "--max-steps", "2", "--batch-size", "8", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((out / "trials.json").read_text())
+    assert len(saved["trials"]) == 2 and saved["best"]["test"] is not None
+    assert sorted(p.name for p in out.iterdir()) == ["best", "trials.json"]
+    assert "best dev macro-F1" in r.output
+
+
+def test_cli_distributed_without_search_is_a_usage_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from verticore.cli import app
+
+    r = CliRunner().invoke(app, ["finetune", "--train", "x.csv", "--dev", "x.csv", "--out", str(tmp_path / "o"),
+                                 "--distributed", "ray"])
+    assert r.exit_code == 2 and "--search" in r.output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_ray_tune_search_on_local_ray(tmp_path, tiny_sentiment):
+    ray = pytest.importorskip("ray", reason="the optional 'ray' extra is not installed")
+    pytest.importorskip("ray.tune", reason="Ray Tune is not installed")
+    from verticore.finetune.search import SearchSpace, search_classifier
+
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 object_store_memory=200 * 1024 * 1024)
+    except Exception as exc:  # e.g. a sandbox without /dev/shm: the search itself is not at fault
+        pytest.skip(f"local Ray could not start here: {exc}")
+    try:
+        train, dev, test = _splits(tiny_sentiment)
+        res = search_classifier(train, dev, tmp_path / "r", n_trials=2, test=test, space=SearchSpace(**SMALL_SPACE),
+                                base_config=_base(), seed=0, backend="ray", show_progress=False)
+    finally:
+        ray.shutdown()
+    assert res.backend == "ray"
+    _check_search_dir(tmp_path / "r", res, 2)
+    assert res.test_metrics is not None
