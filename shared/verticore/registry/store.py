@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from ..errors import ArtifactError, DataError
-from ..io import DirLock, atomic_write_json, file_sha256, fsync_dir, pid_alive, read_json
+from ..io import DirLock, atomic_write_json, file_sha256, fsync_dir, pid_alive, read_json, remove_stale_temps
 from ..text import utc_iso
 from .gate import GateResult, compare
 
@@ -246,6 +246,8 @@ class ModelRegistry:
         lock.acquire()
         try:
             with _writable(self.root, what):
+                # temp files of aliases.json / counter.json writers killed mid-write (all dead while we hold the lock)
+                remove_stale_temps(d, all_dead=lock.held)
                 yield lock
         finally:
             lock.release()
@@ -564,6 +566,8 @@ class ModelRegistry:
         pruned or fail verification are skipped (and said so in the log reason)."""
         alias = _check_name(alias, "alias")
         by = by or current_user()
+        if alias not in self.aliases(app, model):  # before locking: a refused rollback creates no folders
+            raise DataError(f"{app}/{model} has no alias {alias!r} to roll back")
         with self._locked(app, model, f"roll back {app}/{model} {alias}"):
             aliases = self._read_aliases(app, model)
             self._reconcile(app, model, aliases)
@@ -595,6 +599,8 @@ class ModelRegistry:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
             raise DataError(f"--keep must be a whole number >= 0, got {keep!r}")
         removed: list[str] = []
+        if not self._versions_dir(app, model).is_dir():
+            return removed  # nothing registered: nothing to remove (and no folders created)
         with self._locked(app, model, f"prune {app}/{model}") as lock:
             vdir = self._versions_dir(app, model)
             self._clean_scratch(vdir, lock)
