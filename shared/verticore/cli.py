@@ -159,6 +159,64 @@ def finetune(
     typer.echo(f"artifact written to {res.artifact_dir}")
 
 
+@app.command()
+def distill(
+    teacher: Path = typer.Option(..., help="teacher: a classifier artifact or an ensemble directory"),
+    train: Path = typer.Option(..., help="training CSV/JSONL; without the label column its rows get the teacher's "
+                                         "soft labels only"),
+    dev: Path = typer.Option(..., help="labelled dev CSV/JSONL (early stopping on accuracy, calibration)"),
+    out: Path = typer.Option(..., help="student artifact directory to write"),
+    unlabeled: Optional[Path] = typer.Option(None, help="optional CSV/JSONL of unlabeled in-domain texts (text "
+                                                        "column), learnt from the teacher's soft labels"),
+    test: Optional[Path] = typer.Option(None, help="optional labelled test CSV/JSONL, reported in metrics.json"),
+    text_col: str = typer.Option("text", help="text column"),
+    label_col: str = typer.Option("label", help="label column"),
+    temperature: float = typer.Option(2.0, min=0.01, help="softening temperature T of teacher and student"),
+    alpha: float = typer.Option(0.5, min=0.0, max=1.0,
+                                help="weight of the hard-label cross-entropy; 1 - alpha weighs T^2 * KL to the teacher"),
+    base: str = typer.Option("default", help="student model: default | model directory | hub id"),
+    epochs: int = typer.Option(3, help="passes over the training data"),
+    batch_size: int = typer.Option(32, help="training examples per optimiser step"),
+    lr: float = typer.Option(5e-5, "--lr", help="learning rate"),
+    max_length: int = typer.Option(128, help="truncate texts to this many tokens"),
+    head_init: str = choice_option("auto", ("auto", "random", "linear_probe"), "--head-init",
+                                   help="student head start (linear_probe: fitted on the teacher's probabilities)"),
+    max_steps: Optional[int] = typer.Option(None, help="stop after N optimiser steps"),
+    eval_every: Optional[int] = typer.Option(None, help="evaluate on dev every N steps (default: each epoch)"),
+    patience: int = typer.Option(2, help="stop after N evaluations without dev improvement"),
+    seed: int = typer.Option(42, help="random seed (data order, head initialisation)"),
+    teacher_batch_size: int = typer.Option(256, min=1, help="texts per teacher call"),
+    device: str = device_option(),
+) -> None:
+    """Distil a teacher (a classifier or an ensemble) into one student classifier on its soft labels."""
+    from .finetune import ClassifierTrainingConfig
+    from .finetune.distill import distill_classifier
+    from .inference import load_classifier
+    from .io import read_table
+
+    cfg = ClassifierTrainingConfig(base=base, epochs=epochs, batch_size=batch_size, learning_rate=lr,
+                                   max_length=max_length, head_init=head_init, max_steps=max_steps,
+                                   eval_every=eval_every, patience=patience, seed=seed, device=device,
+                                   class_weights=None)
+    tr = read_table(train, [text_col])
+    dv = read_table(dev, [text_col, label_col])
+    un = read_table(unlabeled, [text_col]) if unlabeled else None
+    te = read_table(test, [text_col, label_col]) if test else None
+    teacher_model = load_classifier(teacher, device=device, max_length=max_length)
+    res = distill_classifier(
+        teacher_model, tr[text_col].tolist(), tr[label_col].tolist() if label_col in tr.columns else None,
+        dv[text_col].tolist(), dv[label_col].tolist(), out, cfg,
+        unlabeled_texts=un[text_col].tolist() if un is not None else None, temperature=temperature, alpha=alpha,
+        test_texts=te[text_col].tolist() if te is not None else None,
+        test_labels=te[label_col].tolist() if te is not None else None, teacher_name=str(teacher),
+        teacher_batch_size=teacher_batch_size)
+    summary = {s: {m: v for m, v in res.metrics[s].items() if isinstance(v, (int, float))}
+               for s in ("dev", "test") if s in res.metrics}
+    summary["distillation"] = {k: v for k, v in res.metrics["distillation"].items() if isinstance(v, (int, float))}
+    typer.echo(json.dumps(summary, indent=2))
+    typer.echo(f"student written to {res.artifact_dir}")
+
+
 @app.command(cls=RegistryChoicesCommand)
 def predict(
     model: Path = typer.Option(..., help="classifier artifact or ensemble directory"),
