@@ -55,6 +55,16 @@ def test_optuna_search_selects_on_dev_and_reports_test_for_the_best_only(tmp_pat
     assert res2.trials[0]["params"] == res.trials[0]["params"] and res2.test_metrics is None
 
 
+def test_initial_params_are_tried_first(tmp_path, tiny_sentiment):
+    from verticore.finetune.search import SearchSpace, search_classifier
+
+    train, dev, _ = _splits(tiny_sentiment)
+    start = {"learning_rate": 1e-4, "epochs": 1, "head_init": "random", "pooling": "mean", "max_length": 32}
+    res = search_classifier(train, dev, tmp_path / "s", n_trials=1, space=SearchSpace(**SMALL_SPACE),
+                            base_config=_base(), initial_params=[start], show_progress=False)
+    assert res.trials[0]["params"] == start and res.best_params == start
+
+
 def test_space_covers_the_issue_hyperparameters_and_lora_rank():
     import optuna
 

@@ -140,6 +140,7 @@ def search_classifier(
     backend: str = "optuna",
     show_progress: bool = True,
     max_concurrent: int = 2,
+    initial_params: Sequence[dict[str, Any]] = (),
 ) -> SearchResult:
     """Search hyperparameters of :func:`train_classifier`, selecting on dev macro-F1.
 
@@ -153,6 +154,8 @@ def search_classifier(
         seed: the sampler's seed (TPE), so a rerun proposes the same trials.
         backend: ``optuna`` (in this process, sequential) or ``ray`` (Ray Tune trials).
         max_concurrent: Ray trials running at once.
+        initial_params: points tried first, before the sampler's (e.g. the default recipe, so the search
+            cannot end below it on dev); each counts against ``n_trials``.
     """
     if backend not in BACKENDS:
         raise VerticoreError(f"unknown search backend {backend!r}; choose one of {list(BACKENDS)}")
@@ -164,9 +167,9 @@ def search_classifier(
     (out / "trials").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if backend == "ray":
-        trials = _search_ray(train, dev, out, n_trials, space, base, seed, max_concurrent)
+        trials = _search_ray(train, dev, out, n_trials, space, base, seed, max_concurrent, list(initial_params))
     else:
-        trials = _search_optuna(train, dev, out, n_trials, space, base, seed, show_progress)
+        trials = _search_optuna(train, dev, out, n_trials, space, base, seed, show_progress, list(initial_params))
     done = [t for t in trials if t.get("state") == "complete"]
     if not done:
         raise VerticoreError(f"no trial of the search completed; see {out / 'trials.json'}")
@@ -190,7 +193,8 @@ def search_classifier(
 
 
 def _search_optuna(train: Split, dev: Split, out: Path, n_trials: int, space: SearchSpace,
-                   base: ClassifierTrainingConfig, seed: int, show_progress: bool) -> list[dict[str, Any]]:
+                   base: ClassifierTrainingConfig, seed: int, show_progress: bool,
+                   initial_params: list[dict[str, Any]]) -> list[dict[str, Any]]:
     try:
         import optuna
     except ImportError:
@@ -199,6 +203,8 @@ def _search_optuna(train: Split, dev: Split, out: Path, n_trials: int, space: Se
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    for params in initial_params:
+        study.enqueue_trial(params)
     trials: list[dict[str, Any]] = []
     incumbent: dict[str, Any] | None = None
     bar = tqdm(total=n_trials, desc="search (optuna)", unit="trial", disable=not show_progress)
@@ -245,7 +251,8 @@ def _suggest(trial: Any, space: SearchSpace, method: str) -> dict[str, Any]:
 
 
 def _search_ray(train: Split, dev: Split, out: Path, n_trials: int, space: SearchSpace,
-                base: ClassifierTrainingConfig, seed: int, max_concurrent: int) -> list[dict[str, Any]]:
+                base: ClassifierTrainingConfig, seed: int, max_concurrent: int,
+                initial_params: list[dict[str, Any]]) -> list[dict[str, Any]]:
     try:
         import ray
         from ray import tune
@@ -266,7 +273,8 @@ def _search_ray(train: Split, dev: Split, out: Path, n_trials: int, space: Searc
         # Ray checkpoints the searcher with pickle: the define-by-run space must be a module-level callable
         define_by_run = functools.partial(_suggest, space=space, method=base.method)
         searcher = OptunaSearch(space=define_by_run, metric=METRIC, mode="max",
-                                sampler=optuna.samplers.TPESampler(seed=seed))
+                                sampler=optuna.samplers.TPESampler(seed=seed),
+                                points_to_evaluate=initial_params or None)
         trainable = tune.with_parameters(_ray_trainable, train=(list(train[0]), list(train[1])),
                                          dev=(list(dev[0]), list(dev[1])), base=base,
                                          trials_dir=str((out / "trials").resolve()))
