@@ -1,0 +1,134 @@
+"""BANKING77 distillation bench: one default-size student learns the 4-member ensemble's soft labels.
+
+Teacher: the ensemble of bench/banking77.py (its recipe, reused from there: random-head and LP-FT
+fine-tunes of the default model, a frozen-embedding probe, a TF-IDF n-gram probe), trained on the
+training split, or an existing ensemble/classifier artifact given with --teacher DIR. Student: the
+default model with a fresh head, distilled with verticore.finetune.distill.distill_classifier on the
+training rows (alpha * CE on the gold label + (1 - alpha) * T^2 * KL to the teacher), plus, with
+--unlabeled-train, the training texts once more without labels (pure KL). The single fine-tune is the
+ensemble's random-head member (the same recipe as bench/banking77.py's single model).
+
+ms_per_text: predict_proba over the whole test set (after a warm-up), same device and max length for all.
+
+Writes bench/results/distill.json:
+  {"teacher": {"test_accuracy", "ms_per_text"}, "student": {"test_accuracy", "ms_per_text"},
+   "single_finetune": {"test_accuracy"}, ...details}
+
+Usage: python bench/distill.py [--quick] [--teacher DIR] [--work DIR] [--epochs N] [--temperature T] [--alpha A]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT / "shared", ROOT / "apps", ROOT):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+from bench import banking77  # noqa: E402
+from bench.common import DATA, write_result  # noqa: E402
+
+
+def timed_accuracy(clf, texts, labels) -> dict:
+    """Test accuracy and milliseconds per text of ``clf.predict_proba`` over all ``texts`` (warmed up)."""
+    clf.predict_proba(texts[:16])
+    t0 = time.perf_counter()
+    probs = clf.predict_proba(texts)
+    ms = (time.perf_counter() - t0) * 1000 / len(texts)
+    pred = [clf.labels[i] for i in np.asarray(probs).argmax(1)]
+    return {"test_accuracy": round(float(np.mean([p == y for p, y in zip(pred, labels)])), 4),
+            "ms_per_text": round(ms, 3)}
+
+
+def save(name: str, result: dict, elsewhere: Path | None) -> Path:
+    """bench/results/<name>.json, or ``elsewhere/<name>.json`` (quick runs stay out of the results)."""
+    if elsewhere is None:
+        return write_result(name, result)
+    from verticore.io import atomic_write_json
+
+    return atomic_write_json(elsewhere / f"{name}.json", result)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny smoke run (6 rows per intent, a few steps; writes WORK/distill_quick.json): numbers are meaningless")
+    ap.add_argument("--teacher", default=None, help="reuse this ensemble/classifier artifact as the teacher")
+    ap.add_argument("--work", default=None, help="directory for the teacher and student artifacts (default: a temp dir)")
+    ap.add_argument("--epochs", type=int, default=6, help="epochs of the teacher's random-head member")
+    ap.add_argument("--lpft-epochs", type=int, default=8, help="epochs of the teacher's LP-FT member")
+    ap.add_argument("--lr", type=float, default=1.5e-4, help="learning rate (teacher members and student)")
+    ap.add_argument("--student-epochs", type=int, default=10, help="epochs of the student (early-stopped on dev)")
+    ap.add_argument("--student-head-init", default="random", choices=["auto", "random", "linear_probe"])
+    ap.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T")
+    ap.add_argument("--alpha", type=float, default=0.3, help="weight of the gold-label cross-entropy")
+    ap.add_argument("--unlabeled-train", action="store_true", help="add the training texts again as unlabeled rows")
+    ap.add_argument("--seed", type=int, default=42, help="seed of the teacher's fine-tunes and the student")
+    ap.add_argument("--device", default="auto", help="device for training and timing")
+    ap.add_argument("--name", default=None, help="result name (default: distill, or distill_quick with --quick)")
+    args = ap.parse_args(argv)
+    name = args.name or ("distill_quick" if args.quick else "distill")
+    if os.environ.get("VERTICORE_DATA"):  # the settings' data root; banking77.py reads ../shared/data by default
+        banking77.DATA = Path(DATA) / "banking77" / "splits"
+    max_steps = 6 if args.quick else None
+    train, dev, test = banking77.load("train"), banking77.load("dev"), banking77.load("test")
+    if args.quick:
+        train, dev, test = (banking77.per_class_sample(*train, 6), banking77.per_class_sample(*dev, 2),
+                            banking77.per_class_sample(*test, 2))
+    work = Path(args.work or tempfile.mkdtemp(prefix="distill_"))
+    result: dict = {"dataset": "BANKING77 (PolyAI), official test split", "model": "default (all-MiniLM-L6-v2)",
+                    "n_train": len(train[0]), "n_dev": len(dev[0]), "n_test": len(test[0]), "quick": args.quick}
+    from verticore.finetune.distill import distill_classifier
+    from verticore.inference import load_classifier
+
+    t0 = time.time()
+    if args.teacher:
+        teacher_dir = Path(args.teacher)
+    else:
+        from verticore.finetune import train_classifier_ensemble
+
+        configs = banking77.ensemble_configs(args, max_steps)
+        teacher_dir = train_classifier_ensemble(train[0], train[1], dev[0], dev[1], work / "teacher", configs=configs,
+                                                show_progress=True).artifact_dir
+    teacher = load_classifier(teacher_dir, device=args.device, max_length=64)
+    result["teacher"] = {**timed_accuracy(teacher, test[0], test[1]), "path": str(teacher_dir),
+                         "model": repr(teacher), "seconds": round(time.time() - t0, 1)}
+    single = getattr(teacher, "members", [None])[0]
+    if single is not None:  # the ensemble's random-head fine-tune = the single model of the same recipe
+        result["single_finetune"] = {**timed_accuracy(single, test[0], test[1]), "model": "ensemble member0"}
+    save(name, result, work if args.quick else None)
+
+    cfg = banking77.base_config(args.student_epochs, args.lr, max_steps, seed=args.seed,
+                                head_init=args.student_head_init)
+    cfg.device = args.device
+    t0 = time.time()
+    res = distill_classifier(teacher, train[0], train[1], dev[0], dev[1], work / "student", cfg,
+                             unlabeled_texts=train[0] if args.unlabeled_train else None,
+                             temperature=args.temperature, alpha=args.alpha, teacher_name=str(teacher_dir))
+    student = load_classifier(res.artifact_dir, device=args.device, max_length=64)
+    result["student"] = {**timed_accuracy(student, test[0], test[1]), "path": str(res.artifact_dir),
+                         "temperature": args.temperature, "alpha": args.alpha, "epochs": args.student_epochs,
+                         "learning_rate": args.lr, "head_init": args.student_head_init,
+                         "unlabeled": "train texts" if args.unlabeled_train else None,
+                         "best_step": res.metrics.get("best_step"), "distillation": res.metrics["distillation"],
+                         "seconds": round(time.time() - t0, 1)}
+    path = save(name, result, work if args.quick else None)
+    for part in ("teacher", "single_finetune", "student"):
+        if part in result:
+            r = result[part]
+            print(f"{part:<16} accuracy {r['test_accuracy']:.4f}  {r.get('ms_per_text', float('nan')):.3f} ms/text")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
