@@ -4,8 +4,9 @@ Teacher: the ensemble of bench/banking77.py (its recipe, reused from there: rand
 fine-tunes of the default model, a frozen-embedding probe, a TF-IDF n-gram probe), trained on the
 training split, or an existing ensemble/classifier artifact given with --teacher DIR. Student: the
 default model with a fresh head, distilled with verticore.finetune.distill.distill_classifier on the
-training rows (alpha * CE on the gold label + (1 - alpha) * T^2 * KL to the teacher), plus, with
---unlabeled-train, the training texts once more without labels (pure KL). The single fine-tune is the
+training rows (alpha * CE on the gold label + (1 - alpha) * T^2 * KL to the teacher), plus, as
+unlabeled rows (pure KL): with --unlabeled-train the training texts once more, with --augment N
+N perturbed copies of each training text (word dropout / neighbour swap). The single fine-tune is the
 ensemble's random-head member (the same recipe as bench/banking77.py's single model).
 
 ms_per_text: predict_proba over the whole test set (after a warm-up), same device and max length for all.
@@ -49,6 +50,22 @@ def timed_accuracy(clf, texts, labels) -> dict:
             "ms_per_text": round(ms, 3)}
 
 
+def perturbed_variants(texts: list[str], n: int, drop: float = 0.15, seed: int = 0) -> list[str]:
+    """``n`` noisy copies of each text (word dropout, sometimes two neighbouring words swapped): extra
+    in-domain unlabeled text on which the teacher's soft labels carry more than the gold label."""
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    for text in texts:
+        words = text.split()
+        for _ in range(n):
+            kept = [w for w in words if rng.random() >= drop] or list(words)
+            if len(kept) > 2 and rng.random() < 0.5:
+                i = int(rng.integers(len(kept) - 1))
+                kept[i], kept[i + 1] = kept[i + 1], kept[i]
+            out.append(" ".join(kept))
+    return out
+
+
 def save(name: str, result: dict, elsewhere: Path | None) -> Path:
     """bench/results/<name>.json, or ``elsewhere/<name>.json`` (quick runs stay out of the results)."""
     if elsewhere is None:
@@ -72,6 +89,8 @@ def main(argv=None) -> int:
     ap.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T")
     ap.add_argument("--alpha", type=float, default=0.3, help="weight of the gold-label cross-entropy")
     ap.add_argument("--unlabeled-train", action="store_true", help="add the training texts again as unlabeled rows")
+    ap.add_argument("--augment", type=int, default=0,
+                    help="add N perturbed copies of each training text (word dropout/swap) as unlabeled rows")
     ap.add_argument("--seed", type=int, default=42, help="seed of the teacher's fine-tunes and the student")
     ap.add_argument("--device", default="auto", help="device for training and timing")
     ap.add_argument("--name", default=None, help="result name (default: distill, or distill_quick with --quick)")
@@ -110,15 +129,17 @@ def main(argv=None) -> int:
     cfg = banking77.base_config(args.student_epochs, args.lr, max_steps, seed=args.seed,
                                 head_init=args.student_head_init)
     cfg.device = args.device
+    unlabeled = (list(train[0]) if args.unlabeled_train else []) + perturbed_variants(train[0], args.augment, seed=args.seed)
     t0 = time.time()
     res = distill_classifier(teacher, train[0], train[1], dev[0], dev[1], work / "student", cfg,
-                             unlabeled_texts=train[0] if args.unlabeled_train else None,
+                             unlabeled_texts=unlabeled or None,
                              temperature=args.temperature, alpha=args.alpha, teacher_name=str(teacher_dir))
     student = load_classifier(res.artifact_dir, device=args.device, max_length=64)
     result["student"] = {**timed_accuracy(student, test[0], test[1]), "path": str(res.artifact_dir),
                          "temperature": args.temperature, "alpha": args.alpha, "epochs": args.student_epochs,
                          "learning_rate": args.lr, "head_init": args.student_head_init,
-                         "unlabeled": "train texts" if args.unlabeled_train else None,
+                         "unlabeled": {"train_texts": args.unlabeled_train, "augment_copies": args.augment,
+                                       "n": len(unlabeled)},
                          "best_step": res.metrics.get("best_step"), "distillation": res.metrics["distillation"],
                          "seconds": round(time.time() - t0, 1)}
     path = save(name, result, work if args.quick else None)
