@@ -89,8 +89,6 @@ def hub_page_url_path(app: str, page_file: str, url_path: str | None = None) -> 
     ``page_file`` is the page script's file name (e.g. ``"monitor.py"``); pass ``url_path`` when the
     app's ``PAGES`` entry sets one explicitly. The Core page is ``"core"``; Home is ``""``.
     """
-    if str(ROOT / "shared") not in sys.path:
-        sys.path.insert(0, str(ROOT / "shared"))
     from verticore.dashboard import page_url_path
 
     page: dict[str, str] = {"path": page_file}

@@ -195,6 +195,7 @@ def test_apps_declare_their_retrainable_models():
 
     assert isinstance(load_retrainable(CS, "intent")[1], RetrainableModel)
     assert isinstance(load_retrainable(FS, "sentiment")[1], RetrainableModel)
+    assert isinstance(load_retrainable(FS, "topics")[1], RetrainableModel)
     assert CS.describe()["models"] == {"intent": "customer_service.retrain:IntentRetrainer"}
 
 
@@ -234,6 +235,41 @@ def test_finance_label_command_stores_an_analyst_label_with_source_and_time(tmp_
     assert [(x.label, x.source, x.by) for x in labels] == [("positive", "analyst", "ann")]
     res = retrain("finance_sentiment", "sentiment", home=tmp_path, registry=tmp_path / "registry", dry_run=True)
     assert res.status == "dry_run" and res.new_labels == 1 and res.new_label_sources == {"analyst": 1}
+
+
+def test_finance_topic_relabels_retrain_the_topic_model(tmp_path, monkeypatch):
+    from finance_sentiment.cli import app as fs_app
+    from finance_sentiment.retrain import TopicRetrainer
+    from verticore.registry import ModelRegistry
+
+    _finance_store(tmp_path).close()
+    monkeypatch.setenv("VERTICORE_HOME", str(tmp_path))
+    home = ["--home", str(tmp_path / "finance_sentiment")]
+    r = CliRunner().invoke(fs_app, ["label", "id1", "Legal/Regulatory", "--task", "topic", "--by", "ann", "--json",
+                                    *home])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.output)
+    assert row["topic"] == row["label"] == "legal/regulatory" and row["labelled_by"] == "ann"
+    r = CliRunner().invoke(fs_app, ["label", "id1", "astrology", "--task", "topic", *home])
+    assert r.exit_code == 3 and "not one the topic model knows" in r.output
+    r = CliRunner().invoke(fs_app, ["label", "id1", "positive", "--task", "mood", *home])
+    assert r.exit_code == 2
+    # sentiment and topic labels stay apart
+    rm = TopicRetrainer()
+    assert [(x.text, x.label) for x in rm.collect_labels(tmp_path, None)] == [
+        ("Bolt Bank shares slump after fraud probe", "legal/regulatory")]
+    from finance_sentiment.retrain import SentimentRetrainer
+    assert len(SentimentRetrainer().collect_labels(tmp_path, None)) == 0
+    # one real (tiny) loop: a baseline v1 from the sample topics, then a candidate gated on topic dev macro-F1
+    monkeypatch.setattr(TopicRetrainer, "default_recipe", {**TopicRetrainer.default_recipe, "max_steps": 3})
+    res = retrain("finance_sentiment", "topics", home=tmp_path, registry=tmp_path / "registry")
+    assert res.bootstrapped == 1 and res.candidate == 2 and res.new_labels == 1
+    assert res.status in {"promoted", "rejected"} and res.gate["primary"] == "macro_f1"
+    reg = ModelRegistry(tmp_path / "registry")
+    v2 = reg.get("finance_sentiment", "topics", 2)
+    assert v2.parent == 1 and v2.recipe["max_steps"] == 3 and "macro_f1" in v2.metrics
+    assert reg.read_gate(v2)["result"]["n"] == len(rm.fixed_eval_split(tmp_path)[0])
+    assert reg.aliases("finance_sentiment", "topics")["production"] == (2 if res.promoted else 1)
 
 
 def test_monitor_page_shows_a_relabel_control_on_the_feed(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from enum import Enum
 from functools import wraps
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -36,6 +37,13 @@ CONFIG_OPT = typer.Option(None, "--config", help="YAML or TOML monitor config (d
                                                  "config, else built-in defaults)")
 JSON_OPT = typer.Option(False, "--json", help="print pure JSON")
 HOST_OPT = typer.Option("127.0.0.1", help="interface to listen on (0.0.0.0: all)")
+
+
+class LabelTask(str, Enum):
+    """What an analyst's label teaches (``finance-sentiment label --task``)."""
+
+    sentiment = "sentiment"
+    topic = "topic"
 
 
 def _paths(home: Optional[Path]) -> AppPaths:
@@ -579,12 +587,16 @@ def silence_expire(silence_id: int = typer.Argument(..., help="silence id (see `
 @app.command("label")
 @_friendly
 def label_cmd(item_id: str = typer.Argument(..., help="the item's id (as ingested; see the monitor's feed)"),
-              label: str = typer.Argument(..., help="positive, neutral or negative"),
+              label: str = typer.Argument(..., help="sentiment: positive, neutral or negative; with --task topic: "
+                                                    "a topic the topic model knows"),
+              task: LabelTask = typer.Option(LabelTask.sentiment, "--task",
+                                             help="which model the label teaches: sentiment or topic"),
               by: Optional[str] = typer.Option(None, "--by", help="who labels (default: login name)"),
               source: Optional[str] = typer.Option(None, "--source", help="the item's source, when several sources "
                                                                           "use this id"),
               as_json: bool = JSON_OPT, home: Optional[Path] = HOME_OPT) -> None:
-    """Relabel an item's sentiment; `verticore retrain --app finance_sentiment --model sentiment` learns from it."""
+    """Relabel an item's sentiment (or topic, --task topic); `verticore retrain --app finance_sentiment --model
+    sentiment` (or `--model topics`) learns from it."""
     from verticore.errors import DataError
     from verticore.registry.store import current_user
 
@@ -596,10 +608,17 @@ def label_cmd(item_id: str = typer.Argument(..., help="the item's id (as ingeste
         if len(items) > 1:
             raise DataError(f"item id {item_id!r} is used by sources {', '.join(i['source'] for i in items)}; "
                             "pick one with --source")
-        row = store.add_label(items[0], label, by=by or current_user())
+        if task is LabelTask.topic:
+            from .retrain import known_topics
+
+            row = store.add_topic_label(items[0], label, known=known_topics(_paths(home)),
+                                        by=by or current_user())
+            row["label"] = row["topic"]
+        else:
+            row = store.add_label(items[0], label, by=by or current_user())
     finally:
         store.close()
     if as_json:
         return _echo_json(row)
-    typer.echo(f"labelled {row['item_source']}/{row['item_id']} {row['label']} (was {row['previous'] or '-'}) "
-               f"by {row['labelled_by']} at {row['created_at']}")
+    typer.echo(f"labelled {row['item_source']}/{row['item_id']} {task.value} {row['label']} "
+               f"(was {row['previous'] or '-'}) by {row['labelled_by']} at {row['created_at']}")

@@ -45,5 +45,6 @@ APP = AppSpec(
     create_router=create_router,
     prepare_demo="finance_sentiment.demo:prepare_demo",
     demo_ready="finance_sentiment.demo:is_ready",
-    models={"sentiment": "finance_sentiment.retrain:SentimentRetrainer"},  # `verticore retrain --model sentiment`
+    models={"sentiment": "finance_sentiment.retrain:SentimentRetrainer",
+            "topics": "finance_sentiment.retrain:TopicRetrainer"},  # `verticore retrain --model sentiment|topics`
 )

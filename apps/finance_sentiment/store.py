@@ -198,6 +198,22 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX labels_created ON labels(created_at, id);
     """,
+    # v6: analysts' topic labels (issue #14), the topic model's feedback, kept like the sentiment labels
+    """
+    CREATE TABLE topic_labels (
+        id INTEGER PRIMARY KEY,
+        item_rowid INTEGER REFERENCES items(id) ON DELETE SET NULL,
+        item_id TEXT NOT NULL,
+        item_source TEXT NOT NULL,
+        text TEXT NOT NULL,
+        topic TEXT NOT NULL CHECK (length(topic) BETWEEN 1 AND 64),
+        previous TEXT,
+        source TEXT NOT NULL,
+        labelled_by TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX topic_labels_created ON topic_labels(created_at, id);
+    """,
 ]
 SENTIMENT_LABELS = ("positive", "neutral", "negative")
 
@@ -580,7 +596,7 @@ class SQLiteStore(NewsStore):
     # -- labels (issue #14) ------------------------------------------------------------
     def find_items(self, item_id: str, source: str | None = None) -> list[dict[str, Any]]:
         """Stored items with this ``item_id`` (one per source; ``source`` narrows it), as rows."""
-        sql, params = "SELECT id, item_id, source, title, sentiment FROM items WHERE item_id = ?", [str(item_id)]
+        sql, params = "SELECT id, item_id, source, title, sentiment, topics FROM items WHERE item_id = ?", [str(item_id)]
         if source:
             sql, params = sql + " AND source = ?", [*params, str(source)]
         return self._query(sql + " ORDER BY id", params)
@@ -591,7 +607,8 @@ class SQLiteStore(NewsStore):
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
-        return self._query(f"SELECT id, item_id, source, title, sentiment FROM items WHERE id IN ({marks})", ids)
+        return self._query(f"SELECT id, item_id, source, title, sentiment, topics FROM items WHERE id IN ({marks})",
+                           ids)
 
     def add_label(self, item: dict[str, Any], label: str, *, by: str | None = None, source: str = "analyst",
                   created_at: str | None = None) -> dict[str, Any]:
@@ -614,7 +631,44 @@ class SQLiteStore(NewsStore):
         return self._query("SELECT * FROM labels WHERE id = ?", [row_id])[0]
 
     def list_labels(self, since: str | None = None) -> list[dict[str, Any]]:
-        """Labels oldest first (``since``: ISO 8601 UTC time, only later ones)."""
+        """Sentiment labels oldest first (``since``: ISO 8601 UTC time, only later ones)."""
         if since:
             return self._query("SELECT * FROM labels WHERE created_at > ? ORDER BY created_at, id", [since])
         return self._query("SELECT * FROM labels ORDER BY created_at, id")
+
+    def add_topic_label(self, item: dict[str, Any], topic: str, *, known: Sequence[str] | None = None,
+                        by: str | None = None, source: str = "analyst",
+                        created_at: str | None = None) -> dict[str, Any]:
+        """Record a topic label for a stored item (its headline is the labelled text). ``known``: the
+        topics the topic model has (a label outside them is refused: the classifier cannot learn a new
+        class from a handful of relabels). Every label is kept; the retrain loop resolves conflicts."""
+        from verticore.errors import DataError
+        from verticore.text import utc_iso
+
+        topic = " ".join(str(topic).split()).lower()
+        if not topic or len(topic) > 64:
+            raise DataError("a topic label must be 1 to 64 characters")
+        if known is not None and topic not in {str(k).lower() for k in known}:
+            raise DataError(f"topic {topic!r} is not one the topic model knows ({', '.join(sorted(known))})")
+        previous = item.get("topics")
+        if isinstance(previous, str):
+            try:
+                previous = json.loads(previous)
+            except ValueError:
+                previous = None
+        prev_text = ",".join(map(str, previous)) if isinstance(previous, list) and previous else None
+        when = created_at or utc_iso(timespec="microseconds")
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO topic_labels (item_rowid, item_id, item_source, text, topic, previous, source,"
+                " labelled_by, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (item.get("id"), str(item["item_id"]), str(item["source"]), str(item["title"]), topic, prev_text,
+                 source, by, when))
+            row_id = cur.lastrowid
+        return self._query("SELECT * FROM topic_labels WHERE id = ?", [row_id])[0]
+
+    def list_topic_labels(self, since: str | None = None) -> list[dict[str, Any]]:
+        """Topic labels oldest first (``since``: ISO 8601 UTC time, only later ones)."""
+        if since:
+            return self._query("SELECT * FROM topic_labels WHERE created_at > ? ORDER BY created_at, id", [since])
+        return self._query("SELECT * FROM topic_labels ORDER BY created_at, id")

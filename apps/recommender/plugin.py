@@ -37,4 +37,6 @@ APP = AppSpec(
     create_router=create_router,
     prepare_demo="recommender.demo:prepare_demo",
     demo_ready="recommender.demo:is_ready",
+    models={"cf": "recommender.retrain:CFRetrainer",  # `verticore retrain --app recommender --model cf|embedder`
+            "embedder": "recommender.retrain:EmbedderRetrainer"},
 )

@@ -245,38 +245,45 @@ def ranking_metrics(recommended: Mapping[Any, Sequence[Hashable]], relevant: Map
     ``coverage`` is over every list in ``recommended`` and ``None`` without ``catalog_size``.
     """
     k = check_k(k)
+    per_user = per_user_ranking_metrics(recommended, relevant, k=k, include_empty=include_empty)
+    n = len(per_user)
+    mean = {name: sum(m[name] for m in per_user.values()) / n
+            for name in (f"recall@{k}", f"precision@{k}", "mrr", f"ndcg@{k}", f"hit@{k}")}
+    return {
+        **mean,
+        "coverage": coverage(recommended, catalog_size, k) if catalog_size else None,
+        "users": n,
+        "k": k,
+    }
+
+
+def per_user_ranking_metrics(recommended: Mapping[Any, Sequence[Hashable]], relevant: Mapping[Any, Iterable[Hashable]],
+                             k: int = 10, include_empty: bool = False) -> dict[Any, dict[str, float]]:
+    """Recall/precision/hit/NDCG@k and reciprocal rank of every user with a relevant item (every
+    user in ``relevant`` with ``include_empty``), in ``relevant``'s order: the per-example outcomes
+    a paired comparison of two rankers (the registry's promotion gate) needs. :func:`ranking_metrics`
+    is their mean."""
+    k = check_k(k)
     if not isinstance(recommended, Mapping) or not isinstance(relevant, Mapping):
         raise DataError("recommended and relevant must be dicts keyed by user")
     users = [u for u, items in relevant.items() if include_empty or len(set(items)) > 0]
     if not users:
         raise DataError("no user has a relevant item; nothing to evaluate")
-    sums = {"recall": 0.0, "precision": 0.0, "mrr": 0.0, "ndcg": 0.0, "hit": 0.0}
+    out: dict[Any, dict[str, float]] = {}
     for u in users:
         rel = set(relevant[u])
-        if not rel:
-            continue
-        top = _top_k(recommended.get(u), k)
-        hits = [x in rel for x in top]
-        n_hit = sum(hits)
-        sums["recall"] += n_hit / len(rel)
-        sums["precision"] += n_hit / k
-        sums["hit"] += 1.0 if n_hit else 0.0
-        first = next((i for i, h in enumerate(hits, start=1) if h), None)
-        sums["mrr"] += 1.0 / first if first else 0.0
-        dcg = sum(1.0 / math.log2(i + 1) for i, h in enumerate(hits, start=1) if h)
-        idcg = sum(1.0 / math.log2(i + 1) for i in range(1, min(k, len(rel)) + 1))
-        sums["ndcg"] += dcg / idcg
-    n = len(users)
-    return {
-        f"recall@{k}": sums["recall"] / n,
-        f"precision@{k}": sums["precision"] / n,
-        "mrr": sums["mrr"] / n,
-        f"ndcg@{k}": sums["ndcg"] / n,
-        f"hit@{k}": sums["hit"] / n,
-        "coverage": coverage(recommended, catalog_size, k) if catalog_size else None,
-        "users": n,
-        "k": k,
-    }
+        row = {f"recall@{k}": 0.0, f"precision@{k}": 0.0, "mrr": 0.0, f"ndcg@{k}": 0.0, f"hit@{k}": 0.0}
+        if rel:
+            top = _top_k(recommended.get(u), k)
+            hits = [x in rel for x in top]
+            n_hit = sum(hits)
+            first = next((i for i, h in enumerate(hits, start=1) if h), None)
+            dcg = sum(1.0 / math.log2(i + 1) for i, h in enumerate(hits, start=1) if h)
+            idcg = sum(1.0 / math.log2(i + 1) for i in range(1, min(k, len(rel)) + 1))
+            row = {f"recall@{k}": n_hit / len(rel), f"precision@{k}": n_hit / k, "mrr": 1.0 / first if first else 0.0,
+                   f"ndcg@{k}": dcg / idcg, f"hit@{k}": 1.0 if n_hit else 0.0}
+        out[u] = row
+    return out
 
 
 @runtime_checkable
@@ -407,5 +414,5 @@ def entity_f1(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[s
 
 
 __all__ = ["entity_f1", "classification_metrics", "multilabel_metrics", "recall_at_k", "precision_at_k", "hit_at_k", "mrr",
-           "ndcg_at_k", "coverage", "ranking_metrics", "score_matrix_metrics", "RankingModel", "RankingEvaluator",
+           "ndcg_at_k", "coverage", "ranking_metrics", "per_user_ranking_metrics", "score_matrix_metrics", "RankingModel", "RankingEvaluator",
            "evaluate_ranking", "Recommender", "evaluate"]

@@ -288,6 +288,32 @@ def compare_correctness(candidate_correct: Sequence[Any], production_correct: Se
                    mcnemar_exact(cand, prod), n_boot, seed, per_class, "recall", floor_map, failures)
 
 
+def compare_scores(candidate_scores: Sequence[float], production_scores: Sequence[float], *, primary: str,
+                   tolerance: float = 0.0, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> GateResult:
+    """Gate a ranker on per-example scores (e.g. each evaluation user's NDCG@10, both models on the
+    same users in the same order): the primary value is their mean, the CI a paired bootstrap of the
+    mean difference, and McNemar runs on hits (score > 0: the user got at least one relevant item)."""
+    if tolerance < 0 or not math.isfinite(tolerance):
+        raise DataError(f"tolerance must be a finite number >= 0, got {tolerance}")
+    cand = np.asarray(list(candidate_scores), dtype=np.float64)
+    prod = np.asarray(list(production_scores), dtype=np.float64)
+    _check_pair(cand, prod)
+    if not (np.isfinite(cand).all() and np.isfinite(prod).all()):
+        raise DataError("per-example scores must be finite numbers")
+    if not 0 < confidence < 1:
+        raise DataError(f"confidence must be between 0 and 1, got {confidence}")
+    if n_boot < 1:
+        raise DataError(f"n_boot must be at least 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    diff = cand - prod
+    deltas = np.concatenate([diff[rng.integers(0, diff.size, size=(min(n_boot - s, 256), diff.size))].mean(axis=1)
+                             for s in range(0, n_boot, 256)])
+    alpha = (1 - confidence) / 2
+    lo, hi = float(np.quantile(deltas, alpha)), float(np.quantile(deltas, 1 - alpha))
+    return _result(str(primary), float(cand.mean()), float(prod.mean()), tolerance, lo, hi, confidence,
+                   int(cand.size), mcnemar_exact(cand > 0, prod > 0), n_boot, seed, {}, "recall", {}, [])
+
+
 def _result(primary: str, cand_v: float, prod_v: float, tolerance: float, lo: float, hi: float, confidence: float,
             n: int, mc: McNemar, n_boot: int, seed: int, per_class: dict, floor_metric: str,
             floor_map: dict[str, float], failures: list[str]) -> GateResult:

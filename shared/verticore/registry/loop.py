@@ -188,6 +188,42 @@ class RetrainableModel(Protocol):
         """The label the artifact gives each text."""
 
 
+@runtime_checkable
+class RetrainableRanker(Protocol):
+    """What an app implements for a model that ranks items for users (a recommender's CF model or its
+    behaviour-tuned embedder), where feedback is interaction events rather than labelled texts.
+
+    The loop is the same as for a :class:`RetrainableModel` (new data since production, candidate from
+    the production recipe, fixed split, gate, promote or not); what differs is what "data" and
+    "score" mean:
+
+    * ``collect_events`` returns one :class:`Label` per interaction (``text`` = user id, ``label`` =
+      item id, ``time`` = when it happened, ``source`` e.g. ``event``): only counted and timed;
+    * ``train`` reads the app's interactions itself (every one but the fixed split's);
+    * ``score_users`` gives each evaluation user's ``primary_metric`` (e.g. NDCG@10), the per-example
+      outcomes the gate bootstraps (:func:`~verticore.registry.gate.compare_scores`).
+    """
+
+    #: e.g. "ndcg@10": the per-user score the gate compares (higher is better)
+    primary_metric: str
+
+    def collect_events(self, home: Path, since: datetime | None) -> LabelSet:
+        """Interactions recorded after ``since`` (every one when None): text = user, label = item."""
+
+    def fixed_eval_split(self, home: Path) -> dict[str, set[str]]:
+        """``{user: held-out items}`` every version is scored on; never trained on."""
+
+    def training_data(self, home: Path) -> dict[str, Any]:
+        """``{"examples": int, "fingerprint": str, "labels_until": ISO time | None}`` of what ``train``
+        would read now."""
+
+    def train(self, recipe: Mapping[str, Any], home: Path, out_dir: Path) -> Path:
+        """Train with ``recipe`` on the app's interactions (fixed split left out); return the artifact folder."""
+
+    def score_users(self, artifact_dir: Path, home: Path, users: Sequence[str]) -> list[float]:
+        """The primary metric of each user in ``users`` (in that order) for the artifact."""
+
+
 @dataclass
 class RetrainResult:
     """What one :func:`retrain` call did. ``status``: ``promoted``, ``rejected``, ``nothing_to_train``
@@ -237,12 +273,13 @@ def load_retrainable(app: Any, model: str) -> tuple[str, RetrainableModel]:
         raise DataError(f"app {spec.name} has no retrainable model {model!r}; "
                         f"it declares: {', '.join(sorted(models)) or 'none'}")
     obj = resolve_hook(models[model], f"app {spec.name}: model {model}")
-    if isinstance(obj, type) or (callable(obj) and not isinstance(obj, RetrainableModel)):
+    if isinstance(obj, type) or (callable(obj) and not isinstance(obj, (RetrainableModel, RetrainableRanker))):
         obj = obj()
-    if not isinstance(obj, RetrainableModel):
-        raise DataError(f"app {spec.name}: model {model} is a {type(obj).__name__}, not a RetrainableModel "
+    if not isinstance(obj, (RetrainableModel, RetrainableRanker)):
+        raise DataError(f"app {spec.name}: model {model} is a {type(obj).__name__}, neither a RetrainableModel "
                         "(collect_labels, base_data, fixed_eval_split, train, predict, primary_metric, "
-                        "per_class_floors)")
+                        "per_class_floors) nor a RetrainableRanker (collect_events, fixed_eval_split, "
+                        "training_data, train, score_users, primary_metric)")
     return spec.name, obj
 
 
@@ -292,6 +329,9 @@ def retrain(app: Any, model: str, *, home: str | Path | None = None, registry: A
     app_name, rm = load_retrainable(app, model)
     home_dir = Path(home) if home is not None else default_home()
     reg = registry if isinstance(registry, ModelRegistry) else ModelRegistry(registry)
+    if not isinstance(rm, RetrainableModel):
+        return _retrain_ranker(app_name, model, rm, home_dir, reg, dry_run=dry_run, tolerance=float(tolerance),
+                               by=by, seed=seed)
     prod_n = reg.aliases(app_name, model).get("production")
     prod = reg.get(app_name, model, prod_n) if prod_n is not None else None
     cut = _labels_until(prod) if prod is not None else None
@@ -354,6 +394,77 @@ def retrain(app: Any, model: str, *, home: str | Path | None = None, registry: A
     return result
 
 
+def _retrain_ranker(app_name: str, model: str, rm: RetrainableRanker, home_dir: Path, reg: Any, *, dry_run: bool,
+                    tolerance: float, by: str | None, seed: int) -> RetrainResult:
+    """:func:`retrain` for a :class:`RetrainableRanker`: events instead of labels, per-user scores instead
+    of predictions, the same registry bookkeeping and gate rule."""
+    from .gate import compare_scores
+
+    prod_n = reg.aliases(app_name, model).get("production")
+    prod = reg.get(app_name, model, prod_n) if prod_n is not None else None
+    cut = _labels_until(prod) if prod is not None else None
+    new = rm.collect_events(home_dir, cut)
+    result = RetrainResult(app_name, model, "nothing_to_train", "", new_labels=len(new),
+                           new_label_sources=new.sources(), production_before=prod_n, production_after=prod_n,
+                           since=utc_iso(cut) if cut else None)
+    where = f"production v{prod_n}" if prod is not None else "the start (no production version yet)"
+    data = dict(rm.training_data(home_dir))
+    result.train_examples, result.recipe = int(data.get("examples", 0)), _recipe_of(prod, rm)
+    if prod is not None and not len(new):
+        result.message = (f"no new events for {app_name}/{model} since {where}"
+                          + (f" (events until {utc_iso(cut)})" if cut else "") + ": nothing to train")
+        return result
+    if dry_run:
+        result.status = "dry_run"
+        first = "" if prod is not None else "; it becomes the first production version (no gate)"
+        result.message = (f"would train {app_name}/{model} on {result.train_examples} interactions ({len(new)} new "
+                          f"events since {where}) with recipe {result.recipe or '{}'}{first}; nothing trained")
+        return result
+    held = rm.fixed_eval_split(home_dir)
+    users = sorted(u for u, items in held.items() if items)
+    if not users:
+        raise DataError(f"{app_name}/{model}: the fixed evaluation split has no user with a held-out item")
+    split = "fixed:" + fingerprint_texts(users, ["|".join(sorted(held[u])) for u in users])
+
+    def scores(artifact: Path) -> list[float]:
+        out = [float(x) for x in rm.score_users(Path(artifact), home_dir, users)]
+        if len(out) != len(users):
+            raise DataError(f"score_users returned {len(out)} scores for {len(users)} users")
+        return out
+
+    recipe = result.recipe
+    with tempfile.TemporaryDirectory(prefix="verticore-retrain-") as work:
+        artifact = Path(rm.train(dict(recipe), home_dir, Path(work) / "candidate"))
+        cand_scores = scores(artifact)
+        metrics = {rm.primary_metric: sum(cand_scores) / len(cand_scores), "users": len(users)}
+        info = {"labels_until": data.get("labels_until"), "examples": result.train_examples,
+                "new_labels": len(new), "sources": new.sources()}
+        version = reg.register(app_name, model, artifact, data_fingerprint=str(data.get("fingerprint", "")),
+                               recipe={**recipe, TRAINING_DATA_KEY: info}, metrics=metrics, eval_split=split,
+                               parent=prod.version if prod is not None else None, created_by=by)
+    result.candidate, result.metrics = version.version, metrics
+    if prod is None:  # nothing to gate against: the first version is production
+        reg.promote(app_name, model, version, by=by, reason="first production version (retrain)")
+        result.status, result.production_after = "promoted", version.version
+        result.message = f"{app_name}/{model} v{version.version} is the first production version"
+        return result
+    reg.promote(app_name, model, version, "candidate", by=by, reason="retrain candidate")
+    gate = compare_scores(cand_scores, scores(prod.artifact_path), primary=rm.primary_metric, tolerance=tolerance,
+                          seed=seed)
+    reg.record_gate(app_name, model, version, gate)
+    result.gate = gate.to_dict()
+    if gate.passed:
+        reg.promote(app_name, model, version, by=by, reason=f"retrain on {len(new)} new events: {gate.reason}",
+                    require_gate=True)
+        result.status, result.production_after = "promoted", version.version
+        result.message = f"{app_name}/{model} v{version.version} promoted to production: {gate.reason}"
+    else:
+        result.status = "rejected"
+        result.message = (f"{app_name}/{model} v{version.version} not promoted, production stays "
+                          f"v{prod.version}: {gate.reason}")
+    return result
+
+
 def _sources_text(labels: LabelSet) -> str:
     return ", ".join(f"{n} {s}" for s, n in labels.sources().items())
 
@@ -378,5 +489,6 @@ def _bootstrap(reg: Any, app: str, model: str, rm: RetrainableModel, home: Path,
     return reg.promote(app, model, v, by=by, reason=f"first production version ({origin})")
 
 
-__all__ = ["DEFAULT_TOLERANCE", "Label", "LabelSet", "RetrainResult", "RetrainableModel", "load_retrainable",
+__all__ = ["DEFAULT_TOLERANCE", "Label", "LabelSet", "RetrainResult", "RetrainableModel", "RetrainableRanker",
+           "load_retrainable",
            "parse_time", "retrain", "text_key"]

@@ -660,6 +660,12 @@ class ModelRegistry:
         """Compare ``candidate`` with the version ``against`` points at (both scored on the same fixed
         split, see :func:`verticore.registry.gate.compare` for ``options``) and store the result on
         the candidate as ``gate.json``. Changes no alias."""
+        self._gate_pair(app, model, candidate, against)  # refuse before the (costly) comparison
+        return self.record_gate(app, model, candidate, compare(y_true, candidate_pred, production_pred, **options),
+                                against=against)
+
+    def _gate_pair(self, app: str, model: str, candidate: int | str | ModelVersion,
+                   against: str) -> tuple[ModelVersion, ModelVersion]:
         cand = self.get(app, model, candidate)
         aliases = self.aliases(app, model)
         if against not in aliases:
@@ -668,7 +674,13 @@ class ModelRegistry:
         if cand.eval_split != prod.eval_split:
             raise DataError(f"{cand.name} was scored on evaluation split {cand.eval_split!r} but {prod.name} on "
                             f"{prod.eval_split!r}; the gate compares both on one fixed split")
-        result = compare(y_true, candidate_pred, production_pred, **options)
+        return cand, prod
+
+    def record_gate(self, app: str, model: str, candidate: int | str | ModelVersion, result: GateResult, *,
+                    against: str = "production") -> GateResult:
+        """Store a comparison computed elsewhere (e.g. :func:`verticore.registry.gate.compare_scores` for
+        a ranker) on ``candidate`` as ``gate.json``, after the same checks as :meth:`gate`."""
+        cand, prod = self._gate_pair(app, model, candidate, against)
         with _writable(self.root, f"store the gate result of {cand.name}"):
             atomic_write_json(cand.artifact_path.parent / GATE_FILE,
                               {"against": {"alias": against, "version": prod.version}, "eval_split": cand.eval_split,
