@@ -179,3 +179,34 @@ def test_recommender_embedder_retrain_runs_a_behaviour_finetune(rec_home, monkey
 def test_recommender_retrain_without_a_state_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no recommender state"):
         retrain("recommender", "cf", home=tmp_path, registry=tmp_path / "registry")
+
+
+def test_recommender_api_serves_a_promoted_cf_version_without_a_restart(rec_home):
+    from fastapi.testclient import TestClient
+
+    from recommender.api import create_app
+    from recommender.cf import EASE
+    from recommender.recommender import Recommender
+    from verticore.serving import ServingSettings
+
+    state = rec_home / "recommender" / "state"
+    reg = ModelRegistry(rec_home / "registry")
+    v1 = retrain("recommender", "cf", home=rec_home, registry=reg)
+    assert v1.promoted
+    rec = Recommender.load(state)
+    assert rec.follow_registry(reg, interval=0.0) == {"cf": 1}
+    client = TestClient(create_app(rec, settings=ServingSettings(insecure_no_auth=True, usage_db=rec_home / "u.db",
+                                                                 access_log=False)))
+    served_v1 = rec.cf
+    user = sorted(rec.interactions.users)[0]
+    assert client.get(f"/recommend/{user}").status_code == 200
+    # a second version (a very different l2) promoted by hand: the next request serves it
+    out = rec_home / "ease_v2"
+    EASE(l2=5000.0).fit(rec.interactions).save(out)
+    v2 = reg.register("recommender", "cf", out, data_fingerprint="x", recipe={"l2": 5000.0},
+                      metrics={"ndcg@10": 0.0}, eval_split=reg.get("recommender", "cf", 1).eval_split)
+    reg.promote("recommender", "cf", v2, force=True, reason="test")
+    client.get(f"/recommend/{user}")
+    assert rec.cf is not served_v1 and rec.cf.l2 == 5000.0
+    reg.rollback("recommender", "cf")
+    assert rec.sync_models() and rec.cf.l2 == 20.0

@@ -94,7 +94,10 @@ def create_router(recommender: Recommender, state_dir: str | Path | None = None,
     With ``state_dir`` (the directory :meth:`Recommender.save` wrote), item changes re-save the
     state and events are appended, fsynced, to its ``interactions.csv`` before they are acknowledged.
     """
-    router = APIRouter()
+    def sync_models() -> None:  # promoted cf/embedder versions are swapped in between requests
+        recommender.sync_models()
+
+    router = APIRouter(dependencies=[Depends(sync_models)])
     started = time.time()
     state = Path(state_dir) if state_dir is not None else None
 

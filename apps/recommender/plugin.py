@@ -7,6 +7,8 @@ It serves the state that ``recommender demo`` (or the hub's ``make demo``) prepa
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter
 
 from verticore.errors import ArtifactError
@@ -22,7 +24,9 @@ def create_router(ctx: ServingContext) -> APIRouter:
     state = demo_dir(ctx.home) / "state"
     if not (state / "recommender.json").exists():
         raise ArtifactError(f"no recommender state in {state}; run `recommender demo --home {ctx.home}` first")
-    return build(Recommender.load(state), state_dir=state)
+    rec = Recommender.load(state)
+    rec.follow_registry(Path(ctx.home) / "registry")  # `verticore retrain --app recommender` promotions
+    return build(rec, state_dir=state)
 
 
 APP = AppSpec(

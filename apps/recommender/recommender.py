@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 MODES = ("text", "hybrid", "cf")
 STATE_FORMAT = "verticore-recommender/1"
+#: the registry app name the recommender's models live under (``verticore retrain --app recommender``)
+REGISTRY_APP = "recommender"
 
 
 @dataclass
@@ -125,6 +127,61 @@ class Recommender(Component):
         warm_up = getattr(getattr(self.catalog, "embedder", None), "warm_up", None)
         if callable(warm_up):
             warm_up()
+
+    # -- the model registry (issue #14): serve promoted versions without a restart ------------
+    def follow_registry(self, registry: Any = None, *, interval: float = 2.0) -> dict[str, int]:
+        """Serve the registry's ``production`` versions of ``recommender/cf`` (EASE) and
+        ``recommender/embedder`` (the behaviour-tuned embedder; the catalog is re-embedded with it)
+        from now on, and follow later promotions and rollbacks: :meth:`sync_models` (the API calls
+        it before each request) swaps a model in when its alias moves. ``registry``: a
+        ``ModelRegistry`` or its folder (default ``$VERTICORE_HOME/registry``). A model with no
+        production version, or one that does not load, is not followed (logged). Returns
+        ``{model: served version}``."""
+        from verticore.errors import VerticoreError
+        from verticore.registry.store import ModelRegistry
+
+        reg = registry if isinstance(registry, ModelRegistry) else ModelRegistry(registry)
+        handles: dict[str, Any] = {}
+        for name, loader in (("cf", EASE.load), ("embedder", self._catalog_embedded_with)):
+            try:
+                if "production" not in reg.aliases(REGISTRY_APP, name):
+                    continue
+                handle = reg.watch(REGISTRY_APP, name, loader, interval=interval)
+                handle.get()
+            except VerticoreError as exc:
+                log.warning("recommender %s: not following the registry (%s)", name, str(exc).splitlines()[0])
+                continue
+            handles[name] = handle
+        self._registry_handles, self._served_versions = handles, {}
+        self.sync_models()
+        return dict(self._served_versions)
+
+    def sync_models(self) -> bool:
+        """Swap in any followed model whose alias moved (cheap: one ``stat`` per model at most every
+        ``interval`` seconds). In-flight requests finish on the objects they hold. True if one changed."""
+        changed = False
+        for name, handle in getattr(self, "_registry_handles", {}).items():
+            obj, version = handle.get(), handle.version.version
+            if self._served_versions.get(name) == version:
+                continue
+            with self._lock:
+                if name == "cf":
+                    self.cf = obj  # a text-only state stays text-only: the mode is the operator's choice
+                else:
+                    self.catalog = obj
+                self._pop_cache = None
+            self._served_versions[name] = version
+            log.info("recommender: serving %s v%d", name, version)
+            changed = True
+        return changed
+
+    def _catalog_embedded_with(self, embedder_dir: Path) -> Catalog:
+        """This catalog's items re-embedded with the embedder in ``embedder_dir``."""
+        from verticore import Embedder
+
+        cat = self.catalog
+        return Catalog.from_records([cat.get(i) for i in cat.ids], embedder=Embedder(str(embedder_dir)),
+                                    template=cat.template, id_field=cat.id_field)
 
     # -- users --------------------------------------------------------------------------
     def known_user(self, user: Any) -> bool:
