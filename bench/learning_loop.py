@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-round", type=int, default=1000, help="feedback labels added per round")
     ap.add_argument("--tolerance", type=float, default=0.01, help="gate tolerance on dev accuracy")
     ap.add_argument("--seed", type=int, default=0, help="seed of the label draws and the bootstrap")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 3 per intent, 2 rounds of 150, 300 dev/test")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 3 per intent, 2 rounds of 150, 300 dev/test; writes /tmp/learning_loop_quick.json")
     ap.add_argument("--out", default="learning_loop", help="result name under bench/results/")
     args = ap.parse_args(argv)
     if args.quick:
@@ -175,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     base = LabelSet([Label(train[0][i], train[1][i], "base", None, True) for i in start_idx])
 
     embedder = CachedEmbedder()
-    print(f"encoding {len(train[0]) + len(dev[0]) + len(test[0])} texts once (cached for every round)")
-    embedder.encode(train[0] + dev[0] + test[0], show_progress=True)
+    if not args.quick:
+        print(f"encoding {len(train[0]) + len(dev[0]) + len(test[0])} texts once (cached for every round)")
+        embedder.encode(train[0] + dev[0] + test[0], show_progress=True)
     model = Banking77Intents(base, dev, args.recipe, embedder, args.quick)
     app = AppSpec(name="banking77_bench", title="BANKING77 learning-loop bench", models={"intent": model})
 
@@ -238,10 +240,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{x['test_accuracy']:.4f}", x["promoted"]] for x in rounds])
     print(f"start test accuracy {out['start_test_accuracy']:.4f} -> final {out['final_test_accuracy']:.4f}; "
           f"poisoned batch promoted: {bad['promoted']}")
-    if not args.quick or args.out != "learning_loop":
-        write_result(args.out, out)
+    if args.quick:  # smoke runs never overwrite the measured result
+        from verticore.io import atomic_write_json
+
+        print(f"wrote {atomic_write_json(Path(tempfile.gettempdir()) / 'learning_loop_quick.json', out)}")
     else:
-        write_result("learning_loop_quick", out)
+        write_result(args.out, out)
     return 0
 
 
