@@ -190,7 +190,7 @@ class RetrainableModel(Protocol):
 
 @runtime_checkable
 class RetrainableRanker(Protocol):
-    """What an app implements for a model that ranks items for users (a recommender's CF model or its
+    """What an app implements for a model that ranks items for users (a collaborative-filtering model or a
     behaviour-tuned embedder), where feedback is interaction events rather than labelled texts.
 
     The loop is the same as for a :class:`RetrainableModel` (new data since production, candidate from
@@ -380,11 +380,17 @@ def retrain(app: Any, model: str, *, home: str | Path | None = None, registry: A
     prod_pred = _predict(rm, prod.artifact_path, eval_texts)
     gate = reg.gate(app_name, model, version, y_true=eval_labels, candidate_pred=cand_pred, production_pred=prod_pred,
                     primary=rm.primary_metric, tolerance=float(tolerance), floors=rm.per_class_floors, seed=seed)
+    return _decide(reg, result, version, prod, gate, f"{len(new)} new labels", by)
+
+
+def _decide(reg: Any, result: RetrainResult, version: Any, prod: Any, gate: Any, what: str,
+            by: str | None) -> RetrainResult:
+    """Promote ``version`` if its gate passed, else leave production; fill in ``result``."""
     result.gate = gate.to_dict()
+    app_name, model = result.app, result.model
     if gate.passed:
         # require_gate: if another retrain moved production meanwhile, this gate is stale and promote refuses
-        reg.promote(app_name, model, version, by=by, reason=f"retrain on {len(new)} new labels: {gate.reason}",
-                    require_gate=True)
+        reg.promote(app_name, model, version, by=by, reason=f"retrain on {what}: {gate.reason}", require_gate=True)
         result.status, result.production_after = "promoted", version.version
         result.message = f"{app_name}/{model} v{version.version} promoted to production: {gate.reason}"
     else:
@@ -452,17 +458,7 @@ def _retrain_ranker(app_name: str, model: str, rm: RetrainableRanker, home_dir: 
     gate = compare_scores(cand_scores, scores(prod.artifact_path), primary=rm.primary_metric, tolerance=tolerance,
                           seed=seed)
     reg.record_gate(app_name, model, version, gate)
-    result.gate = gate.to_dict()
-    if gate.passed:
-        reg.promote(app_name, model, version, by=by, reason=f"retrain on {len(new)} new events: {gate.reason}",
-                    require_gate=True)
-        result.status, result.production_after = "promoted", version.version
-        result.message = f"{app_name}/{model} v{version.version} promoted to production: {gate.reason}"
-    else:
-        result.status = "rejected"
-        result.message = (f"{app_name}/{model} v{version.version} not promoted, production stays "
-                          f"v{prod.version}: {gate.reason}")
-    return result
+    return _decide(reg, result, version, prod, gate, f"{len(new)} new events", by)
 
 
 def _sources_text(labels: LabelSet) -> str:

@@ -1,0 +1,261 @@
+"""Sentiment across domains (issue #15): a PhraseBank-only model against a multi-source model, same recipe,
+each scored on every source's fixed test split.
+
+Sources (fixed splits, ``$VERTICORE_DATA``):
+
+* ``phrasebank``: Financial PhraseBank 50Agree (annual-report sentences);
+* ``semeval2017_headlines``: SemEval-2017 Task 5 news headlines;
+* ``fiqa2018_posts``: FiQA 2018 microblog posts.
+
+The extra sources give one row per (text, target); the text-level models learn one label per distinct
+text: the label of the mean target score (the splits' convention: > 0.1 positive, < -0.1 negative),
+so a text whose targets disagree becomes neutral.
+
+Rows:
+
+* ``phrasebank_only``: fine-tuned on PhraseBank train, early-stopped on PhraseBank dev;
+* ``multi_source``: the same recipe on PhraseBank train plus the two extra train splits, the extra
+  sources repeated ``--upsample`` times (they are 5-7x smaller), early-stopped on the union of the
+  three dev splits (model selection never sees a test split);
+* ``baseline_frozen_lr``: frozen default embeddings + logistic regression on the multi-source
+  training set (C picked on the dev union).
+
+The two fine-tuned rows run for every seed of ``--seeds``; each source's figures are the mean over
+seeds with the spread (``std``) and the per-seed values; ``artifact`` is the first seed's model.
+
+    python bench/sentiment_domains.py [--seeds 42,43,44] [--upsample 3] [--quick]
+
+Writes ``bench/results/sentiment_domains.json``:
+``{"phrasebank_only": {"phrasebank": {"accuracy", "macro_f1", ...}, "semeval2017_headlines": {...},
+"fiqa2018_posts": {...}, "artifact"}, "multi_source": {same}, "baseline_frozen_lr": {same without
+artifact}, "target_aware": {"semeval2017_targets": {"target_aware": {...}, "text_level": {...}},
+"semeval2017_mixed_targets": {...}}, "seconds"}``.
+
+``target_aware`` (issue #15's entity-level sentiment): one model reading ``target [SEP] text``, trained
+with the multi-source recipe on the extra sources' per-target rows (plus PhraseBank with an empty
+target), scored on every SemEval test target and on those of headlines whose targets disagree,
+against the multi-source text-level model giving each target its text's label.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import ARTIFACTS, DATA, print_table, write_result
+
+from verticore.errors import DataError
+
+SOURCES = {
+    "phrasebank": DATA / "financial_phrasebank" / "splits" / "50Agree",
+    "semeval2017_headlines": DATA / "financial_sentiment_extra" / "splits" / "semeval2017_headlines",
+    "fiqa2018_posts": DATA / "financial_sentiment_extra" / "splits" / "fiqa2018_posts",
+}
+
+
+def _label_of(score: float) -> str:
+    return "positive" if score > 0.1 else "negative" if score < -0.1 else "neutral"
+
+
+def load_split(source: str, split: str, limit: int | None = None) -> tuple[list[str], list[str]]:
+    """(texts, labels) of one source's split, one row per distinct text."""
+    from verticore.io import read_table
+
+    path = SOURCES[source] / f"{split}.csv"
+    if not path.exists():
+        raise DataError(f"{path} not found: set VERTICORE_DATA to the folder holding the fixed splits")
+    df = read_table(path, ["text", "label"])
+    if "score" in df.columns:  # (text, target) rows: one label per text from its mean target score
+        df = df.groupby("text", sort=False, as_index=False)["score"].mean()
+        df["label"] = [_label_of(float(s)) for s in df["score"]]
+    if limit:
+        df = df.head(limit)
+    return df["text"].astype(str).tolist(), df["label"].astype(str).tolist()
+
+
+def _evaluate(clf: Any, tests: dict[str, tuple[list[str], list[str]]]) -> dict[str, dict[str, float]]:
+    from verticore.evaluation import classification_metrics
+
+    out = {}
+    for source, (texts, labels) in tests.items():
+        probs = clf.predict_proba(texts)
+        pred = [clf.labels[i] for i in probs.argmax(axis=1)]
+        m = classification_metrics(labels, pred)
+        out[source] = {"accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4), "n": len(texts)}
+    return out
+
+
+def _finetune(train: tuple[list[str], list[str]], dev: tuple[list[str], list[str]], out: Path, seed: int,
+              args: argparse.Namespace) -> Any:
+    from verticore import TextClassifier
+    from verticore.finetune import ClassifierTrainingConfig, train_classifier
+
+    cfg = ClassifierTrainingConfig(epochs=args.epochs, batch_size=32, learning_rate=args.lr, max_length=args.max_length,
+                                   eval_every=args.eval_every, patience=args.patience, seed=seed,
+                                   head_init="linear_probe", max_steps=4 if args.quick else None)
+    result = train_classifier(*train, *dev, out, cfg)
+    return TextClassifier(str(result.artifact_dir)), result
+
+
+def _summary(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for source in per_seed[0]:
+        row: dict[str, Any] = {}
+        for metric in ("accuracy", "macro_f1"):
+            values = [r[source][metric] for r in per_seed]
+            row[metric] = round(statistics.fmean(values), 4)
+            row[f"{metric}_std"] = round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0
+            row[f"{metric}_per_seed"] = values
+        row["n"] = per_seed[0][source]["n"]
+        out[source] = row
+    return out
+
+
+def _frozen_lr(train: tuple[list[str], list[str]], dev: tuple[list[str], list[str]],
+               tests: dict[str, tuple[list[str], list[str]]]) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+
+    from verticore import Embedder
+    from verticore.evaluation import classification_metrics
+
+    emb = Embedder("default")
+    xtr, xdv = emb.encode(train[0], show_progress=True), emb.encode(dev[0])
+    best: tuple[float, Any] | None = None
+    for c in (0.3, 1.0, 3.0, 10.0, 30.0):
+        lr = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(xtr, train[1])
+        f1 = classification_metrics(dev[1], lr.predict(xdv).tolist())["macro_f1"]
+        if best is None or f1 > best[0]:
+            best = (f1, lr)
+    assert best is not None
+    out: dict[str, Any] = {}
+    for source, (texts, labels) in tests.items():
+        m = classification_metrics(labels, best[1].predict(emb.encode(texts)).tolist())
+        out[source] = {"accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4), "n": len(texts)}
+    out["C"] = float(best[1].C)
+    return out
+
+
+def target_input(target: str, text: str) -> str:
+    """What the target-aware model reads: the target, a separator, the text (one BERT segment pair)."""
+    return f"{target} [SEP] {text}"
+
+
+def load_target_rows(source: str, split: str, limit: int | None = None) -> tuple[list[str], list[str], list[str]]:
+    """(targets, texts, labels): one row per (text, target) with that target's own label."""
+    from verticore.io import read_table
+
+    df = read_table(SOURCES[source] / f"{split}.csv", ["text", "label", "target"])
+    if limit:
+        df = df.head(limit)
+    return df["target"].astype(str).tolist(), df["text"].astype(str).tolist(), df["label"].astype(str).tolist()
+
+
+def _target_aware(data: dict[str, Any], text_model_dir: str, seed: int, args: argparse.Namespace,
+                  limit: int | None) -> dict[str, Any]:
+    """Entity-level sentiment: a model reading (target, text), trained on the extra sources' per-target
+    rows plus PhraseBank (whose sentences have no target: "" stands for the whole text), against the
+    text-level multi-source model giving every target of a text the text's label. Scored on the
+    SemEval test targets: all of them, and those of texts whose targets disagree."""
+    from verticore import TextClassifier
+    from verticore.evaluation import classification_metrics
+
+    def rows(split: str) -> tuple[list[str], list[str]]:
+        texts, labels = [target_input("", t) for t in data["phrasebank"][split][0]], list(data["phrasebank"][split][1])
+        for source in ("semeval2017_headlines", "fiqa2018_posts"):
+            targets, tx, ys = load_target_rows(source, split, limit)
+            k = 1 if split == "dev" else args.upsample
+            texts += [target_input(g, t) for g, t in zip(targets, tx)] * k
+            labels += ys * k
+        return texts, labels
+
+    out_dir = (Path(tempfile.gettempdir()) / "sentiment_domains_quick" if args.quick else ARTIFACTS) / \
+        f"sentiment_target_aware_seed{seed}"
+    clf, _ = _finetune(rows("train"), rows("dev"), out_dir, seed, args)
+    targets, texts, labels = load_target_rows("semeval2017_headlines", "test", limit)
+    aware = clf.predict_proba([target_input(g, t) for g, t in zip(targets, texts)]).argmax(axis=1)
+    aware_pred = [clf.labels[i] for i in aware]
+    text_clf = TextClassifier(text_model_dir)
+    text_pred = [text_clf.labels[i] for i in text_clf.predict_proba(texts).argmax(axis=1)]
+    by_text: dict[str, set[str]] = {}
+    for t, y in zip(texts, labels):
+        by_text.setdefault(t, set()).add(y)
+    mixed = [i for i, t in enumerate(texts) if len(by_text[t]) > 1]
+
+    def score(pred: list[str], idx: list[int]) -> dict[str, float]:
+        if not idx:
+            return {"accuracy": float("nan"), "macro_f1": float("nan"), "n": 0}
+        m = classification_metrics([labels[i] for i in idx], [pred[i] for i in idx])
+        return {"accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4), "n": len(idx)}
+
+    every = list(range(len(texts)))
+    return {"semeval2017_targets": {"target_aware": score(aware_pred, every), "text_level": score(text_pred, every)},
+            "semeval2017_mixed_targets": {"target_aware": score(aware_pred, mixed),
+                                          "text_level": score(text_pred, mixed)},
+            "artifact": str(out_dir), "seed": seed, "input": target_input("TARGET", "TEXT")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="42,43,44", help="comma list of seeds for the two fine-tuned rows")
+    ap.add_argument("--upsample", type=int, default=3, help="times the extra sources' training rows are repeated")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--max-length", type=int, default=96, help="tokens (posts run longer than headlines)")
+    ap.add_argument("--eval-every", type=int, default=60)
+    ap.add_argument("--patience", type=int, default=4)
+    ap.add_argument("--no-target-aware", action="store_true", help="skip the entity-level (target-aware) model")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 60 rows per split, 4 steps, one seed")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    limit = 60 if args.quick else None
+    seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
+    data = {s: {split: load_split(s, split, limit) for split in ("train", "dev", "test")} for s in SOURCES}
+    tests = {s: data[s]["test"] for s in SOURCES}
+
+    def union(split: str, upsample: int = 1) -> tuple[list[str], list[str]]:
+        texts: list[str] = []
+        labels: list[str] = []
+        for s in SOURCES:
+            k = 1 if s == "phrasebank" else upsample
+            texts += data[s][split][0] * k
+            labels += data[s][split][1] * k
+        return texts, labels
+
+    rows: dict[str, Any] = {}
+    recipes = {"phrasebank_only": (data["phrasebank"]["train"], data["phrasebank"]["dev"]),
+               "multi_source": (union("train", args.upsample), union("dev"))}
+    for name, (train, dev) in recipes.items():
+        per_seed, first = [], None
+        for seed in seeds:
+            out = (Path(tempfile.gettempdir()) / "sentiment_domains_quick" if args.quick else ARTIFACTS) / \
+                f"sentiment_{name}_seed{seed}"
+            clf, _ = _finetune(train, dev, out, seed, args)
+            per_seed.append(_evaluate(clf, tests))
+            first = first or str(out)
+            print(name, seed, {s: per_seed[-1][s]["macro_f1"] for s in SOURCES})
+        rows[name] = {**_summary(per_seed), "artifact": first, "train_rows": len(train[0]), "seeds": seeds}
+    rows["baseline_frozen_lr"] = _frozen_lr(union("train", args.upsample), union("dev"), tests)
+    if not args.no_target_aware:
+        rows["target_aware"] = _target_aware(data, rows["multi_source"]["artifact"], seeds[0], args, limit)
+    result = {**rows, "seconds": round(time.perf_counter() - t0, 1),
+              "config": {"upsample": args.upsample, "epochs": args.epochs, "learning_rate": args.lr,
+                         "max_length": args.max_length, "head_init": "linear_probe", "quick": args.quick,
+                         "label_rule": "mean target score: > 0.1 positive, < -0.1 negative, else neutral"}}
+    print_table(["model"] + [f"{s} acc / F1" for s in SOURCES],
+                [[name] + [f"{rows[name][s]['accuracy']:.3f} / {rows[name][s]['macro_f1']:.3f}" for s in SOURCES]
+                 for name in ("phrasebank_only", "multi_source", "baseline_frozen_lr")])
+    if args.quick:
+        from verticore.io import atomic_write_json
+
+        print(f"wrote {atomic_write_json(Path(tempfile.gettempdir()) / 'sentiment_domains_quick.json', result)}")
+    else:
+        write_result("sentiment_domains", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
