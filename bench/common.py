@@ -2,10 +2,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
+# The packages are installed; this only matters because two bench scripts share an app's name
+# (bench/customer_service.py, bench/recommender.py): run as scripts, their folder comes first on
+# sys.path and would shadow the app package, so the apps' folder goes in front of it.
+for _p in (ROOT / "shared", ROOT / "apps"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
