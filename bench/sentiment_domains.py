@@ -57,21 +57,15 @@ SOURCES = {
 }
 
 
-def _label_of(score: float) -> str:
-    return "positive" if score > 0.1 else "negative" if score < -0.1 else "neutral"
-
-
 def load_split(source: str, split: str, limit: int | None = None) -> tuple[list[str], list[str]]:
-    """(texts, labels) of one source's split, one row per distinct text."""
-    from verticore.io import read_table
+    """(texts, labels) of one source's split, one row per distinct text (the app's own reader:
+    per-target rows get the label of their mean score)."""
+    from finance_sentiment.training import read_sentiment_split
 
     path = SOURCES[source] / f"{split}.csv"
     if not path.exists():
         raise DataError(f"{path} not found: set VERTICORE_DATA to the folder holding the fixed splits")
-    df = read_table(path, ["text", "label"])
-    if "score" in df.columns:  # (text, target) rows: one label per text from its mean target score
-        df = df.groupby("text", sort=False, as_index=False)["score"].mean()
-        df["label"] = [_label_of(float(s)) for s in df["score"]]
+    df = read_sentiment_split(SOURCES[source], split)
     if limit:
         df = df.head(limit)
     return df["text"].astype(str).tolist(), df["label"].astype(str).tolist()

@@ -7,7 +7,7 @@ import time
 from enum import Enum
 from functools import wraps
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -85,8 +85,12 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug log
 
 @app.command(cls=RegistryChoicesCommand)
 @_friendly
-def train(data: Path = typer.Option(..., help="folder with train.csv, dev.csv and optionally test.csv (text,label), e.g. the "
-                                               "Financial PhraseBank 50Agree splits"),
+def train(data: List[Path] = typer.Option(..., help="folder with train.csv, dev.csv and optionally test.csv (text,label, "
+                                                     "or text,score,target), e.g. the Financial PhraseBank 50Agree "
+                                                     "splits; repeat for a multi-source model"),
+          upsample: int = typer.Option(1, min=1, help="times the training rows of every --data after the first are "
+                                                      "repeated (multi-source: the extra sources are small)"),
+          max_length: int = typer.Option(64, min=8, help="tokens per text (posts run longer than headlines)"),
           out: Optional[Path] = typer.Option(None, help="artifact dir (default <home>/models/sentiment)"),
           method: str = method_option(),
           epochs: int = typer.Option(6, help="passes over the training data"),
@@ -99,7 +103,7 @@ def train(data: Path = typer.Option(..., help="folder with train.csv, dev.csv an
 
     out = out or _paths(home).sentiment_model
     res = train_sentiment(data, out, method=method, epochs=epochs, batch_size=batch_size,
-                          learning_rate=learning_rate, max_steps=max_steps)
+                          learning_rate=learning_rate, max_steps=max_steps, upsample=upsample, max_length=max_length)
     m = res.metrics
     typer.echo(f"sentiment model written to {res.artifact_dir}")
     for split in ("dev", "test"):
