@@ -1,18 +1,33 @@
-"""Alerting quality on a replayed stream with known injected negative-news bursts.
+"""Alerting quality on replayed streams of real sentences with many injected episodes of two kinds.
 
-Background: Financial PhraseBank 50Agree *test* sentences (deduplicated), each attributed to one of
-12 watched (fictional) companies or to none, spread uniformly over ``--hours`` of synthetic time.
-Injected: ``--bursts`` bursts, each ``--burst-size`` negative test sentences about one company
-within 30 minutes, plus decoys that must NOT page: volume bursts of neutral/positive items and
-single bad headlines on quiet tickers. Burst sentences are held out of the background.
+For each seed (``--seeds``), a stream of ``--hours`` of synthetic time (default 8 days) is built from
+real test text only (Financial PhraseBank 50Agree, SemEval-2017 headlines and FiQA posts test splits;
+never training text), each item attributed to one of the 12 watched (fictional) companies or to none:
 
-Everything runs through the real monitor (trained PhraseBank classifier, dedupe, entity matching,
-detection with the default entity rule). An alert is a true positive when it is on a burst's
-ticker and opens between the burst's first item and 60 minutes after its last; recall counts
-bursts with at least one such alert; time-to-alert = alert open time - burst's first item time
-(stream time).
+* **background**: every company has its own rate: 8 normal companies (~4 items a day), 2 *noisy*
+  ones (~12 a day) and 2 *quiet* ones (~one every two days); a quarter of the items name no company;
+* **episodes** (``--episodes`` per seed, half of each kind, all after a 48 h warm-up so volume
+  baselines exist), on random companies (quiet and noisy ones included), sizes varied and small
+  ones included, a quarter of them overlapping the previous episode in time:
 
-Writes ``bench/results/finance_alerts.json``: {"precision", "recall", "median_seconds_to_alert", "bursts", "alerts", ...}.
+  - ``negative_share``: 5-10 negative sentences about one company within 20-50 minutes;
+  - ``volume``: 8-20 items about one company within 30-50 minutes, drawn from the background's
+    own mix (no more negative than usual: only the rate is abnormal).
+
+Everything runs through the real monitor (the trained sentiment classifier, dedupe, entity matching)
+with two entity rules: ``negative-surge`` (share) and ``volume-spike`` (volume), as in the sample
+``rules.yaml``. Matching (per seed): an alert on a company opening between an episode's first item
+and 60 minutes after its last is true when its signal fits the episode: a share alert fits a
+negative_share episode; a volume alert fits either kind (a burst of negative items is also a burst of
+items). Precision of a kind = fitting alerts of that signal / alerts of that signal; recall of a kind
+= episodes of that kind detected by an alert of their own signal; time to alert = alert opening -
+episode start. Figures are averaged over seeds; the median time to alert pools every kind and seed.
+
+Writes ``bench/results/finance_alerts.json``: ``{"precision", "recall", "median_seconds_to_alert",
+"by_kind": {"negative_share": {"precision", "recall", "median_seconds_to_alert"}, "volume": {...}},
+"seeds", "episodes", "per_seed": [...], ...}``.
+
+    python bench/finance_alerts.py [--model DIR] [--seeds 13,14,15] [--episodes 40] [--quick]
 """
 from __future__ import annotations
 
@@ -22,76 +37,168 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _finance_common import ARTIFACTS, DATA, PHRASEBANK, ROOT, print_table, read_split, sentiment_artifact, write_result  # noqa: E402,F401
+from _finance_common import DATA, PHRASEBANK, print_table, sentiment_artifact, write_result  # noqa: E402
+
+KINDS = ("negative_share", "volume")
+TEST_SOURCES = (PHRASEBANK, DATA / "financial_sentiment_extra" / "splits" / "semeval2017_headlines",
+                DATA / "financial_sentiment_extra" / "splits" / "fiqa2018_posts")
+T0 = 1_700_000_000.0
+REUSE_GAP_S = 72 * 3600.0  # a sentence comes back only after the dedupe window (48 h) and more
+MATCH_AFTER_S = 3600.0
 
 
-def build(args, watchlist):
-    from finance_sentiment.streams import Burst
+@dataclass
+class Episode:
+    kind: str
+    ticker: str
+    start: float
+    end: float
+    size: int
+    item_ids: list[str] = field(default_factory=list)
 
-    df = read_split("test").drop_duplicates("text")
-    rng = random.Random(args.seed)
-    neg = [t for t, l in zip(df.text, df.label) if l == "negative"]
-    other = [t for t, l in zip(df.text, df.label) if l != "negative"]
-    rng.shuffle(neg)
-    rng.shuffle(other)
-    n_burst_texts = args.bursts * args.burst_size
-    if n_burst_texts > len(neg) - 10:
-        raise SystemExit(f"not enough negative test sentences for {args.bursts} bursts of {args.burst_size}")
-    burst_texts, neg_bg = neg[:n_burst_texts], neg[n_burst_texts:]
-    n_decoy = args.bursts * args.burst_size  # volume decoys take neutral/positive sentences
-    decoy_texts, bg_other = other[:n_decoy], other[n_decoy:]
-    tickers = watchlist.tickers
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "ticker": self.ticker, "start": self.start, "end": self.end, "size": self.size}
+
+
+def test_sentences() -> list[tuple[str, str]]:
+    """(text, gold label) of every distinct test sentence of the three sources."""
+    from finance_sentiment.training import read_sentiment_split
+
+    out: dict[str, str] = {}
+    for folder in TEST_SOURCES:
+        df = read_sentiment_split(folder, "test")
+        for t, y in zip(df["text"].astype(str), df["label"].astype(str)):
+            out.setdefault(t, y)
+    return list(out.items())
+
+
+class TextPool:
+    """Hands out sentences without repeating one within ``REUSE_GAP_S`` of stream time."""
+
+    def __init__(self, texts: list[str], rng: random.Random) -> None:
+        self.texts, self.rng = list(texts), rng
+        rng.shuffle(self.texts)
+        self.last: dict[str, float] = {}
+        self.pos = 0
+
+    def take(self, when: float) -> str | None:
+        for _ in range(len(self.texts)):
+            t = self.texts[self.pos % len(self.texts)]
+            self.pos += 1
+            if when - self.last.get(t, -1e18) >= REUSE_GAP_S:
+                self.last[t] = when
+                return t
+        return None
+
+
+def build(seed: int, args: argparse.Namespace, watchlist: Any, sentences: list[tuple[str, str]]):
+    rng = random.Random(seed)
     names = {e.ticker: e.name for e in watchlist.entries}
-    t0 = 1_700_000_000.0
-    span = args.hours * 3600.0
-    recs = []
-
-    def about(text: str, ticker: str | None) -> str:
-        return f"{names[ticker]}: {text}" if ticker else text
-
-    for i, text in enumerate(bg_other + neg_bg):
-        tk = rng.choice(tickers) if rng.random() < 0.8 else None
-        recs.append({"id": f"bg-{i}", "title": about(text, tk), "published_at": t0 + rng.random() * span, "source": "bench"})
-    bursts: list[Burst] = []
-    slot = span / args.bursts
+    tickers = sorted(names)
     order = tickers[:]
     rng.shuffle(order)
-    for k in range(args.bursts):
-        tk = order[k % len(order)]
-        start = t0 + k * slot + slot * (0.2 + 0.3 * rng.random())
-        b = Burst(tk, start, start + 30 * 60, args.burst_size)
-        for j in range(args.burst_size):
-            rid = f"burst-{k}-{j}"
-            recs.append({"id": rid, "title": about(burst_texts[k * args.burst_size + j], tk),
-                         "published_at": start + j * (30 * 60) / max(args.burst_size - 1, 1), "source": "bench"})
-            b.item_ids.append(rid)
-        bursts.append(b)
-        # a volume decoy on another ticker in the second half of the slot: many items, not negative
-        dk = order[(k + 3) % len(order)]
-        ds = t0 + k * slot + slot * (0.65 + 0.2 * rng.random())
-        for j in range(args.burst_size):
-            recs.append({"id": f"decoy-{k}-{j}", "title": about(decoy_texts[k * args.burst_size + j], dk),
-                         "published_at": ds + j * 240, "source": "bench"})
+    noisy, quiet = order[:2], order[2:4]
+    per_day = {tk: 12.0 if tk in noisy else 0.5 if tk in quiet else 4.0 for tk in tickers}
+    span = args.hours * 3600.0
+    negatives = [t for t, y in sentences if y == "negative"]
+    # episodes first: negative sentences for negative_share episodes are held out of the background
+    n_share = args.episodes // 2
+    share_sizes = [rng.choice((5, 5, 6, 6, 7, 8, 10)) for _ in range(n_share)]
+    rng.shuffle(negatives)
+    episode_neg, bg_neg = negatives[:sum(share_sizes)], set(negatives[sum(share_sizes):])
+    if len(episode_neg) < sum(share_sizes):
+        raise SystemExit(f"not enough negative test sentences for {n_share} negative_share episodes")
+    held = set(episode_neg)
+    pool = TextPool([t for t, _ in sentences if t not in held], rng)
+    bg_label = dict(sentences)
+    kinds = ["negative_share"] * n_share + ["volume"] * (args.episodes - n_share)
+    rng.shuffle(kinds)
+    warmup = min(48 * 3600.0, span / 4)
+    slot = (span - warmup - 2 * 3600.0) / max(len(kinds), 1)
+    episodes: list[Episode] = []
+    recs: list[dict[str, Any]] = []
+
+    def item(rid: str, text: str, ticker: str | None, when: float) -> None:
+        title = f"{names[ticker]}: {text}" if ticker else text
+        recs.append({"id": rid, "title": title, "published_at": when, "source": "bench"})
+
+    share_i = 0
+    for k, kind in enumerate(kinds):
+        start = warmup + k * slot + slot * 0.1 * rng.random()
+        if k and rng.random() < 0.25:  # overlap the previous episode (another company)
+            start = episodes[-1].start + 10 * 60 * rng.random()
+        start += T0
+        ticker = rng.choice([t for t in tickers if not episodes or t != episodes[-1].ticker])
+        if kind == "negative_share":
+            size, length = share_sizes[share_i], rng.uniform(20, 50) * 60
+            texts = episode_neg[sum(share_sizes[:share_i]): sum(share_sizes[:share_i]) + size]
+            share_i += 1
+        else:
+            size, length = rng.choice((8, 10, 12, 14, 20)), rng.uniform(30, 50) * 60
+            texts = []
+            for j in range(size):
+                t = pool.take(start + j)
+                if t is None:
+                    raise SystemExit("sentence pool exhausted; lower --episodes or --hours")
+                texts.append(t)
+        ep = Episode(kind, ticker, start, start + length, size)
+        for j, text in enumerate(texts):
+            rid = f"ep{k}-{j}"
+            item(rid, text, ticker, start + j * length / max(size - 1, 1))
+            ep.item_ids.append(rid)
+        episodes.append(ep)
+    # background: a Poisson stream per company (+ untagged items), texts from the pool
+    n = 0
+    for tk in [*tickers, None]:
+        rate = (sum(per_day.values()) / 3 if tk is None else per_day[tk]) / 86400.0
+        t = T0 + rng.expovariate(rate)
+        while t < T0 + span:
+            text = pool.take(t)
+            if text is not None:
+                item(f"bg-{n}", text, tk, t)
+                n += 1
+            t += rng.expovariate(rate)
     recs.sort(key=lambda r: r["published_at"])
-    return recs, bursts
+    neg_bg_share = sum(1 for r in recs if r["id"].startswith("bg-") and
+                       bg_label.get(r["title"].split(": ", 1)[-1]) == "negative") / max(n, 1)
+    return recs, episodes, {"noisy": noisy, "quiet": quiet, "background_items": n,
+                            "background_negative_share": round(neg_bg_share, 3), "negatives_in_pool": len(bg_neg)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="sentiment artifact dir (default: bench/artifacts/finance_sentiment_phrasebank)")
-    ap.add_argument("--bursts", type=int, default=8)
-    ap.add_argument("--burst-size", type=int, default=6)
-    ap.add_argument("--hours", type=float, default=96.0)
-    ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--quick", action="store_true", help="3 bursts over 24 h, quick model if none exists")
-    ap.add_argument("--device", default="auto")
-    args = ap.parse_args()
-    if args.quick:
-        args.bursts, args.hours = 3, 24.0
+def score(alerts: list[dict[str, Any]], episodes: list[Episode]) -> dict[str, Any]:
+    fits = {"share": ("negative_share",), "volume": KINDS}
+    by_kind: dict[str, Any] = {}
+    ttas_all: list[float] = []
+    for kind, signal in (("negative_share", "share"), ("volume", "volume")):
+        mine = [a for a in alerts if (a.get("signal") or "share") == signal]
+        true_alerts, detected = 0, {}
+        for a in mine:
+            hit = [i for i, e in enumerate(episodes) if e.kind in fits[signal] and a["series_key"] == e.ticker
+                   and e.start <= a["opened_at"] <= e.end + MATCH_AFTER_S]
+            if hit:
+                true_alerts += 1
+            for i in hit:
+                if episodes[i].kind == kind:
+                    detected.setdefault(i, a["opened_at"] - episodes[i].start)
+        n_eps = sum(1 for e in episodes if e.kind == kind)
+        ttas = sorted(detected.values())
+        ttas_all += ttas
+        by_kind[kind] = {"precision": round(true_alerts / len(mine), 4) if mine else None,
+                         "recall": round(len(detected) / n_eps, 4) if n_eps else None,
+                         "median_seconds_to_alert": round(statistics.median(ttas), 1) if ttas else None,
+                         "alerts": len(mine), "true_alerts": true_alerts, "episodes": n_eps,
+                         "detected": len(detected),
+                         "missed_sizes": sorted(e.size for i, e in enumerate(episodes)
+                                                if e.kind == kind and i not in detected)}
+    return {"by_kind": by_kind, "seconds_to_alert": ttas_all}
 
+
+def run_seed(seed: int, args: argparse.Namespace, artifact: Path, sentences: list[tuple[str, str]]) -> dict[str, Any]:
     from finance_sentiment.config import MonitorConfig, Rule
     from finance_sentiment.entities import Watchlist
     from finance_sentiment.paths import SAMPLES
@@ -101,13 +208,14 @@ def main() -> None:
     from finance_sentiment.store import SQLiteStore
     from verticore import Embedder, resolve_device
 
-    artifact = sentiment_artifact(args.model, args.quick)
     watchlist = Watchlist.load(SAMPLES / "watchlist.csv")
-    recs, bursts = build(args, watchlist)
+    recs, episodes, info = build(seed, args, watchlist, sentences)
+    rules = [Rule("negative-surge", series="entity", direction="negative", window_minutes=60, min_count=5,
+                  z_threshold=3.0, min_share=0.5, cooldown_minutes=120, resolve_minutes=60, severity="high"),
+             Rule("volume-spike", signal="volume", series="entity", window_minutes=60, min_count=6, factor=5.0,
+                  max_p=0.001, baseline_hours=168, cooldown_minutes=180, resolve_minutes=60, severity="medium")]
+    cfg = MonitorConfig(rules=rules)
     device = resolve_device(args.device)
-    rule = Rule("negative-surge", series="entity", direction="negative", window_minutes=60, min_count=5, z_threshold=3.0,
-                min_share=0.5, cooldown_minutes=120, resolve_minutes=60, severity="high")
-    cfg = MonitorConfig(rules=[rule])
     embedder = Embedder("default", device=device, max_length=128)
     sentiment = SentimentModel.load(artifact, device=device)
     topics = TopicModel(embedder, cfg.topics, threshold=cfg.zero_shot_threshold)
@@ -118,40 +226,66 @@ def main() -> None:
         for batch in ReplaySource(recs, speed=0).batches(batch_size=64, batch_seconds=600):
             mon.process(batch, source="bench", now=batch[-1]["published_at"])
         mon.tick(recs[-1]["published_at"] + 6 * 3600)
-        alerts = store.list_alerts(limit=10_000)
-        n_dup = store.count_items(True)
+        alerts = [a for a in store.list_alerts(limit=100_000) if a["series_kind"] == "entity"]
+        dropped = store.count_items(True)
         mon.close()
-    wall = time.perf_counter() - t
+    out = score(alerts, episodes)
+    out.update({"seed": seed, "items": len(recs), "alerts": len(alerts), "duplicates_dropped": dropped,
+                "wall_seconds": round(time.perf_counter() - t, 1), **info,
+                "episodes": [e.to_dict() for e in episodes]})
+    return out
 
-    tp_alerts = 0
-    detected: dict[int, float] = {}
-    rows = []
-    for a in sorted(alerts, key=lambda a: a["opened_at"]):
-        match = None
-        for k, b in enumerate(bursts):
-            if a["series_key"] == b.ticker and b.start <= a["opened_at"] <= b.end + 3600:
-                match = k
-                break
-        if match is not None:
-            tp_alerts += 1
-            detected.setdefault(match, a["opened_at"] - bursts[match].start)
-        rows.append([a["series_key"], f"{(a['opened_at'] - recs[0]['published_at']) / 3600:.1f}h", f"{a['hit_count']}/{a['window_count']}",
-                     f"{a['z']:.1f}", "burst" if match is not None else "FALSE"])
-    precision = tp_alerts / len(alerts) if alerts else 0.0
-    recall = len(detected) / len(bursts)
-    ttas = sorted(detected.values())
-    result = {"precision": round(precision, 4), "recall": round(recall, 4),
-              "median_seconds_to_alert": round(statistics.median(ttas), 1) if ttas else None,
-              "bursts": len(bursts), "alerts": len(alerts), "true_positive_alerts": tp_alerts, "bursts_detected": len(detected),
-              "items": len(recs), "duplicates_dropped": n_dup, "burst_size": args.burst_size, "hours": args.hours,
-              "rule": {k: getattr(rule, k) for k in ("window_minutes", "min_count", "z_threshold", "min_share")},
-              "decoys": {"volume_bursts": len(bursts)}, "wall_seconds": round(wall, 1), "model": str(artifact),
-              "seconds_to_alert": [round(x, 1) for x in ttas]}
-    if rows:
-        print_table(["ticker", "opened", "neg/window (final)", "z (final)", "match"], rows)
-    print_table(["precision", "recall", "median s to alert", "bursts", "alerts"],
-                [[f"{precision:.3f}", f"{recall:.3f}", result["median_seconds_to_alert"], len(bursts), len(alerts)]])
-    write_result("finance_alerts", result)
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(statistics.fmean(vals), 4) if vals else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="sentiment artifact dir (default: the best bench-trained PhraseBank model)")
+    ap.add_argument("--seeds", default="13,14,15", help="comma list: one stream per seed")
+    ap.add_argument("--episodes", type=int, default=40, help="injected episodes per seed (half of each kind)")
+    ap.add_argument("--hours", type=float, default=192.0, help="stream length (synthetic time)")
+    ap.add_argument("--quick", action="store_true", help="one seed, 8 episodes over 96 h, quick model if none exists")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.quick:
+        seeds, args.episodes, args.hours = seeds[:1], 8, 96.0
+    artifact = sentiment_artifact(args.model, args.quick)
+    sentences = test_sentences()
+    t0 = time.perf_counter()
+    per_seed = [run_seed(s, args, artifact, sentences) for s in seeds]
+    by_kind = {k: {m: _mean([r["by_kind"][k][m] for r in per_seed]) for m in ("precision", "recall")}
+               for k in KINDS}
+    for k in KINDS:  # per-kind median time to alert: the mean of the seeds' medians
+        by_kind[k]["median_seconds_to_alert"] = _mean([r["by_kind"][k]["median_seconds_to_alert"] for r in per_seed])
+        for count in ("episodes", "detected", "alerts"):
+            by_kind[k][count] = sum(r["by_kind"][k][count] for r in per_seed)
+    all_tta = sorted(x for r in per_seed for x in r["seconds_to_alert"])
+    result = {"precision": _mean([by_kind[k]["precision"] for k in KINDS]),
+              "recall": _mean([by_kind[k]["recall"] for k in KINDS]),
+              "median_seconds_to_alert": round(statistics.median(all_tta), 1) if all_tta else None,
+              "by_kind": by_kind, "seeds": seeds, "episodes": sum(len(r["episodes"]) for r in per_seed),
+              "episodes_per_seed": args.episodes, "hours": args.hours, "model": str(artifact),
+              "matching": {"after_end_s": MATCH_AFTER_S, "share_alert_fits": ["negative_share"],
+                           "volume_alert_fits": list(KINDS)},
+              "seconds": round(time.perf_counter() - t0, 1),
+              "per_seed": [{k: v for k, v in r.items() if k != "seconds_to_alert"} for r in per_seed]}
+    print_table(["seed", "kind", "episodes", "detected", "alerts", "precision", "recall", "median s", "missed sizes"],
+                [[r["seed"], k, r["by_kind"][k]["episodes"], r["by_kind"][k]["detected"], r["by_kind"][k]["alerts"],
+                  r["by_kind"][k]["precision"], r["by_kind"][k]["recall"], r["by_kind"][k]["median_seconds_to_alert"],
+                  r["by_kind"][k]["missed_sizes"]] for r in per_seed for k in KINDS])
+    print_table(["kind", "precision", "recall", "median s to alert"],
+                [[k, by_kind[k]["precision"], by_kind[k]["recall"], by_kind[k]["median_seconds_to_alert"]]
+                 for k in KINDS] + [["all", result["precision"], result["recall"], result["median_seconds_to_alert"]]])
+    if args.quick:
+        from verticore.io import atomic_write_json
+
+        print(f"wrote {atomic_write_json(Path(tempfile.gettempdir()) / 'finance_alerts_quick.json', result)}")
+    else:
+        write_result("finance_alerts", result)
 
 
 if __name__ == "__main__":

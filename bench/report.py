@@ -104,8 +104,14 @@ def rows() -> list[str]:
                    f"{_f(lat.get('p95_ms'), 1)} ms | retrieval only p95 {_f(lat.get('retrieval_only_p95_ms'), 1)} ms |")
     fa = _load("finance_alerts")
     if fa:
-        out.append(f"| finance_alerts (replayed bursts) | surge detection | precision {_f(fa.get('precision'))}, recall "
-                   f"{_f(fa.get('recall'))}, median {_f(fa.get('median_seconds_to_alert'), 0)} s to alert | |")
+        if "by_kind" in fa:
+            for kind, r in fa["by_kind"].items():
+                out.append(f"| finance_alerts ({fa.get('episodes')} episodes, {len(fa.get('seeds', []))} seeds) | "
+                           f"{kind.replace('_', '-')} surges | precision {_f(r.get('precision'))}, recall "
+                           f"{_f(r.get('recall'))}, median {_f(r.get('median_seconds_to_alert'), 0)} s to alert | |")
+        else:
+            out.append(f"| finance_alerts (replayed bursts) | surge detection | precision {_f(fa.get('precision'))}, "
+                       f"recall {_f(fa.get('recall'))}, median {_f(fa.get('median_seconds_to_alert'), 0)} s to alert | |")
     fp = _load("finance_pipeline")
     if fp:
         out.append(f"| finance_pipeline (CPU) | end to end | {_f(fp.get('items_per_s'), 1)} items/s | classify only "
