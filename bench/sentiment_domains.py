@@ -133,45 +133,27 @@ def _frozen_lr(train: tuple[list[str], list[str]], dev: tuple[list[str], list[st
     return out
 
 
-def target_input(target: str, text: str) -> str:
-    """What the target-aware model reads: the target, a separator, the text (one BERT segment pair)."""
-    return f"{target} [SEP] {text}"
-
-
-def load_target_rows(source: str, split: str, limit: int | None = None) -> tuple[list[str], list[str], list[str]]:
-    """(targets, texts, labels): one row per (text, target) with that target's own label."""
-    from verticore.io import read_table
-
-    df = read_table(SOURCES[source] / f"{split}.csv", ["text", "label", "target"])
-    if limit:
-        df = df.head(limit)
-    return df["target"].astype(str).tolist(), df["text"].astype(str).tolist(), df["label"].astype(str).tolist()
-
-
 def _target_aware(data: dict[str, Any], text_model_dir: str, seed: int, args: argparse.Namespace,
                   limit: int | None) -> dict[str, Any]:
-    """Entity-level sentiment: a model reading (target, text), trained on the extra sources' per-target
-    rows plus PhraseBank (whose sentences have no target: "" stands for the whole text), against the
-    text-level multi-source model giving every target of a text the text's label. Scored on the
-    SemEval test targets: all of them, and those of texts whose targets disagree."""
+    """Entity-level sentiment: the app's target-aware model (``finance-sentiment train-targets``:
+    ``target [SEP] text`` rows from the extra sources' per-target rows, PhraseBank with an empty
+    target), against the text-level multi-source model giving every target of a text the text's
+    label. Scored on the SemEval test targets: all of them, and those of texts whose targets disagree."""
+    from finance_sentiment.targets import TargetSentimentModel, train_target_sentiment
     from verticore import TextClassifier
     from verticore.evaluation import classification_metrics
-
-    def rows(split: str) -> tuple[list[str], list[str]]:
-        texts, labels = [target_input("", t) for t in data["phrasebank"][split][0]], list(data["phrasebank"][split][1])
-        for source in ("semeval2017_headlines", "fiqa2018_posts"):
-            targets, tx, ys = load_target_rows(source, split, limit)
-            k = 1 if split == "dev" else args.upsample
-            texts += [target_input(g, t) for g, t in zip(targets, tx)] * k
-            labels += ys * k
-        return texts, labels
+    from verticore.io import read_table
 
     out_dir = (Path(tempfile.gettempdir()) / "sentiment_domains_quick" if args.quick else ARTIFACTS) / \
         f"sentiment_target_aware_seed{seed}"
-    clf, _ = _finetune(rows("train"), rows("dev"), out_dir, seed, args)
-    targets, texts, labels = load_target_rows("semeval2017_headlines", "test", limit)
-    aware = clf.predict_proba([target_input(g, t) for g, t in zip(targets, texts)]).argmax(axis=1)
-    aware_pred = [clf.labels[i] for i in aware]
+    train_target_sentiment([SOURCES["phrasebank"], SOURCES["semeval2017_headlines"], SOURCES["fiqa2018_posts"]],
+                           out_dir, epochs=args.epochs, learning_rate=args.lr, max_length=args.max_length,
+                           upsample=args.upsample, seed=seed, max_steps=4 if args.quick else None)
+    df = read_table(SOURCES["semeval2017_headlines"] / "test.csv", ["text", "label", "target"])
+    if limit:
+        df = df.head(limit)
+    targets, texts, labels = (df[c].astype(str).tolist() for c in ("target", "text", "label"))
+    aware_pred = [label for label, _ in TargetSentimentModel(out_dir).score(list(zip(targets, texts)))]
     text_clf = TextClassifier(text_model_dir)
     text_pred = [text_clf.labels[i] for i in text_clf.predict_proba(texts).argmax(axis=1)]
     by_text: dict[str, set[str]] = {}
@@ -189,7 +171,7 @@ def _target_aware(data: dict[str, Any], text_model_dir: str, seed: int, args: ar
     return {"semeval2017_targets": {"target_aware": score(aware_pred, every), "text_level": score(text_pred, every)},
             "semeval2017_mixed_targets": {"target_aware": score(aware_pred, mixed),
                                           "text_level": score(text_pred, mixed)},
-            "artifact": str(out_dir), "seed": seed, "input": target_input("TARGET", "TEXT")}
+            "artifact": str(out_dir), "seed": seed, "input": "TARGET [SEP] TEXT"}
 
 
 def main(argv: list[str] | None = None) -> int:

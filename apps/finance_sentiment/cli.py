@@ -111,6 +111,33 @@ def train(data: List[Path] = typer.Option(..., help="folder with train.csv, dev.
             typer.echo(f"{split}: accuracy {m[split]['accuracy']:.4f}  macro-F1 {m[split]['macro_f1']:.4f}")
 
 
+@app.command("train-targets")
+@_friendly
+def train_targets_cmd(data: List[Path] = typer.Option(..., help="split folders (train.csv, dev.csv, optional test.csv); "
+                                                               "text,target,label rows give one example per company "
+                                                               "named, text,label rows one with an empty target; repeat"),
+                      out: Optional[Path] = typer.Option(None, help="model directory (default "
+                                                                    "<home>/models/target_sentiment)"),
+                      upsample: int = typer.Option(1, min=1, help="times the rows of every --data after the first "
+                                                                  "are repeated"),
+                      epochs: int = typer.Option(6, help="passes over the training data"),
+                      max_steps: Optional[int] = typer.Option(None, help="stop after N optimiser steps"),
+                      batch_size: int = typer.Option(32, help="training examples per optimiser step"),
+                      home: Optional[Path] = HOME_OPT) -> None:
+    """Fine-tune the target-aware (entity-level) sentiment model; the monitor uses it for items naming
+    two or more watched companies."""
+    from .targets import train_target_sentiment
+
+    out = out or _paths(home).target_sentiment_model
+    res = train_target_sentiment(data, out, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                                 upsample=upsample)
+    typer.echo(f"target sentiment model written to {res.artifact_dir}")
+    for split in ("dev", "test"):
+        if isinstance(res.metrics.get(split), dict):
+            m = res.metrics[split]
+            typer.echo(f"{split}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+
+
 @app.command("train-topics")
 @_friendly
 def train_topics_cmd(data: Optional[Path] = typer.Option(None, help="CSV with text,topic (default: bundled sample)"),

@@ -208,8 +208,12 @@ class SurgeDetector:
                     skey = f"{rule.name}|{kind}|{key}"
                     st = self.states.setdefault(skey, SeriesState())
                     st.pull_back(cap, rule.cooldown_minutes * 60.0)
-                    obs = Obs(ts, int(it.rowid or 0), rule.signal == "volume" or it.sentiment == rule.direction, float(it.sentiment_score or 0.0),
-                              str(it.sentiment), it.item.title, it.item.url, it.item.source)
+                    # a company named with others counts with its own (target-aware) label when there is one
+                    own = it.entity_sentiment.get(key) if kind == "entity" else None
+                    label = str(own["label"]) if own else str(it.sentiment)
+                    score = float(own["score"]) if own else float(it.sentiment_score or 0.0)
+                    obs = Obs(ts, int(it.rowid or 0), rule.signal == "volume" or label == rule.direction, score,
+                              label, it.item.title, it.item.url, it.item.source)
                     t = max(ts, st.last_ts)
                     self._evict(st, rule, t)
                     if ts < t - rule.window_minutes * 60.0:

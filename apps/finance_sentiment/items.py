@@ -211,6 +211,9 @@ class ScoredItem:
     model_version: str | None = None
     topic_model_version: str | None = None
     rowid: int | None = None
+    #: per watched company, when the item names several and a target-aware model is installed:
+    #: ticker -> {"label", "score"} (the company's series count the item with this label)
+    entity_sentiment: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def is_duplicate(self) -> bool:

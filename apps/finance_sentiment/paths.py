@@ -38,6 +38,11 @@ class AppPaths:
         return self.root / "models" / "topics"
 
     @property
+    def target_sentiment_model(self) -> Path:
+        """The optional target-aware (entity-level) sentiment model (``finance-sentiment train-targets``)."""
+        return self.root / "models" / "target_sentiment"
+
+    @property
     def watchlist(self) -> Path:
         return self.root / "watchlist.csv"
 

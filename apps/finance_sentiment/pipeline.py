@@ -21,6 +21,7 @@ from .items import MAX_FUTURE_SKEW_S, MAX_ITEM_AGE_S, NewsItem, ScoredItem, mark
 from .paths import SAMPLES, AppPaths
 from .scoring import SentimentModel, TopicModel
 from .store import NewsStore, SQLiteStore
+from .targets import TargetSentimentModel
 
 if TYPE_CHECKING:
     from .sources import FolderSource
@@ -116,8 +117,11 @@ class Monitor:
 
     def __init__(self, store: NewsStore, sentiment: SentimentModel, topics: TopicModel, watchlist: Watchlist,
                  config: MonitorConfig | None = None, embedder: Any = None, *, dashboard_url: str | None = None,
-                 extractor: EntityExtractor | TokenTagger | None = None) -> None:
+                 extractor: EntityExtractor | TokenTagger | None = None,
+                 target_sentiment: TargetSentimentModel | None = None) -> None:
         self.store = store
+        #: entity-level sentiment for items naming several watched companies (None: text-level only)
+        self.target_sentiment = target_sentiment
         self._sentiment = sentiment
         self._sentiment_handle: Any = None  # a verticore.registry.ModelHandle when following the registry
         self.topics = topics
@@ -204,8 +208,11 @@ class Monitor:
             model = config.discovered_entities.model
             local = paths.root / model
             extractor = TokenClassifier(local if local.exists() else model, device=device, batch_size=batch_size)
+        target = None
+        if (paths.target_sentiment_model / "labels.json").exists():  # `finance-sentiment train-targets`
+            target = TargetSentimentModel(paths.target_sentiment_model)
         store = SQLiteStore(paths.db)
-        mon = cls(store, sentiment, topics, watchlist, config, embedder, extractor=extractor)
+        mon = cls(store, sentiment, topics, watchlist, config, embedder, extractor=extractor, target_sentiment=target)
         mon._sentiment_handle = follow
         mon.deduper.warm(embedder)
         return mon
@@ -331,6 +338,7 @@ class Monitor:
                 k += 1
             by_index[i] = s
             scored.append(s)
+        self._score_targets(scored)
         try:
             with self.store.transaction():
                 if self.store.existing_item_ids([(s.item.source, s.item.item_id) for s in scored]):
@@ -394,6 +402,22 @@ class Monitor:
         result.accepted = sum(1 for s in fresh if not s.is_duplicate)
         result.duplicates = len(fresh) - result.accepted
         return result
+
+    def _score_targets(self, scored: Sequence[ScoredItem]) -> None:
+        """Give each watched company of an item naming two or more its own sentiment (one batch)."""
+        if self.target_sentiment is None:
+            return
+        pairs, where = [], []
+        for s in scored:
+            entries = [(e, entry) for e in s.entities if (entry := self.watchlist.get(e)) is not None]
+            if s.is_duplicate or len(entries) < 2:
+                continue
+            for tk, entry in entries:
+                pairs.append((entry.name, s.item.title))
+                where.append((s, tk))
+        for (s, tk), (label, score) in zip(where, self.target_sentiment.score(pairs)):
+            s.entity_sentiment[tk] = {"label": label, "score": round(score, 4)}
+            s.item.meta["entity_sentiment"] = s.entity_sentiment  # stored with the item
 
     def _for_detector(self, scored: Sequence[ScoredItem]) -> list[ScoredItem]:
         """What surge statistics see: without non-English / wordless items (unless configured) and, while
