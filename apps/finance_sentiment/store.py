@@ -632,9 +632,13 @@ class SQLiteStore(NewsStore):
 
     def list_labels(self, since: str | None = None) -> list[dict[str, Any]]:
         """Sentiment labels oldest first (``since``: ISO 8601 UTC time, only later ones)."""
+        return self._labels_since("labels", since)
+
+    def _labels_since(self, table: str, since: str | None) -> list[dict[str, Any]]:
+        assert table in ("labels", "topic_labels")  # a fixed name, never user input
         if since:
-            return self._query("SELECT * FROM labels WHERE created_at > ? ORDER BY created_at, id", [since])
-        return self._query("SELECT * FROM labels ORDER BY created_at, id")
+            return self._query(f"SELECT * FROM {table} WHERE created_at > ? ORDER BY created_at, id", [since])
+        return self._query(f"SELECT * FROM {table} ORDER BY created_at, id")
 
     def add_topic_label(self, item: dict[str, Any], topic: str, *, known: Sequence[str] | None = None,
                         by: str | None = None, source: str = "analyst",
@@ -669,6 +673,4 @@ class SQLiteStore(NewsStore):
 
     def list_topic_labels(self, since: str | None = None) -> list[dict[str, Any]]:
         """Topic labels oldest first (``since``: ISO 8601 UTC time, only later ones)."""
-        if since:
-            return self._query("SELECT * FROM topic_labels WHERE created_at > ? ORDER BY created_at, id", [since])
-        return self._query("SELECT * FROM topic_labels ORDER BY created_at, id")
+        return self._labels_since("topic_labels", since)
