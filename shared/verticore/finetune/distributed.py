@@ -88,6 +88,8 @@ class DataParallel:
         share of the batch's loss mass; returns that (detached) share of the batch loss / ``grad_accum``."""
         import torch
 
+        from .loop import model_inputs
+
         local = self.shard(idx)
         ids = mask = target = None
         mass = 0.0
@@ -98,7 +100,7 @@ class DataParallel:
         if not len(local) or total <= 0:
             return torch.zeros((), device=self.device)
         with autocast:
-            logits = model(input_ids=ids, attention_mask=mask).logits
+            logits = model(**model_inputs(ids), attention_mask=mask).logits
         value = loss(logits.float(), target) * (mass / total) / grad_accum
         (scaler.scale(value) if scaler else value).backward()
         return value.detach()

@@ -69,7 +69,7 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
     ``evaluate()`` score and stops after ``cfg.patience`` evaluations without gain.
 
     ``batch(idx)`` gives ``(input_ids, attention_mask, target)`` on the device for row indices
-    ``idx``; ``loss(logits, target)`` the training loss; ``evaluate()`` the dev score (it may
+    ``idx`` (``input_ids`` may be a dict of model inputs, see :func:`model_inputs`); ``loss(logits, target)`` the training loss; ``evaluate()`` the dev score (it may
     switch the model to eval mode; the loop switches it back). History rows name the score ``metric``.
 
     With ``data_parallel`` (see :mod:`verticore.finetune.distributed`) every rank walks the same
@@ -94,7 +94,7 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
             if data_parallel is None:
                 ids, mask, target = batch(idx)
                 with autocast:
-                    logits = model(input_ids=ids, attention_mask=mask).logits
+                    logits = model(**model_inputs(ids), attention_mask=mask).logits
                 value = loss(logits.float(), target) / cfg.grad_accum
                 (scaler.scale(value) if scaler else value).backward()
             else:
@@ -126,6 +126,12 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
     if best_state is not None:
         model.load_state_dict(best_state)
     return res
+
+
+def model_inputs(ids: Any) -> dict[str, Any]:
+    """Keyword inputs of the model from a batch's first element: a tensor of input ids, or a dict
+    of model inputs (a token classifier's case feature adds ``token_type_ids``)."""
+    return dict(ids) if isinstance(ids, dict) else {"input_ids": ids}
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator,

@@ -9,7 +9,8 @@ from typing import Any, ClassVar, Sequence
 
 from ..artifact import ArtifactMeta, LabelSpace, write_meta
 from ..errors import DataError
-from ..inference.token_classifier import TokenClassifier, WordTagger, _check_word_rows, entity_f1, parse_tag
+from ..inference.token_classifier import (CASE_FEATURES, TokenClassifier, WordTagger, _check_word_rows, case_type_ids,
+                                          entity_f1, parse_tag)
 from ..io import atomic_write_json, atomic_write_text, fingerprint_texts
 from .card import model_card
 from .common import StagedDir, TrainResult, autocast_context
@@ -35,11 +36,15 @@ class TokenClassifierTrainingConfig(ClassifierTrainingConfig):
         max_length: training sentences longer than this (in sub-tokens) are truncated; inference
             windows long texts instead.
         eval_max_length: window of the dev/test evaluation.
+        case_feature: ``auto`` (``token_type`` when the tokenizer lower-cases and the model has a
+            second token type, else ``none``), ``token_type`` or ``none``; see
+            :data:`verticore.inference.token_classifier.CASE_FEATURES`.
     """
 
     learning_rate: float = 1e-4
     class_weights: str | None = None
     eval_max_length: int = 256
+    case_feature: str = "auto"
 
     #: LoRA on token classification wants a larger adapter learning rate than on sequences
     method_defaults: ClassVar[dict[str, dict[str, Any]]] = {"lora": {"learning_rate": 1e-3}}
@@ -115,6 +120,20 @@ def align_labels(word_ids: Sequence[int | None], tags: Sequence[str], index: dic
     return out
 
 
+def resolve_case_feature(case_feature: str, tokenizer, model) -> str:
+    """``auto`` -> ``token_type`` when ``tokenizer`` lower-cases text (case is otherwise lost) and
+    ``model`` has at least two token types to carry it; else ``none``."""
+    if case_feature != "auto" and case_feature not in CASE_FEATURES:
+        raise DataError(f"case_feature must be 'auto' or one of {list(CASE_FEATURES)}, got {case_feature!r}")
+    types = int(getattr(model.config, "type_vocab_size", 0) or 0)
+    if case_feature == "token_type" and types < 2:
+        raise DataError(f"case_feature 'token_type' needs a model with 2 token types; this one has {types}")
+    if case_feature != "auto":
+        return case_feature
+    lowercases = tokenizer.tokenize("Apple Paris") == tokenizer.tokenize("apple paris")
+    return "token_type" if lowercases and types >= 2 else "none"
+
+
 def train_token_classifier(
     train_tokens: Sequence[Sequence[str]],
     train_tags: Sequence[Sequence[str]],
@@ -153,9 +172,12 @@ def train_token_classifier(
 
     model, tokenizer, resolved, device = load_with_new_head(AutoModelForTokenClassification, cfg, labels)
 
+    case_feature = resolve_case_feature(cfg.case_feature, tokenizer, model)
     enc = tokenizer(train_tokens, is_split_into_words=True, truncation=True, max_length=cfg.max_length)
     enc_ids = enc["input_ids"]
     enc_labels = [align_labels(enc.word_ids(i), train_tags[i], index) for i in range(len(enc_ids))]
+    enc_types = ([case_type_ids(train_tokens[i], enc.word_ids(i)) for i in range(len(enc_ids))]
+                 if case_feature == "token_type" else None)
     truncated = sum(1 for i, row in enumerate(train_tokens)
                     if max((w for w in enc.word_ids(i) if w is not None), default=-1) < len(row) - 1)
     if truncated:
@@ -168,7 +190,8 @@ def train_token_classifier(
     from ..inference.backends import TorchBackend
 
     dev_tagger = WordTagger(tokenizer, TorchBackend(Path(resolved.path), head="logits", device=device, pooling="mean",
-                                                    model=model), labels, cfg.eval_max_length, batch_size=64)
+                                                    model=model), labels, cfg.eval_max_length, batch_size=64,
+                            case_feature=case_feature)
 
     def dev_f1() -> float:
         model.eval()
@@ -177,7 +200,8 @@ def train_token_classifier(
         return float(entity_f1(dev_tags, pred)["f1"])
 
     loop = fit(model, cfg, method, [len(x) for x in enc_ids],
-               lambda idx: _pad_with_labels([enc_ids[i] for i in idx], [enc_labels[i] for i in idx], pad_id, device),
+               lambda idx: _pad_with_labels([enc_ids[i] for i in idx], [enc_labels[i] for i in idx], pad_id, device,
+                                            [enc_types[i] for i in idx] if enc_types is not None else None),
                lambda logits, target: ce(logits.reshape(-1, len(labels)), target.reshape(-1)),
                dev_f1, device, "dev_f1", f"token fine-tune ({cfg.method})", show_progress)
     train_seconds = time.time() - t0
@@ -185,6 +209,9 @@ def train_token_classifier(
     staged = StagedDir(out_dir)
     try:
         save_model_files(method, model, tokenizer, staged.tmp, LabelSpace(labels))
+        # The case feature must be in verticore.json before the artifact is loaded for its metrics.
+        write_meta(staged.tmp, ArtifactMeta(kind="token_classifier", base_model=cfg.base, base_model_name=resolved.name,
+                                            method=cfg.method, extra={"case_feature": case_feature}))
         # Metrics through the saved artifact, i.e. exactly what users will load.
         clf = TokenClassifier(staged.tmp, device=device, max_length=cfg.eval_max_length, dtype="fp32")
         metrics: dict[str, Any] = {"dev": entity_f1(dev_tags, clf.predict_words(dev_tokens)),
@@ -201,7 +228,8 @@ def train_token_classifier(
                                             data_fingerprint=fp, method=cfg.method,
                                             extra={"n_train": len(train_tokens), "n_dev": len(dev_tokens),
                                                    "labels": labels,
-                                                   "entity_types": types, "tagging": "IOB2"}))
+                                                   "entity_types": types, "tagging": "IOB2",
+                                                   "case_feature": case_feature}))
         card = model_card("token_classifier", cfg.to_dict(), metrics, resolved.name, labels, fp)
         atomic_write_text(staged.tmp / "README.md", card)
         artifact = staged.commit()
@@ -211,7 +239,10 @@ def train_token_classifier(
     return TrainResult(artifact_dir=artifact, metrics=metrics)
 
 
-def _pad_with_labels(seqs: list[list[int]], labels: list[list[int]], pad_id: int, device: str):
+def _pad_with_labels(seqs: list[list[int]], labels: list[list[int]], pad_id: int, device: str,
+                     types: list[list[int]] | None = None):
+    """Padded ``(input_ids, attention_mask, target)``; with ``types`` (the case feature) the first
+    element is ``{"input_ids", "token_type_ids"}``."""
     import torch
 
     from .loop import pad_tensors
@@ -220,4 +251,6 @@ def _pad_with_labels(seqs: list[list[int]], labels: list[list[int]], pad_id: int
     target = torch.full(ids.shape, IGNORE, dtype=torch.long)
     for r, l in enumerate(labels):
         target[r, : len(l)] = torch.tensor(l, dtype=torch.long)
-    return ids, mask, target.to(device)
+    if types is None:
+        return ids, mask, target.to(device)
+    return {"input_ids": ids, "token_type_ids": pad_tensors(types, 0, device)[0]}, mask, target.to(device)

@@ -21,7 +21,8 @@ from .pooling import pool, pooling_mode
 
 
 class Backend(Protocol):
-    """Runs padded int64 ``(input_ids, attention_mask)`` and returns float32 outputs."""
+    """Runs padded int64 ``(input_ids, attention_mask)`` and returns float32 outputs. Token
+    classifiers with a case feature also pass ``token_type_ids`` (only the torch backends take it)."""
 
     device: str
 
@@ -82,17 +83,19 @@ class TorchBackend:
         if compile:
             self.model = torch.compile(self.model, dynamic=True)
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+            token_type_ids: np.ndarray | None = None) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             ids = torch.from_numpy(input_ids).to(self.device)
             mask = torch.from_numpy(attention_mask).to(self.device)
+            extra = {} if token_type_ids is None else {"token_type_ids": torch.from_numpy(token_type_ids).to(self.device)}
             if self.head == "pool":
-                out = self.model(input_ids=ids, attention_mask=mask)
+                out = self.model(input_ids=ids, attention_mask=mask, **extra)
                 res = pool(out.last_hidden_state, mask, self.pooling)
             else:
-                res = self.model(input_ids=ids, attention_mask=mask).logits
+                res = self.model(input_ids=ids, attention_mask=mask, **extra).logits
             return res.float().cpu().numpy()
 
 

@@ -30,6 +30,16 @@ WORD_RE = re.compile(r"\b(?:Inc|Corp|Ltd|Co|Bros|Mr|Mrs|Ms|Dr|St|Jr|Sr|Gen|Gov|S
                      r"|\w+(?:[.'\u2019&/-]\w+)*(?:(?<=\.\w)\.)?|\S")
 #: Backends that can run a token-classification head (the ONNX export bakes in a sequence head).
 TOKEN_BACKENDS = ("torch", "torch-int8")
+#: How a model sees letter case. An uncased tokenizer (all-MiniLM-L6-v2's) reads "Apple" and "apple"
+#: alike, and capitals are NER's strongest surface cue; ``token_type`` gives every sub-token of a word
+#: that starts with a capital BERT's token type 1 (its second segment embedding), other tokens type 0.
+CASE_FEATURES = ("none", "token_type")
+
+
+def case_type_ids(words: Sequence[str], word_ids: Sequence[int | None]) -> list[int]:
+    """Token types of the ``token_type`` case feature: 1 for sub-tokens of a capitalised word, else 0
+    (special tokens included)."""
+    return [0 if w is None else int(words[w][:1].isupper()) for w in word_ids]
 
 
 @dataclass
@@ -120,7 +130,9 @@ class WordTagger:
     """
 
     def __init__(self, tokenizer, backend: Backend, labels: Sequence[str], max_length: int = 256,
-                 stride: int = 64, batch_size: int = 32) -> None:
+                 stride: int = 64, batch_size: int = 32, case_feature: str = "none") -> None:
+        if case_feature not in CASE_FEATURES:
+            raise ArtifactError(f"unknown case feature {case_feature!r}; known: {list(CASE_FEATURES)}")
         if not getattr(tokenizer, "is_fast", False):
             raise ArtifactError("token classification needs a fast (Rust) tokenizer for word alignment")
         self.tokenizer, self.backend, self.labels = tokenizer, backend, list(labels)
@@ -130,6 +142,7 @@ class WordTagger:
             raise VerticoreError(f"max_length {max_length} leaves no room for text")
         self.stride = max(0, min(stride, self.body // 2))
         self.batch_size = batch_size
+        self.case_feature = case_feature
 
     def tag(self, words: Sequence[Sequence[str]]) -> tuple[list[list[str]], list[np.ndarray]]:
         """IOB2 tags and their probabilities, one per word, for each list of words."""
@@ -142,21 +155,29 @@ class WordTagger:
         enc = self.tokenizer([rows[i] for i in todo], is_split_into_words=True, add_special_tokens=False,
                              truncation=False, verbose=False)
         windows: list[list[int]] = []
+        window_types: list[list[int]] = []  # token types per window (case feature)
         owner: list[tuple[int, int]] = []  # (row in todo, window start)
         plans = []
+        cased = self.case_feature == "token_type"
         for j in range(len(todo)):
             ids = enc["input_ids"][j]
+            types = case_type_ids(rows[todo[j]], enc.word_ids(j)) if cased else []
             starts = window_starts(len(ids), self.body, self.stride)
             plans.append(starts)
             for s in starts:
                 windows.append(self.prefix + ids[s : s + self.body] + self.suffix)
+                if cased:
+                    window_types.append([0] * len(self.prefix) + types[s : s + self.body] + [0] * len(self.suffix))
                 owner.append((j, s))
         n_labels = len(self.labels)
         win_logits: list[np.ndarray | None] = [None] * len(windows)
         pad = self.tokenizer.pad_token_id or 0
         for idx in length_sorted_batches([len(w) for w in windows], self.batch_size):
             ids, mask = pad_batch([windows[i] for i in idx], pad)
-            out = self.backend.run(ids, mask)
+            if cased:
+                out = self.backend.run(ids, mask, token_type_ids=pad_batch([window_types[i] for i in idx], 0)[0])
+            else:
+                out = self.backend.run(ids, mask)
             if out.ndim != 3 or out.shape[2] != n_labels:
                 raise ArtifactError(f"model outputs shape {out.shape} but labels.json lists {n_labels} labels per token")
             for r, i in enumerate(idx):
@@ -227,6 +248,10 @@ class TokenClassifier(Component):
                 raise ArtifactError(f"{self.model_path}: {exc}") from None
         self.label_space: LabelSpace = space
         self.meta = read_meta(self.model_path)
+        self.case_feature = str(self.meta.get("case_feature", "none"))
+        if self.case_feature not in CASE_FEATURES:
+            raise ArtifactError(f"{self.model_path}: unknown case_feature {self.case_feature!r} in verticore.json; "
+                                f"known: {list(CASE_FEATURES)}")
         self._tagger: WordTagger | None = None
 
     @property
@@ -256,7 +281,8 @@ class TokenClassifier(Component):
         model = load_token_model(self.model_path, resolve_dtype(device, self.dtype) if self.backend == "torch" else None)
         backend = make_backend(self.backend, model_dir=self.model_path, head="logits", device=device,
                                pooling="mean", model=model)
-        self._tagger = WordTagger(tokenizer, backend, self.labels, max_len, self.stride, self.batch_size)
+        self._tagger = WordTagger(tokenizer, backend, self.labels, max_len, self.stride, self.batch_size,
+                                  case_feature=self.case_feature)
         self.resolved_device = device
 
     def predict_words(self, words: Sequence[Sequence[str]]) -> list[list[str]]:
