@@ -98,3 +98,41 @@ def test_cli_train_takes_several_data_folders(tmp_path):
     assert "sentiment model written to" in r.output and (out / "labels.json").exists()
     r = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "missing"), "--max-steps", "1"])
     assert r.exit_code == 3 and "not found" in r.output
+
+
+def _data_root(tmp_path):
+    """A ``VERTICORE_DATA`` tree with the multi-source recipe's three folders (tiny copies)."""
+    from finance_sentiment.training import MULTI_SOURCE_FOLDERS
+
+    root = tmp_path / "data"
+    for rel, make in zip(MULTI_SOURCE_FOLDERS, (_report_folder, _headline_folder, _headline_folder)):
+        parent = root / rel
+        parent.parent.mkdir(parents=True, exist_ok=True)
+        make(tmp_path).rename(parent)
+    return root
+
+
+def test_train_defaults_to_the_multi_source_recipe(tmp_path, monkeypatch):
+    import verticore.finetune as finetune
+    from finance_sentiment.cli import app
+    from finance_sentiment.training import MULTI_SOURCE_UPSAMPLE, multi_source_folders
+
+    root = _data_root(tmp_path)
+    assert [f.relative_to(root).parts[-1] for f in multi_source_folders(root)] == [
+        "50Agree", "semeval2017_headlines", "fiqa2018_posts"]
+    with pytest.raises(DataError, match="VERTICORE_DATA"):
+        multi_source_folders(tmp_path / "nowhere")
+    seen = {}
+
+    def fake_train(train_texts, train_labels, dev_texts, dev_labels, out_dir, cfg, **kw):
+        seen.update(train=list(train_texts), dev=list(dev_texts), cfg=cfg)
+        return type("R", (), {"artifact_dir": out_dir, "metrics": {}})()
+
+    monkeypatch.setattr(finetune, "train_classifier", fake_train)
+    monkeypatch.setenv("VERTICORE_DATA", str(root))  # settings are re-read from the environment
+    r = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    assert "50Agree" in r.output and "fiqa2018_posts" in r.output
+    # PhraseBank rows once, each of the two small sources repeated MULTI_SOURCE_UPSAMPLE times
+    assert len(seen["train"]) == 6 + 2 * MULTI_SOURCE_UPSAMPLE * 4 and seen["cfg"].max_length == 64
+    assert len(seen["dev"]) == 3 + 3 + 3

@@ -23,6 +23,7 @@ from verticore.cli_support import (
 from verticore.errors import VerticoreError
 
 from .paths import AppPaths
+from .training import MULTI_SOURCE_UPSAMPLE, SENTIMENT_MAX_LENGTH
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, cls=VerticoreGroup,
                   help="Financial-news sentiment alerting monitor (Verticore app).")
@@ -85,12 +86,15 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug log
 
 @app.command(cls=RegistryChoicesCommand)
 @_friendly
-def train(data: List[Path] = typer.Option(..., help="folder with train.csv, dev.csv and optionally test.csv (text,label, "
-                                                     "or text,score,target), e.g. the Financial PhraseBank 50Agree "
-                                                     "splits; repeat for a multi-source model"),
-          upsample: int = typer.Option(1, min=1, help="times the training rows of every --data after the first are "
-                                                      "repeated (multi-source: the extra sources are small)"),
-          max_length: int = typer.Option(64, min=8, help="tokens per text (posts run longer than headlines)"),
+def train(data: Optional[List[Path]] = typer.Option(None, help="folder with train.csv, dev.csv and optionally test.csv "
+                                                                "(text,label, or text,score,target); repeat for a "
+                                                                "multi-source model. Default: the multi-source recipe's "
+                                                                "PhraseBank 50Agree, SemEval-2017 headlines and FiQA "
+                                                                "posts splits under $VERTICORE_DATA"),
+          upsample: int = typer.Option(MULTI_SOURCE_UPSAMPLE, min=1, help="times the training rows of every --data "
+                                                                          "after the first are repeated (the extra "
+                                                                          "sources are small)"),
+          max_length: int = typer.Option(SENTIMENT_MAX_LENGTH, min=8, help="tokens per text"),
           out: Optional[Path] = typer.Option(None, help="artifact dir (default <home>/models/sentiment)"),
           method: str = method_option(),
           epochs: int = typer.Option(6, help="passes over the training data"),
@@ -98,11 +102,14 @@ def train(data: List[Path] = typer.Option(..., help="folder with train.csv, dev.
           learning_rate: Optional[float] = typer.Option(None, help="learning rate (default 1e-4; LoRA 8e-4)"),
           max_steps: Optional[int] = typer.Option(None, help="stop after N optimiser steps"),
           home: Optional[Path] = HOME_OPT) -> None:
-    """Fine-tune the sentiment model (positive/neutral/negative) with the core and print test metrics."""
-    from .training import train_sentiment
+    """Fine-tune the sentiment model (positive/neutral/negative) with the core and print test metrics.
+    Without --data: the multi-source recipe (report sentences, news headlines, social posts)."""
+    from .training import multi_source_folders, train_sentiment
 
+    folders = list(data) if data else multi_source_folders()
     out = out or _paths(home).sentiment_model
-    res = train_sentiment(data, out, method=method, epochs=epochs, batch_size=batch_size,
+    typer.echo("training on " + ", ".join(str(f) for f in folders))
+    res = train_sentiment(folders, out, method=method, epochs=epochs, batch_size=batch_size,
                           learning_rate=learning_rate, max_steps=max_steps, upsample=upsample, max_length=max_length)
     m = res.metrics
     typer.echo(f"sentiment model written to {res.artifact_dir}")
@@ -113,13 +120,15 @@ def train(data: List[Path] = typer.Option(..., help="folder with train.csv, dev.
 
 @app.command("train-targets")
 @_friendly
-def train_targets_cmd(data: List[Path] = typer.Option(..., help="split folders (train.csv, dev.csv, optional test.csv); "
-                                                               "text,target,label rows give one example per company "
-                                                               "named, text,label rows one with an empty target; repeat"),
+def train_targets_cmd(data: Optional[List[Path]] = typer.Option(None, help="split folders (train.csv, dev.csv, optional "
+                                                                          "test.csv); text,target,label rows give one "
+                                                                          "example per company named, text,label rows "
+                                                                          "one with an empty target; repeat. Default: "
+                                                                          "the multi-source recipe's folders"),
                       out: Optional[Path] = typer.Option(None, help="model directory (default "
                                                                     "<home>/models/target_sentiment)"),
-                      upsample: int = typer.Option(1, min=1, help="times the rows of every --data after the first "
-                                                                  "are repeated"),
+                      upsample: int = typer.Option(MULTI_SOURCE_UPSAMPLE, min=1, help="times the rows of every --data "
+                                                                                      "after the first are repeated"),
                       epochs: int = typer.Option(6, help="passes over the training data"),
                       max_steps: Optional[int] = typer.Option(None, help="stop after N optimiser steps"),
                       batch_size: int = typer.Option(32, help="training examples per optimiser step"),
@@ -127,9 +136,10 @@ def train_targets_cmd(data: List[Path] = typer.Option(..., help="split folders (
     """Fine-tune the target-aware (entity-level) sentiment model; the monitor uses it for items naming
     two or more watched companies."""
     from .targets import train_target_sentiment
+    from .training import multi_source_folders
 
     out = out or _paths(home).target_sentiment_model
-    res = train_target_sentiment(data, out, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+    res = train_target_sentiment(list(data) if data else multi_source_folders(), out, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                                  upsample=upsample)
     typer.echo(f"target sentiment model written to {res.artifact_dir}")
     for split in ("dev", "test"):

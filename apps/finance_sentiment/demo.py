@@ -20,7 +20,7 @@ from .paths import APP_DIR_NAME, SAMPLES, AppPaths
 
 log = logging.getLogger("finance_sentiment")
 DEMO_DONE = "demo_state.json"
-DEMO_VERSION = 2  # 2: bursts keep their company name (streams.retarget), sample rules with volume/market rules
+DEMO_VERSION = 3  # 3: multi-source sentiment recipe and a target-aware model on the bundled sample sources
 
 
 def fast_mode() -> bool:
@@ -68,7 +68,8 @@ def is_ready(home: Path) -> bool:
         state = read_json(done)
     except Exception:
         return False
-    return state.get("version") == DEMO_VERSION and _ready(paths.sentiment_model) and paths.db.exists()
+    return (state.get("version") == DEMO_VERSION and _ready(paths.sentiment_model)
+            and _ready(paths.target_sentiment_model) and paths.db.exists())
 
 
 def prepare_demo(home: Path, show_progress: bool = True, fast: bool | None = None) -> None:
@@ -76,7 +77,8 @@ def prepare_demo(home: Path, show_progress: bool = True, fast: bool | None = Non
 
     ``fast`` (default: ``VERTICORE_DEMO_FAST``) trains for 2 steps on a shorter stream.
     """
-    from .training import train_sample_sentiment, train_topics
+    from .targets import train_target_sentiment
+    from .training import SAMPLE_SENTIMENT_SOURCES, train_sample_sentiment, train_topics
 
     fast = fast_mode() if fast is None else bool(fast)
     paths = AppPaths(app_home(APP_DIR_NAME, Path(home)))
@@ -90,10 +92,16 @@ def prepare_demo(home: Path, show_progress: bool = True, fast: bool | None = Non
     if not paths.config.exists():
         atomic_write_text(paths.config, (SAMPLES / "rules.yaml").read_text(encoding="utf-8"))
     steps = 2 if fast else None
-    if not _ready(paths.sentiment_model):
-        _say(show_progress, "training the demo sentiment model on the bundled sample headlines")
+    if not _ready(paths.sentiment_model):  # a model already there (a real one, or an older demo's) is kept
+        _say(show_progress, "training the demo sentiment model (multi-source recipe on the bundled report "
+                            "sentences, headlines and posts)")
         train_sample_sentiment(paths.sentiment_model, max_steps=steps, epochs=6, show_progress=show_progress,
                                rows=40 if fast else None)
+    if not _ready(paths.target_sentiment_model):
+        _say(show_progress, "training the demo target-aware sentiment model (one label per company named)")
+        train_target_sentiment(list(SAMPLE_SENTIMENT_SOURCES), paths.target_sentiment_model, max_steps=steps,
+                               batch_size=16, show_progress=show_progress, limit=40 if fast else None,
+                               eval_every=None)
     if not fast and not _ready(paths.topic_model):
         _say(show_progress, "training the demo topic classifier on the bundled sample headlines")
         train_topics(paths.topic_model, max_steps=steps, epochs=6, show_progress=show_progress)

@@ -87,11 +87,13 @@ class TargetSentimentModel(Component):
 
 def train_target_sentiment(data_dirs: Sequence[str | Path], out_dir: str | Path, *, epochs: int = 6,
                            batch_size: int = 32, learning_rate: float = 1e-4, max_steps: int | None = None,
-                           max_length: int = 96, upsample: int = 1, seed: int = 42, show_progress: bool = True) -> Any:
+                           max_length: int = 64, upsample: int = 1, seed: int = 42, show_progress: bool = True,
+                           limit: int | None = None, eval_every: int | None = 60) -> Any:
     """Fine-tune a target-aware sentiment model on split folders (``train.csv``, ``dev.csv``,
     optional ``test.csv``): folders with a ``target`` column give one row per (text, target), others
     one row per text with an empty target. Rows of every folder after the first are repeated
-    ``upsample`` times. Model selection on the union of the dev splits."""
+    ``upsample`` times. Model selection on the union of the dev splits (every ``eval_every`` steps;
+    ``None``: every epoch). ``limit``: only the first N rows of each split of each folder."""
     from verticore.finetune import ClassifierTrainingConfig, train_classifier
 
     if not data_dirs:
@@ -102,11 +104,13 @@ def train_target_sentiment(data_dirs: Sequence[str | Path], out_dir: str | Path,
             got = read_target_rows(folder, split, optional=split == "test")
             if got is None:
                 continue
+            if limit:
+                got = (got[0][:limit], got[1][:limit])
             k = upsample if split == "train" and i else 1
             rows[split][0].extend(got[0] * k)
             rows[split][1].extend(got[1] * k)
     cfg = ClassifierTrainingConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                                   max_length=max_length, max_steps=max_steps, seed=seed, eval_every=60, patience=4)
+                                   max_length=max_length, max_steps=max_steps, seed=seed, eval_every=eval_every, patience=4)
     test = rows["test"] if rows["test"][0] else (None, None)
     return train_classifier(*rows["train"], *rows["dev"], out_dir, cfg, test_texts=test[0], test_labels=test[1],
                             show_progress=show_progress)

@@ -11,6 +11,35 @@ from .paths import SAMPLES
 
 SENTIMENT_LABELS = ("positive", "neutral", "negative")
 
+#: The default sentiment recipe is multi-source (issue #15): Financial PhraseBank 50Agree sentences,
+#: SemEval-2017 Task 5 headlines and FiQA 2018 posts (fixed splits under ``$VERTICORE_DATA``), the two
+#: small sources' training rows repeated 3 times, texts cut at 64 tokens, model selection on the
+#: union of the dev splits. Chosen on the dev splits; measured by ``bench/sentiment_domains.py``.
+MULTI_SOURCE_FOLDERS = ("financial_phrasebank/splits/50Agree",
+                        "financial_sentiment_extra/splits/semeval2017_headlines",
+                        "financial_sentiment_extra/splits/fiqa2018_posts")
+MULTI_SOURCE_UPSAMPLE = 3
+SENTIMENT_MAX_LENGTH = 64
+#: The bundled miniature of the three sources (written for the demo; see its README).
+SAMPLE_SENTIMENT_SOURCES = tuple(SAMPLES / "sentiment_sources" / name for name in ("reports", "headlines", "posts"))
+
+
+def multi_source_folders(data_root: str | Path | None = None) -> list[Path]:
+    """The split folders of the default multi-source recipe under ``data_root`` (default: the
+    ``VERTICORE_DATA`` setting, else ``shared/data`` beside the checkout). A missing folder is a
+    :class:`DataError` saying how to point at the data."""
+    from verticore.settings import get_settings
+
+    root = Path(data_root) if data_root is not None else get_settings().data
+    if root is None:
+        root = Path(__file__).resolve().parents[3] / "shared" / "data"
+    folders = [Path(root) / rel for rel in MULTI_SOURCE_FOLDERS]
+    missing = [f for f in folders if not (f / "train.csv").is_file()]
+    if missing:
+        raise DataError(f"{missing[0]} has no train.csv: set VERTICORE_DATA to the folder holding the fixed splits "
+                        f"(financial_phrasebank/, financial_sentiment_extra/) or pass --data")
+    return folders
+
 
 def score_label(score: float, margin: float = 0.1) -> str:
     """The label of a sentiment score in [-1, 1]: the fixed splits' convention (> 0.1 positive, < -0.1 negative)."""
@@ -47,7 +76,8 @@ def read_sentiment_split(folder: str | Path, split: str, *, optional: bool = Fal
 def train_sentiment(data_dir: str | Path | Sequence[str | Path], out_dir: str | Path, *, method: str = "full",
                     epochs: int = 6, batch_size: int = 32, learning_rate: float | None = None,
                     max_steps: int | None = None, limit: int | None = None, show_progress: bool = True,
-                    seed: int = 42, upsample: int = 1, max_length: int = 64) -> Any:
+                    seed: int = 42, upsample: int = MULTI_SOURCE_UPSAMPLE, max_length: int = SENTIMENT_MAX_LENGTH,
+                    eval_every: int | None = 60) -> Any:
     """Fine-tune the sentiment model on one or more split folders with ``train.csv``/``dev.csv``[/``test.csv``]
     (columns ``text,label``, labels positive/neutral/negative; or ``text,score,target`` rows, see
     :func:`read_sentiment_split`), e.g. Financial PhraseBank 50Agree plus the SemEval headlines and
@@ -55,8 +85,9 @@ def train_sentiment(data_dir: str | Path | Sequence[str | Path], out_dir: str | 
     the first are repeated ``upsample`` times (the extra sources are small) and model selection uses
     the union of the dev splits; test metrics are on the union of the test splits.
 
-    The defaults are the recipe of ``bench/finetune_phrasebank.py`` (LP-FT, mean-pooled head,
-    6 epochs at lr 1e-4, dev macro-F1 every 60 steps): 0.872 test accuracy on 50Agree in ~7 min CPU."""
+    The defaults are the multi-source recipe (:data:`MULTI_SOURCE_FOLDERS`, upsample 3) on top of
+    the recipe of ``bench/finetune_phrasebank.py`` (LP-FT, mean-pooled head, 6 epochs at lr 1e-4,
+    64 tokens, dev macro-F1 every ``eval_every`` steps; ``None``: once per epoch)."""
     import pandas as pd
 
     from verticore.finetune import ClassifierTrainingConfig, train_classifier
@@ -78,8 +109,8 @@ def train_sentiment(data_dir: str | Path | Sequence[str | Path], out_dir: str | 
     train, dev = (pd.concat(parts[k], ignore_index=True) for k in ("train", "dev"))
     test = pd.concat(parts["test"], ignore_index=True) if parts["test"] else None
     cfg = ClassifierTrainingConfig(method=method, epochs=epochs, batch_size=batch_size, max_steps=max_steps, seed=seed,
-                                   max_length=max_length, learning_rate=1e-4, lora_learning_rate=8e-4, eval_every=60,
-                                   patience=4)
+                                   max_length=max_length, learning_rate=1e-4, lora_learning_rate=8e-4,
+                                   eval_every=eval_every, patience=4)
     if learning_rate is not None:
         cfg.learning_rate = learning_rate
         cfg.lora_learning_rate = learning_rate
@@ -109,15 +140,12 @@ def train_topics(out_dir: str | Path, data: str | Path | None = None, *, epochs:
     return train_classifier(tr_x, tr_y, dv_x, dv_y, out_dir, cfg, show_progress=show_progress)
 
 
-def train_sample_sentiment(out_dir: str | Path, *, epochs: int = 4, max_steps: int | None = None, batch_size: int = 16,
+def train_sample_sentiment(out_dir: str | Path, *, epochs: int = 6, max_steps: int | None = None, batch_size: int = 16,
                            show_progress: bool = True, seed: int = 42, rows: int | None = None) -> Any:
-    """A small sentiment model on the bundled sample headlines (the demo's fallback when no
-    PhraseBank-trained artifact exists)."""
-    from verticore.finetune import ClassifierTrainingConfig, train_classifier
-
-    tr_x, tr_y, dv_x, dv_y = split_sample(SAMPLES / "headlines.csv", "sentiment")
-    if rows:  # tiny runs (tests): a slice of each split
-        tr_x, tr_y, dv_x, dv_y = tr_x[:rows], tr_y[:rows], dv_x[: max(rows // 4, 3)], dv_y[: max(rows // 4, 3)]
-    cfg = ClassifierTrainingConfig(epochs=epochs, batch_size=batch_size, max_steps=max_steps, seed=seed, max_length=64,
-                                   learning_rate=8e-5, patience=3)
-    return train_classifier(tr_x, tr_y, dv_x, dv_y, out_dir, cfg, show_progress=show_progress)
+    """The demo's sentiment model: the multi-source recipe (:func:`train_sentiment`) on the bundled
+    miniature sources (:data:`SAMPLE_SENTIMENT_SOURCES`: report sentences, headlines, posts). They are
+    of similar size, so nothing is repeated; dev macro-F1 is checked every epoch. ``rows``: only the
+    first N rows of each split of each source (tiny runs in tests)."""
+    return train_sentiment(list(SAMPLE_SENTIMENT_SOURCES), out_dir, epochs=epochs, batch_size=batch_size,
+                           max_steps=max_steps, limit=rows, show_progress=show_progress, seed=seed, upsample=1,
+                           eval_every=None)
