@@ -91,7 +91,7 @@ def main() -> None:
         "method": args.method, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
         "best_step": metrics["best_step"], "steps": metrics["steps"], "history": metrics["history"],
         "n_train": n_train, "n_dev": n_dev, "n_test": len(te_x), "device": ner.resolved_device,
-        "base": args.base, "target_test_f1": 0.88, "reference": "BERT-base 92.4 test F1 (Devlin et al. 2019)",
+        "base": args.base, "case_feature": ner.case_feature, "target_test_f1": 0.88, "reference": "BERT-base 92.4 test F1 (Devlin et al. 2019)",
         "metric": "entity-level micro F1, seqeval default mode (conlleval conventions)",
         "tokens_per_s_note": "CoNLL words tagged per second on the test split, batch 32, one process",
     }

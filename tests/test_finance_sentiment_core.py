@@ -408,3 +408,21 @@ def test_replay_source_paces_stream_time():
     assert sum(slept) == pytest.approx(9.0)  # 9 stream-minutes at 60x = 9 s
     with pytest.raises(DataError, match="no published_at"):
         ReplaySource([{"title": "x"}])
+
+
+def test_cooldown_counts_from_the_episode_end_not_from_when_a_quiet_series_notices():
+    """A quiet company gets a burst, then nothing for 14 hours (no tick in between, as in a replay),
+    then a second burst: the first episode ended long ago, so the second one alerts."""
+    det = SurgeDetector([RULE])
+    first = [_scored(100 + j, T0 + j * 360, "negative", entities=("QQQ",)) for j in range(6)]
+    assert [e.kind for e in det.observe(first)].count("opened") == 1
+    t = T0 + 14 * 3600
+    second = [_scored(200 + j, t + j * 300, "negative", entities=("QQQ",)) for j in range(6)]
+    kinds = [e.kind for e in det.observe(second)]
+    assert kinds[0] == "resolved"  # the first episode, noticed only now
+    assert kinds.count("opened") == 1, kinds
+    st = det.states["neg|entity|QQQ"]
+    # ... and its cooldown is dated from its own end: last hot window + resolve + cooldown
+    third = [_scored(300 + j, t + 3600 + j * 60, "negative", entities=("QQQ",)) for j in range(6)]
+    assert "opened" not in [e.kind for e in det.observe(third)]  # still the second episode (or its cooldown)
+    assert st.episode is not None

@@ -11,7 +11,8 @@ A window is *hot* when it holds at least ``min_count`` items, their share reache
 and the one-sided binomial z-score ``(k - n p0) / sqrt(n p0 (1 - p0))`` reaches ``z_threshold``.
 The first hot window opens an episode (one alert); further hot windows update it; the episode
 resolves after ``resolve_minutes`` without a hot window, and a cooldown then suppresses a new
-episode for the same series.
+episode for the same series. Both run on event time: the cooldown counts from the episode's end
+(its last hot window + ``resolve_minutes``), not from whenever a quiet series' next item notices it.
 
 Event time never runs ahead of the clock: when the caller passes ``now`` (the pipeline always
 does), a series' time is capped at ``now + max_skew_s``, so one item stamped 2099 cannot evict
@@ -334,7 +335,10 @@ class SurgeDetector:
             return None
         if ep is not None and now - ep["last_hot"] >= rule.resolve_minutes * 60.0:
             st.episode = None
-            st.cooldown_until = now + rule.cooldown_minutes * 60.0
+            # Event time: the episode ended resolve_minutes after its last hot window, however late a
+            # quiet series' next item (or tick) notices; cooling down from "now" instead made a quiet
+            # company's next burst, hours later, fall inside the cooldown of the one before.
+            st.cooldown_until = float(ep["last_hot"]) + (rule.resolve_minutes + rule.cooldown_minutes) * 60.0
             return AlertEvent("resolved", self._alert(rule, kind, key, ep, s, "resolved", now))
         return None
 
