@@ -212,7 +212,8 @@ def run_seed(seed: int, args: argparse.Namespace, artifact: Path, sentences: lis
     watchlist = Watchlist.load(SAMPLES / "watchlist.csv")
     recs, episodes, info = build(seed, args, watchlist, sentences)
     rules = [Rule("negative-surge", series="entity", direction="negative", window_minutes=60, min_count=5,
-                  z_threshold=3.0, min_share=0.5, cooldown_minutes=120, resolve_minutes=60, severity="high"),
+                  z_threshold=3.0, min_share=0.5, cooldown_minutes=120, resolve_minutes=60, severity="high",
+                  evidence=args.evidence),
              Rule("volume-spike", signal="volume", series="entity", window_minutes=60, min_count=6, factor=5.0,
                   max_p=0.001, baseline_hours=168, cooldown_minutes=180, resolve_minutes=60, severity="medium")]
     cfg = MonitorConfig(rules=rules)
@@ -250,6 +251,9 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=192.0, help="stream length (synthetic time)")
     ap.add_argument("--quick", action="store_true", help="one seed, 8 episodes over 96 h, quick model if none exists")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--evidence", default="label", choices=["label", "probability"],
+                    help="how an item counts towards the negative-share rule (see finance_sentiment.detect)")
+    ap.add_argument("--name", default="finance_alerts", help="results file name (bench/results/<name>.json)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.quick:
@@ -270,6 +274,7 @@ def main() -> None:
               "median_seconds_to_alert": round(statistics.median(all_tta), 1) if all_tta else None,
               "by_kind": by_kind, "seeds": seeds, "episodes": sum(len(r["episodes"]) for r in per_seed),
               "episodes_per_seed": args.episodes, "hours": args.hours, "model": str(artifact),
+              "negative_share_evidence": args.evidence,
               "matching": {"after_end_s": MATCH_AFTER_S, "share_alert_fits": ["negative_share"],
                            "volume_alert_fits": list(KINDS)},
               "seconds": round(time.perf_counter() - t0, 1),
@@ -286,7 +291,7 @@ def main() -> None:
 
         print(f"wrote {atomic_write_json(Path(tempfile.gettempdir()) / 'finance_alerts_quick.json', result)}")
     else:
-        write_result("finance_alerts", result)
+        write_result(args.name, result)
 
 
 if __name__ == "__main__":

@@ -426,3 +426,33 @@ def test_cooldown_counts_from_the_episode_end_not_from_when_a_quiet_series_notic
     third = [_scored(300 + j, t + 3600 + j * 60, "negative", entities=("QQQ",)) for j in range(6)]
     assert "opened" not in [e.kind for e in det.observe(third)]  # still the second episode (or its cooldown)
     assert st.episode is not None
+
+
+def test_probability_evidence_counts_half_read_negatives():
+    """Five bad stories in 20 minutes, two of them read as neutral with P(negative) 0.45: counted by
+    top label that is 3 of 5 (z 2.8, no alert); counted by probability it is 3.6 of 5 (z 3.6) and alerts."""
+    def item(i, ts, label, p_neg):
+        s = _scored(i, ts, label, entities=("QQQ",))
+        s.probabilities = {"negative": p_neg, "neutral": 1 - p_neg - 0.02, "positive": 0.02}
+        return s
+
+    burst = [item(j, T0 + j * 300, "negative" if j % 2 == 0 else "neutral", 0.9 if j % 2 == 0 else 0.45)
+             for j in range(5)]
+    by_label = SurgeDetector([RULE])
+    assert "opened" not in [e.kind for e in by_label.observe(burst)]
+    by_prob = SurgeDetector([Rule(**{**RULE.__dict__, "evidence": "probability"})])
+    opened = [e for e in by_prob.observe(burst) if e.kind == "opened"]
+    assert len(opened) == 1
+    a = opened[0].alert
+    assert a["hit_count"] == 3 and a["share"] == pytest.approx(3.6 / 5) and "by probability" in a["reason"]
+    # probabilities survive the state round trip; items without them count by label
+    st = by_prob.states["neg|entity|QQQ"]
+    again = SurgeDetector([Rule(**{**RULE.__dict__, "evidence": "probability"})])
+    again.load_dict(json.loads(json.dumps(by_prob.to_dict())))
+    assert [o.p for o in again.states["neg|entity|QQQ"].window] == [o.p for o in st.window]
+    old_state = [o.to_dict()[:9] for o in st.window]  # state written before `evidence` existed
+    from finance_sentiment.detect import Obs
+
+    assert [Obs.from_dict(o).weight("probability") for o in old_state] == [1.0, 0.0, 1.0, 0.0, 1.0]
+    with pytest.raises(Exception, match="evidence"):
+        Rule("bad", evidence="vibes")

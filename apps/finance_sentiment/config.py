@@ -10,6 +10,7 @@ Example (YAML)::
         min_count: 5              # minimum volume in the window (quiet tickers never page)
         z_threshold: 3.0          # binomial z-score of the share vs the series' own EWMA baseline
         min_share: 0.5            # and at least this share of negative items in the window
+        evidence: label           # label: an item counts 1 if read negative | probability: its P(negative)
         cooldown_minutes: 120     # no new episode for the same series during the cooldown
         resolve_minutes: 60       # the episode resolves after this long below threshold
         severity: high
@@ -67,6 +68,7 @@ from verticore.netguard import check_public_url
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 SIGNALS = ("share", "volume")
+EVIDENCE = ("label", "probability")
 # labels of an alert, for grouping, silences and inhibition (see finance_sentiment.alerting.labels_of)
 LABELS = ("rule", "kind", "entity", "topic", "signal", "severity", "direction")
 # how long a worker holds one delivery; a webhook's timeout_s (its overall deadline) must be shorter
@@ -234,6 +236,9 @@ class Rule:
     enabled: Flag = True
     # signal "volume": the window's item count against the series' baseline rate (items/hour)
     signal: Annotated[str, _choice(*SIGNALS)] = "share"
+    # share rules: how much an item counts towards the share: 1 or 0 by its top label, or its
+    # calibrated probability of the rule's direction (a story read 40% negative counts 0.4)
+    evidence: Annotated[str, _choice(*EVIDENCE)] = "label"
     factor: Positive = 5.0
     max_p: Annotated[float, _number(gt=0, le=1)] = 0.001
     baseline_hours: Positive = 168.0

@@ -9,6 +9,10 @@ a brand-new or quiet series behave sensibly.
 
 A window is *hot* when it holds at least ``min_count`` items, their share reaches ``min_share``
 and the one-sided binomial z-score ``(k - n p0) / sqrt(n p0 (1 - p0))`` reaches ``z_threshold``.
+``k`` counts the items whose top label is the rule's direction (``evidence: label``), or sums each
+item's calibrated probability of that direction (``evidence: probability``: a negative story the
+model reads as 45% negative and 50% neutral still counts 0.45, instead of 0); the baseline is kept
+in the same unit.
 The first hot window opens an episode (one alert); further hot windows update it; the episode
 resolves after ``resolve_minutes`` without a hot window, and a cooldown then suppresses a new
 episode for the same series. Both run on event time: the cooldown counts from the episode's end
@@ -54,13 +58,23 @@ class Obs:
     url: str
     source: str
     in_episode: bool = False
+    p: float | None = None  # the item's probability of the rule's direction, when the model gave one
 
     def to_dict(self) -> list[Any]:
-        return [self.ts, self.rowid, int(self.hit), self.score, self.sentiment, self.title, self.url, self.source, int(self.in_episode)]
+        return [self.ts, self.rowid, int(self.hit), self.score, self.sentiment, self.title, self.url, self.source,
+                int(self.in_episode), self.p]
 
     @classmethod
     def from_dict(cls, d: list[Any]) -> "Obs":
-        return cls(float(d[0]), int(d[1]), bool(d[2]), float(d[3]), str(d[4]), str(d[5]), str(d[6]), str(d[7]), bool(d[8]))
+        p = d[9] if len(d) > 9 and d[9] is not None else None  # state saved before `evidence` existed has no p
+        return cls(float(d[0]), int(d[1]), bool(d[2]), float(d[3]), str(d[4]), str(d[5]), str(d[6]), str(d[7]), bool(d[8]),
+                   float(p) if p is not None else None)
+
+    def weight(self, evidence: str) -> float:
+        """How much this item counts towards a share rule's hits (see the module docstring)."""
+        if evidence == "probability" and self.p is not None:
+            return self.p
+        return 1.0 if self.hit else 0.0
 
     def evidence(self) -> dict[str, Any]:
         return {"item": self.rowid, "title": self.title, "url": self.url, "source": self.source, "published_at": self.ts,
@@ -121,7 +135,7 @@ class WindowStats:
     """``baseline`` is a share for share rules and items/hour for volume rules."""
 
     n: int
-    hits: int
+    hits: int  # items whose top label is the rule's direction (what the alert text shows)
     share: float
     baseline: float
     z: float
@@ -213,8 +227,10 @@ class SurgeDetector:
                     own = it.entity_sentiment.get(key) if kind == "entity" else None
                     label = str(own["label"]) if own else str(it.sentiment)
                     score = float(own["score"]) if own else float(it.sentiment_score or 0.0)
+                    prob = None if own or rule.signal == "volume" else it.probabilities.get(rule.direction)
                     obs = Obs(ts, int(it.rowid or 0), rule.signal == "volume" or label == rule.direction, score,
-                              label, it.item.title, it.item.url, it.item.source)
+                              label, it.item.title, it.item.url, it.item.source,
+                              p=min(max(float(prob), 0.0), 1.0) if prob is not None and math.isfinite(prob) else None)
                     t = max(ts, st.last_ts)
                     self._evict(st, rule, t)
                     if ts < t - rule.window_minutes * 60.0:
@@ -251,13 +267,14 @@ class SurgeDetector:
         if rule.signal == "volume":
             return self._volume_stats(rule, st, st.last_ts if now is None else now)
         n = len(st.window)
-        k = sum(1 for o in st.window if o.hit)
+        hits = sum(1 for o in st.window if o.hit)
+        k = sum(o.weight(rule.evidence) for o in st.window)
         p0 = (st.base_hits + rule.prior_share * rule.prior_weight) / (st.base_n + rule.prior_weight)
         p = min(max(p0, 0.01), 0.99)
         share = k / n if n else 0.0
         z = (k - n * p) / math.sqrt(n * p * (1 - p)) if n else 0.0
         hot = n >= rule.min_count and share >= rule.min_share and z >= rule.z_threshold
-        return WindowStats(n, k, share, p0, z, hot)
+        return WindowStats(n, hits, share, p0, z, hot)
 
     def baseline_rate(self, rule: Rule, st: SeriesState, now: float) -> float:
         """Items per hour the series usually gets (see the module docstring), from history before the window."""
@@ -304,7 +321,7 @@ class SurgeDetector:
             f = 0.5 ** ((o.ts - st.base_ts) / half)
             st.base_hits *= f
             st.base_n *= f
-        st.base_hits += 1.0 if o.hit else 0.0
+        st.base_hits += o.weight(rule.evidence)
         st.base_n += 1.0
         st.base_ts = o.ts if st.base_ts is None else max(st.base_ts, o.ts)
 
@@ -363,8 +380,9 @@ class SurgeDetector:
             pk = peak or SurgeDetector._peak(s)
             return (f"volume: {pk['n']} mentions in {_hours(rule.window_minutes)} vs {pk['rate']:.1f}/h baseline "
                     f"(x{pk['ratio']:.1f}, p={pk['p']:.1g})")
+        how = " by probability" if rule.evidence == "probability" else ""
         return (f"{rule.direction} share: {s.hits}/{s.n} items {rule.direction} "
-                f"({s.share:.0%} vs baseline {s.baseline:.0%}, z={s.z:.1f})")
+                f"({s.share:.0%}{how} vs baseline {s.baseline:.0%}, z={s.z:.1f})")
 
     @staticmethod
     def _alert(rule: Rule, kind: str, key: str, ep: dict[str, Any], s: WindowStats, state: str, now: float) -> dict[str, Any]:
