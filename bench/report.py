@@ -112,6 +112,35 @@ def rows() -> list[str]:
         else:
             out.append(f"| finance_alerts (replayed bursts) | surge detection | precision {_f(fa.get('precision'))}, "
                        f"recall {_f(fa.get('recall'))}, median {_f(fa.get('median_seconds_to_alert'), 0)} s to alert | |")
+    sd = _load("sentiment_domains")
+    if sd:
+        for name in ("phrasebank_only", "multi_source", "baseline_frozen_lr"):
+            r = sd.get(name)
+            if not isinstance(r, dict):
+                continue
+            seeds = r.get("seeds") or []
+            cells = []
+            for src in ("phrasebank", "semeval2017_headlines", "fiqa2018_posts"):
+                m = r.get(src) or {}
+                spread = f" ± {_f(m.get('macro_f1_std'))}" if len(seeds) > 1 else ""
+                cells.append(f"{_f(m.get('macro_f1'))}{spread}")
+            pb_acc = (r.get("phrasebank") or {}).get("accuracy")
+            label = name.replace("_", " ") + (f", {len(seeds)} seed{'s' if len(seeds) > 1 else ''}" if seeds else "")
+            out.append(f"| sentiment_domains (test macro-F1: PhraseBank / SemEval headlines / FiQA posts) | {label} | "
+                       f"{' / '.join(cells)}; PhraseBank acc {_f(pb_acc)} | |")
+    ner = _load("ner")
+    if ner:
+        out.append(f"| ner (CoNLL-2003 test) | full fine-tune, case feature {ner.get('case_feature', 'none')} | "
+                   f"entity F1 {_f(ner.get('test_f1'), 4)} (dev {_f(ner.get('dev_f1'), 4)}); torch-int8 "
+                   f"{_f((ner.get('int8') or {}).get('test_f1'), 4)} | BERT-base 0.924 |")
+    pii = _load("pii")
+    if pii:
+        c, b = pii.get("conll_test") or {}, pii.get("bitext_queries") or {}
+        removed = ", ".join(f"{t} {_f((c.get(t) or {}).get('removed_share'))}" for t in ("PER", "LOC"))
+        patterns = ", ".join(f"{t} {_f((c.get(t) or {}).get('patterns_only_share'))}" for t in ("PER", "LOC"))
+        out.append(f"| pii (CoNLL test entities removed; Bitext questions changed) | `redact_pii` with the NER pass | "
+                   f"removed {removed}; NER redacted {_f(b.get('ner_redacted_share'))} of Bitext questions | "
+                   f"patterns only: removed {patterns} |")
     fp = _load("finance_pipeline")
     if fp:
         out.append(f"| finance_pipeline (CPU) | end to end | {_f(fp.get('items_per_s'), 1)} items/s | classify only "
