@@ -23,7 +23,7 @@ Rows:
 The two fine-tuned rows run for every seed of ``--seeds``; each source's figures are the mean over
 seeds with the spread (``std``) and the per-seed values; ``artifact`` is the first seed's model.
 
-    python bench/sentiment_domains.py [--seeds 42,43,44] [--upsample 3] [--quick]
+    python bench/sentiment_domains.py [--seeds 42,43,44] [--upsample 3] [--max-length 64] [--resume] [--quick]
 
 Writes ``bench/results/sentiment_domains.json``:
 ``{"phrasebank_only": {"phrasebank": {"accuracy", "macro_f1", ...}, "semeval2017_headlines": {...},
@@ -46,8 +46,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ARTIFACTS, DATA, print_table, write_result
+from common import ARTIFACTS, DATA, RESULTS, print_table, write_result
 
+from finance_sentiment.training import MULTI_SOURCE_UPSAMPLE, SENTIMENT_MAX_LENGTH
 from verticore.errors import DataError
 
 SOURCES = {
@@ -91,8 +92,26 @@ def _finetune(train: tuple[list[str], list[str]], dev: tuple[list[str], list[str
     cfg = ClassifierTrainingConfig(epochs=args.epochs, batch_size=32, learning_rate=args.lr, max_length=args.max_length,
                                    eval_every=args.eval_every, patience=args.patience, seed=seed,
                                    head_init="linear_probe", max_steps=4 if args.quick else None)
+    if args.resume and _trained_with(out, cfg, len(train[0]), len(dev[0])):
+        print(f"reusing {out} (same recipe, seed and data size)")
+        return TextClassifier(str(out)), None
     result = train_classifier(*train, *dev, out, cfg)
     return TextClassifier(str(result.artifact_dir)), result
+
+
+def _trained_with(out: Path, cfg: Any, n_train: int, n_dev: int) -> bool:
+    """True when ``out`` holds a finished artifact of this recipe (training config but the device) on
+    data of this size: what ``--resume`` reuses instead of training again."""
+    import json
+
+    try:
+        done = json.loads((out / "training_config.json").read_text(encoding="utf-8"))
+        meta = json.loads((out / "verticore.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    want = {k: v for k, v in cfg.to_dict().items() if k != "device"}
+    return ({k: done.get(k) for k in want} == want and meta.get("n_train") == n_train and meta.get("n_dev") == n_dev
+            and (out / "model.safetensors").is_file())
 
 
 def _summary(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
@@ -177,14 +196,17 @@ def _target_aware(data: dict[str, Any], text_model_dir: str, seed: int, args: ar
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="42,43,44", help="comma list of seeds for the two fine-tuned rows")
-    ap.add_argument("--upsample", type=int, default=3, help="times the extra sources' training rows are repeated")
+    ap.add_argument("--upsample", type=int, default=MULTI_SOURCE_UPSAMPLE,
+                    help="times the extra sources' training rows are repeated")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--max-length", type=int, default=96, help="tokens (posts run longer than headlines)")
+    ap.add_argument("--max-length", type=int, default=SENTIMENT_MAX_LENGTH, help="tokens per text")
     ap.add_argument("--eval-every", type=int, default=60)
     ap.add_argument("--patience", type=int, default=4)
     ap.add_argument("--no-target-aware", action="store_true", help="skip the entity-level (target-aware) model")
     ap.add_argument("--quick", action="store_true", help="smoke run: 60 rows per split, 4 steps, one seed")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse fine-tuned rows' artifacts already trained with this recipe and seed (an interrupted run)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     limit = 60 if args.quick else None
@@ -217,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     rows["baseline_frozen_lr"] = _frozen_lr(union("train", args.upsample), union("dev"), tests)
     if not args.no_target_aware:
         rows["target_aware"] = _target_aware(data, rows["multi_source"]["artifact"], seeds[0], args, limit)
+    elif not args.quick:  # keep the last measured target-aware block (it says its own recipe) rather than drop it
+        from verticore.io import read_json
+
+        prev = RESULTS / "sentiment_domains.json"
+        if prev.exists() and "target_aware" in (old := read_json(prev)):
+            rows["target_aware"] = {**old["target_aware"], "carried_over_from_config": old.get("config")}
     result = {**rows, "seconds": round(time.perf_counter() - t0, 1),
               "config": {"upsample": args.upsample, "epochs": args.epochs, "learning_rate": args.lr,
                          "max_length": args.max_length, "head_init": "linear_probe", "quick": args.quick,
