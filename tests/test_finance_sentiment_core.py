@@ -456,3 +456,16 @@ def test_probability_evidence_counts_half_read_negatives():
     assert [Obs.from_dict(o).weight("probability") for o in old_state] == [1.0, 0.0, 1.0, 0.0, 1.0]
     with pytest.raises(Exception, match="evidence"):
         Rule("bad", evidence="vibes")
+
+
+def test_a_burst_lifts_a_quiet_companys_baseline_only_a_little():
+    """After one 6-item burst on a quiet company, a second 5-of-5 burst a day later still alerts
+    (at full weight the first burst lifted the baseline to 33% and the second scored z 2.9)."""
+    det = SurgeDetector([RULE])
+    assert [e.kind for e in det.observe([_scored(100 + j, T0 + j * 360, "negative", entities=("QQQ",))
+                                         for j in range(6)])].count("opened") == 1
+    t = T0 + 20 * 3600
+    second = [_scored(200 + j, t + j * 300, "negative", entities=("QQQ",)) for j in range(5)]
+    assert [e.kind for e in det.observe(second)].count("opened") == 1
+    st = det.states["neg|entity|QQQ"]
+    assert det.stats(RULE, st).baseline < 0.25
