@@ -9,8 +9,15 @@ from typing import Any, ClassVar, Sequence
 
 from ..artifact import ArtifactMeta, LabelSpace, write_meta
 from ..errors import DataError
-from ..inference.token_classifier import (CASE_FEATURES, TokenClassifier, WordTagger, _check_word_rows, case_type_ids,
-                                          entity_f1, parse_tag)
+from ..inference.token_classifier import (
+    CASE_FEATURES,
+    TokenClassifier,
+    WordTagger,
+    _check_word_rows,
+    case_type_ids,
+    entity_f1,
+    parse_tag,
+)
 from ..io import atomic_write_json, atomic_write_text, fingerprint_texts
 from .card import model_card
 from .common import StagedDir, TrainResult, autocast_context
