@@ -16,10 +16,10 @@ for _p in (ROOT / "shared", ROOT / "apps"):
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from verticore.settings import get_settings  # noqa: E402
+from verticore.paths import data_dir  # noqa: E402
 
 #: Third-party datasets with fixed splits (never copied into the repo).
-DATA = get_settings().data or ROOT.parent / "shared" / "data"
+DATA = data_dir()
 RESULTS = ROOT / "bench" / "results"
 #: Bench-trained artifacts (gitignored).
 ARTIFACTS = RESULTS / "artifacts"

@@ -136,3 +136,12 @@ def test_train_defaults_to_the_multi_source_recipe(tmp_path, monkeypatch):
     # PhraseBank rows once, each of the two small sources repeated MULTI_SOURCE_UPSAMPLE times
     assert len(seen["train"]) == 6 + 2 * MULTI_SOURCE_UPSAMPLE * 4 and seen["cfg"].max_length == 64
     assert len(seen["dev"]) == 3 + 3 + 3
+
+
+def test_data_dir_is_verticore_data_else_beside_the_checkout(tmp_path, monkeypatch):
+    from verticore.paths import data_dir, repo_root
+
+    monkeypatch.delenv("VERTICORE_DATA", raising=False)
+    assert data_dir() == repo_root().parent / "shared" / "data"
+    monkeypatch.setenv("VERTICORE_DATA", str(tmp_path))
+    assert data_dir() == tmp_path

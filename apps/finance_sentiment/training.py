@@ -25,14 +25,12 @@ SAMPLE_SENTIMENT_SOURCES = tuple(SAMPLES / "sentiment_sources" / name for name i
 
 
 def multi_source_folders(data_root: str | Path | None = None) -> list[Path]:
-    """The split folders of the default multi-source recipe under ``data_root`` (default: the
-    ``VERTICORE_DATA`` setting, else ``shared/data`` beside the checkout). A missing folder is a
+    """The split folders of the default multi-source recipe under ``data_root`` (default:
+    :func:`verticore.paths.data_dir`). A missing folder is a
     :class:`DataError` saying how to point at the data."""
-    from verticore.settings import get_settings
+    from verticore.paths import data_dir
 
-    root = Path(data_root) if data_root is not None else get_settings().data
-    if root is None:
-        root = Path(__file__).resolve().parents[3] / "shared" / "data"
+    root = Path(data_root) if data_root is not None else data_dir()
     folders = [Path(root) / rel for rel in MULTI_SOURCE_FOLDERS]
     missing = [f for f in folders if not (f / "train.csv").is_file()]
     if missing:

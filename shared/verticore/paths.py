@@ -47,6 +47,18 @@ def home() -> Path:
     return (root / ".verticore") if root is not None else Path.home() / ".verticore"
 
 
+def data_dir() -> Path:
+    """The shared third-party datasets with fixed splits (read by benches and default recipes):
+    ``$VERTICORE_DATA``, else ``shared/data`` beside the source checkout, else ``~/shared/data``."""
+    from .settings import get_settings
+
+    configured = get_settings().data
+    if configured is not None:
+        return configured
+    root = repo_root()
+    return (root.parent if root is not None else Path.home()) / "shared" / "data"
+
+
 def app_home(app_name: str, base: Path | None = None) -> Path:
     """The folder an app keeps its state in: ``home() / app_name`` (or ``base / app_name``)."""
     if not app_name or Path(app_name).name != app_name or app_name in {".", ".."}:
@@ -54,4 +66,4 @@ def app_home(app_name: str, base: Path | None = None) -> Path:
     return (base if base is not None else home()) / app_name
 
 
-__all__ = ["HOME_ENV", "app_home", "home", "repo_root"]
+__all__ = ["HOME_ENV", "app_home", "data_dir", "home", "repo_root"]
