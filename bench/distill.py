@@ -66,6 +66,19 @@ def perturbed_variants(texts: list[str], n: int, drop: float = 0.15, seed: int =
     return out
 
 
+def student_start(init_dir: Path, train_labels) -> tuple[str, str]:
+    """(base, pooling) of a student that starts from the fine-tuned classifier ``init_dir``, head
+    included: the trainer keeps a base's head only when its labels are the training labels in the
+    trainer's (sorted) order, and re-initialises it otherwise, so anything else is refused here."""
+    import json
+
+    meta = json.loads((init_dir / "verticore.json").read_text(encoding="utf-8"))
+    labels = json.loads((init_dir / "labels.json").read_text(encoding="utf-8"))["labels"]
+    if labels != sorted(set(train_labels)):
+        raise SystemExit(f"{init_dir}: its labels are not the training labels (sorted); cannot start the student from it")
+    return str(init_dir), meta.get("pooling", "auto")
+
+
 def save(name: str, result: dict, elsewhere: Path | None) -> Path:
     """bench/results/<name>.json, or ``elsewhere/<name>.json`` (quick runs stay out of the results)."""
     if elsewhere is None:
@@ -86,6 +99,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1.5e-4, help="learning rate (teacher members and student)")
     ap.add_argument("--student-epochs", type=int, default=10, help="epochs of the student (early-stopped on dev)")
     ap.add_argument("--student-head-init", default="random", choices=["auto", "random", "linear_probe"])
+    ap.add_argument("--student-init", default=None,
+                    help="start the student from this fine-tuned classifier (e.g. a teacher member: same size and labels) "
+                         "instead of the default model with a fresh head")
     ap.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T")
     ap.add_argument("--alpha", type=float, default=0.3, help="weight of the gold-label cross-entropy")
     ap.add_argument("--unlabeled-train", action="store_true", help="add the training texts again as unlabeled rows")
@@ -129,6 +145,8 @@ def main(argv=None) -> int:
     cfg = banking77.base_config(args.student_epochs, args.lr, max_steps, seed=args.seed,
                                 head_init=args.student_head_init)
     cfg.device = args.device
+    if args.student_init:
+        cfg.base, cfg.pooling = student_start(Path(args.student_init), train[1])
     unlabeled = (list(train[0]) if args.unlabeled_train else []) + perturbed_variants(train[0], args.augment, seed=args.seed)
     t0 = time.time()
     res = distill_classifier(teacher, train[0], train[1], dev[0], dev[1], work / "student", cfg,
@@ -137,7 +155,8 @@ def main(argv=None) -> int:
     student = load_classifier(res.artifact_dir, device=args.device, max_length=64)
     result["student"] = {**timed_accuracy(student, test[0], test[1]), "path": str(res.artifact_dir),
                          "temperature": args.temperature, "alpha": args.alpha, "epochs": args.student_epochs,
-                         "learning_rate": args.lr, "head_init": args.student_head_init,
+                         "learning_rate": args.lr,
+                         "head_init": f"from {args.student_init}" if args.student_init else args.student_head_init,
                          "unlabeled": {"train_texts": args.unlabeled_train, "augment_copies": args.augment,
                                        "n": len(unlabeled)},
                          "best_step": res.metrics.get("best_step"), "distillation": res.metrics["distillation"],

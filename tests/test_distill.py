@@ -144,3 +144,26 @@ def test_cli_distils_an_artifact_teacher(tmp_path, tiny_classifier, tiny_sentime
 
     bad = CliRunner().invoke(app, [*args[:2], str(tmp_path), *args[3:]])  # not an artifact
     assert bad.exit_code != 0
+
+
+def test_base_classifier_head_is_kept_only_for_the_same_labels(tiny_classifier):
+    """A fine-tuned classifier as ``base``: same labels in the same order -> its head is a warm start
+    (what ``bench/distill.py --student-init`` relies on); other labels of the same count -> the head is
+    re-initialised, not silently reused with rows that mean other classes."""
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    from verticore.artifact import read_labels
+    from verticore.finetune.loop import load_with_new_head
+
+    art = tiny_classifier.artifact_dir
+    saved = load_file(str(art / "model.safetensors"))
+    key = next(k for k in saved if k.startswith("classifier") and k.endswith("weight"))
+    labels = read_labels(art).labels
+    cfg = ClassifierTrainingConfig(base=str(art), device="cpu")
+    same, *_ = load_with_new_head(AutoModelForSequenceClassification, cfg, labels)
+    assert np.allclose(same.state_dict()[key].numpy(), saved[key])
+    other, *_ = load_with_new_head(AutoModelForSequenceClassification, cfg, list(reversed(labels)))
+    assert not np.allclose(other.state_dict()[key].numpy(), saved[key])
+    encoder_key = next(k for k in saved if k.startswith("bert.encoder"))
+    assert np.allclose(other.state_dict()[encoder_key].numpy(), saved[encoder_key])  # the encoder is still reused

@@ -40,12 +40,49 @@ def load_with_new_head(model_cls, cfg, labels: Sequence[str], **kwargs):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     try:
-        model = model_cls.from_pretrained(str(resolved.path), num_labels=len(labels), id2label=dict(enumerate(labels)),
-                                          label2id={l: i for i, l in enumerate(labels)}, ignore_mismatched_sizes=True,
-                                          **kwargs)
+        model, info = model_cls.from_pretrained(str(resolved.path), num_labels=len(labels),
+                                                id2label=dict(enumerate(labels)),
+                                                label2id={l: i for i, l in enumerate(labels)},
+                                                ignore_mismatched_sizes=True, output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
+    _check_loaded_head(model_cls, model, info, resolved.path, labels)
     return model, tokenizer, resolved, device
+
+
+def _check_loaded_head(model_cls, model, info: dict[str, Any], base_path: Path, labels: Sequence[str]) -> None:
+    """Starting from a fine-tuned classifier (``base`` = an artifact or a labelled checkpoint) with
+    as many labels as this task, transformers loads its head, because the shapes match. That is a
+    warm start when the labels are the same, in the same order (e.g. a student starting from a
+    teacher member, a retrain from production); with other labels or another order the rows would
+    mean other classes, so the head is re-initialised instead."""
+    import logging
+
+    import torch
+
+    from ..artifact import read_labels
+
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    skipped = set(info.get("missing_keys", ())) | {k[0] if isinstance(k, tuple) else k
+                                                    for k in info.get("mismatched_keys", ())}
+    head = [k for k in model.state_dict() if not k.startswith(prefix)]
+    if not head or all(k in skipped for k in head):
+        return  # a fresh head: the usual case
+    try:
+        space = read_labels(Path(base_path))
+    except Exception:  # an unreadable label file: treat the head as foreign
+        space = None
+    log = logging.getLogger(__name__)
+    if space is not None and list(space.labels) == list(labels):
+        log.info("warm start: kept the classification head of %s (same labels)", base_path)
+        return
+    fresh = model_cls.from_config(model.config).state_dict()
+    state = model.state_dict()
+    with torch.no_grad():
+        for k in head:
+            if k not in skipped and k in fresh:
+                state[k].copy_(fresh[k])
+    log.info("%s has a head for other labels: re-initialised it", base_path)
 
 
 def save_model_files(method, model, tokenizer, out: Path, space) -> Any:
