@@ -154,6 +154,7 @@ def test_base_classifier_head_is_kept_only_for_the_same_labels(tiny_classifier):
     from transformers import AutoModelForSequenceClassification
 
     from verticore.artifact import read_labels
+    from verticore.finetune.classifier import resolve_head_init
     from verticore.finetune.loop import load_with_new_head
 
     art = tiny_classifier.artifact_dir
@@ -163,7 +164,9 @@ def test_base_classifier_head_is_kept_only_for_the_same_labels(tiny_classifier):
     cfg = ClassifierTrainingConfig(base=str(art), device="cpu")
     same, *_ = load_with_new_head(AutoModelForSequenceClassification, cfg, labels)
     assert np.allclose(same.state_dict()[key].numpy(), saved[key])
+    assert resolve_head_init(same, "auto", "mean") == "warm_start"  # "auto" does not fit a new head over it
     other, *_ = load_with_new_head(AutoModelForSequenceClassification, cfg, list(reversed(labels)))
     assert not np.allclose(other.state_dict()[key].numpy(), saved[key])
     encoder_key = next(k for k in saved if k.startswith("bert.encoder"))
     assert np.allclose(other.state_dict()[encoder_key].numpy(), saved[encoder_key])  # the encoder is still reused
+    assert resolve_head_init(other, "auto", "mean") == "linear_probe"

@@ -174,7 +174,9 @@ def distill(
     temperature: float = typer.Option(2.0, min=0.01, help="softening temperature T of teacher and student"),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0,
                                 help="weight of the hard-label cross-entropy; 1 - alpha weighs T^2 * KL to the teacher"),
-    base: str = typer.Option("default", help="student model: default | model directory | hub id"),
+    base: str = typer.Option("default", help="student model: default | model directory | hub id (a fine-tuned "
+                                              "classifier with the same labels, e.g. a teacher member, starts "
+                                              "with its head)"),
     epochs: int = typer.Option(3, help="passes over the training data"),
     batch_size: int = typer.Option(32, help="training examples per optimiser step"),
     lr: float = typer.Option(5e-5, "--lr", help="learning rate"),

@@ -129,13 +129,17 @@ def resolve_pooling(model, model_path: Path, pooling: str) -> str:
 
 
 def resolve_head_init(model, head_init: str, pooling: str) -> str:
-    """``auto`` -> ``linear_probe`` when the head is one Linear layer reading usable features, else ``random``."""
+    """``auto`` -> ``warm_start`` when the base is a fine-tuned classifier with the same labels (its head
+    is kept, see :func:`~verticore.finetune.loop.load_with_new_head`), else ``linear_probe`` when the
+    head is one Linear layer reading usable features, else ``random``."""
     import torch
 
     if head_init not in HEAD_INITS:
         raise DataError(f"head_init must be 'auto', 'random' or 'linear_probe', got {head_init!r}")
     if head_init != "auto":
         return head_init
+    if getattr(model, "verticore_warm_head", False):  # a fine-tuned base with these very labels
+        return "warm_start"
     one_linear = isinstance(getattr(model, "classifier", None), torch.nn.Linear)
     return "linear_probe" if one_linear and (pooling == "mean" or _has_pooler(model)) else "random"
 

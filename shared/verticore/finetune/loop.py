@@ -46,16 +46,17 @@ def load_with_new_head(model_cls, cfg, labels: Sequence[str], **kwargs):
                                                 ignore_mismatched_sizes=True, output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
-    _check_loaded_head(model_cls, model, info, resolved.path, labels)
+    # read by resolve_head_init: "auto" keeps a warm-started head instead of fitting a new one
+    model.verticore_warm_head = _check_loaded_head(model_cls, model, info, resolved.path, labels)
     return model, tokenizer, resolved, device
 
 
-def _check_loaded_head(model_cls, model, info: dict[str, Any], base_path: Path, labels: Sequence[str]) -> None:
+def _check_loaded_head(model_cls, model, info: dict[str, Any], base_path: Path, labels: Sequence[str]) -> bool:
     """Starting from a fine-tuned classifier (``base`` = an artifact or a labelled checkpoint) with
     as many labels as this task, transformers loads its head, because the shapes match. That is a
     warm start when the labels are the same, in the same order (e.g. a student starting from a
     teacher member, a retrain from production); with other labels or another order the rows would
-    mean other classes, so the head is re-initialised instead."""
+    mean other classes, so the head is re-initialised instead. True when a head was kept."""
     import logging
 
     import torch
@@ -67,7 +68,7 @@ def _check_loaded_head(model_cls, model, info: dict[str, Any], base_path: Path, 
                                                     for k in info.get("mismatched_keys", ())}
     head = [k for k in model.state_dict() if not k.startswith(prefix)]
     if not head or all(k in skipped for k in head):
-        return  # a fresh head: the usual case
+        return False  # a fresh head: the usual case
     try:
         space = read_labels(Path(base_path))
     except Exception:  # an unreadable label file: treat the head as foreign
@@ -75,7 +76,7 @@ def _check_loaded_head(model_cls, model, info: dict[str, Any], base_path: Path, 
     log = logging.getLogger(__name__)
     if space is not None and list(space.labels) == list(labels):
         log.info("warm start: kept the classification head of %s (same labels)", base_path)
-        return
+        return True
     fresh = model_cls.from_config(model.config).state_dict()
     state = model.state_dict()
     with torch.no_grad():
@@ -83,6 +84,7 @@ def _check_loaded_head(model_cls, model, info: dict[str, Any], base_path: Path, 
             if k not in skipped and k in fresh:
                 state[k].copy_(fresh[k])
     log.info("%s has a head for other labels: re-initialised it", base_path)
+    return False
 
 
 def save_model_files(method, model, tokenizer, out: Path, space) -> Any:
