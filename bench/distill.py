@@ -2,9 +2,11 @@
 
 Teacher: the ensemble of bench/banking77.py (its recipe, reused from there: random-head and LP-FT
 fine-tunes of the default model, a frozen-embedding probe, a TF-IDF n-gram probe), trained on the
-training split, or an existing ensemble/classifier artifact given with --teacher DIR. Student: the
-default model with a fresh head, distilled with verticore.finetune.distill.distill_classifier on the
-training rows (alpha * CE on the gold label + (1 - alpha) * T^2 * KL to the teacher), plus, as
+training split, or an existing ensemble/classifier artifact given with --teacher DIR. Student: by
+default it starts from the teacher's best fine-tuned member (by dev accuracy; the same size as the
+default model, head included: a warm start, 4 epochs at lr 5e-5), with --student-init scratch from
+the default model with a fresh head (10 epochs at --lr); distilled with
+verticore.finetune.distill.distill_classifier on the training rows (alpha * CE on the gold label + (1 - alpha) * T^2 * KL to the teacher), plus, as
 unlabeled rows (pure KL): with --unlabeled-train the training texts once more, with --augment N
 N perturbed copies of each training text (word dropout / neighbour swap). The single fine-tune is the
 ensemble's random-head member (the same recipe as bench/banking77.py's single model).
@@ -15,7 +17,8 @@ Writes bench/results/distill.json:
   {"teacher": {"test_accuracy", "ms_per_text"}, "student": {"test_accuracy", "ms_per_text"},
    "single_finetune": {"test_accuracy"}, ...details}
 
-Usage: python bench/distill.py [--quick] [--teacher DIR] [--work DIR] [--epochs N] [--temperature T] [--alpha A]
+Usage: python bench/distill.py [--quick] [--teacher DIR] [--work DIR] [--student-init best-member|scratch|DIR]
+       [--student-epochs N] [--student-lr LR] [--temperature T] [--alpha A]
 """
 from __future__ import annotations
 
@@ -66,6 +69,22 @@ def perturbed_variants(texts: list[str], n: int, drop: float = 0.15, seed: int =
     return out
 
 
+def best_member(teacher_dir: Path) -> Path | None:
+    """The teacher ensemble's fine-tuned member (a transformer classifier, not a probe) with the best
+    dev accuracy in its metrics.json; None for a teacher that is not an ensemble of such members."""
+    import json
+
+    best: tuple[float, Path] | None = None
+    for member in sorted(Path(teacher_dir).glob("member*")):
+        try:
+            acc = float(json.loads((member / "metrics.json").read_text(encoding="utf-8"))["dev"]["accuracy"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if (member / "model.safetensors").is_file() and (best is None or acc > best[0]):
+            best = (acc, member)
+    return best[1] if best else None
+
+
 def student_start(init_dir: Path, train_labels) -> tuple[str, str]:
     """(base, pooling) of a student that starts from the fine-tuned classifier ``init_dir``, head
     included: the trainer keeps a base's head only when its labels are the training labels in the
@@ -97,11 +116,15 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=6, help="epochs of the teacher's random-head member")
     ap.add_argument("--lpft-epochs", type=int, default=8, help="epochs of the teacher's LP-FT member")
     ap.add_argument("--lr", type=float, default=1.5e-4, help="learning rate (teacher members and student)")
-    ap.add_argument("--student-epochs", type=int, default=10, help="epochs of the student (early-stopped on dev)")
+    ap.add_argument("--student-epochs", type=int, default=None,
+                    help="epochs of the student, early-stopped on dev (default: 4 from a teacher member, 10 from scratch)")
+    ap.add_argument("--student-lr", type=float, default=None,
+                    help="student learning rate (default: 5e-5 from a teacher member, --lr from scratch)")
     ap.add_argument("--student-head-init", default="random", choices=["auto", "random", "linear_probe"])
-    ap.add_argument("--student-init", default=None,
-                    help="start the student from this fine-tuned classifier (e.g. a teacher member: same size and labels) "
-                         "instead of the default model with a fresh head")
+    ap.add_argument("--student-init", default="best-member",
+                    help="where the student starts: best-member (the teacher's fine-tuned member with the best dev "
+                         "accuracy, head included), scratch (the default model with a fresh head), or a classifier "
+                         "directory of the default size with the same labels")
     ap.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T")
     ap.add_argument("--alpha", type=float, default=0.3, help="weight of the gold-label cross-entropy")
     ap.add_argument("--unlabeled-train", action="store_true", help="add the training texts again as unlabeled rows")
@@ -142,11 +165,14 @@ def main(argv=None) -> int:
         result["single_finetune"] = {**timed_accuracy(single, test[0], test[1]), "model": "ensemble member0"}
     save(name, result, work if args.quick else None)
 
-    cfg = banking77.base_config(args.student_epochs, args.lr, max_steps, seed=args.seed,
-                                head_init=args.student_head_init)
+    init = best_member(teacher_dir) if args.student_init == "best-member" else \
+        None if args.student_init == "scratch" else Path(args.student_init)
+    epochs = args.student_epochs or (4 if init else 10)
+    lr = args.student_lr or (5e-5 if init else args.lr)
+    cfg = banking77.base_config(epochs, lr, max_steps, seed=args.seed, head_init=args.student_head_init)
     cfg.device = args.device
-    if args.student_init:
-        cfg.base, cfg.pooling = student_start(Path(args.student_init), train[1])
+    if init is not None:
+        cfg.base, cfg.pooling = student_start(init, train[1])
     unlabeled = (list(train[0]) if args.unlabeled_train else []) + perturbed_variants(train[0], args.augment, seed=args.seed)
     t0 = time.time()
     res = distill_classifier(teacher, train[0], train[1], dev[0], dev[1], work / "student", cfg,
@@ -154,9 +180,9 @@ def main(argv=None) -> int:
                              temperature=args.temperature, alpha=args.alpha, teacher_name=str(teacher_dir))
     student = load_classifier(res.artifact_dir, device=args.device, max_length=64)
     result["student"] = {**timed_accuracy(student, test[0], test[1]), "path": str(res.artifact_dir),
-                         "temperature": args.temperature, "alpha": args.alpha, "epochs": args.student_epochs,
-                         "learning_rate": args.lr,
-                         "head_init": f"from {args.student_init}" if args.student_init else args.student_head_init,
+                         "temperature": args.temperature, "alpha": args.alpha, "epochs": epochs,
+                         "learning_rate": lr, "init": str(init) if init else "scratch",
+                         "head_init": "warm_start" if init else args.student_head_init,
                          "unlabeled": {"train_texts": args.unlabeled_train, "augment_copies": args.augment,
                                        "n": len(unlabeled)},
                          "best_step": res.metrics.get("best_step"), "distillation": res.metrics["distillation"],
