@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -204,8 +205,24 @@ def test_console_script_data_error_is_one_line_exit_3(tmp_path):
     assert p.returncode == EXIT_DATA and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1
 
 
+_READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(platform.machine())
+
+
+def _in_stdin_read(pid: int) -> bool | None:
+    """Whether the main thread sits in read(0, ...) (``/proc/PID/syscall``); None where that can't be seen."""
+    if _READ_SYSCALL is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return None
+    return len(fields) > 1 and fields[0] == _READ_SYSCALL and int(fields[1], 16) == 0
+
+
 def _blocked_on_read(pid: int, settle_s: float = 0.6) -> bool:
-    """True once the process has slept (state S) for ``settle_s`` in a row: it waits on stdin."""
+    """True once the process has slept (state S) for ``settle_s`` in a row inside a read of stdin
+    (a slow start can also sleep that long, e.g. on a loaded machine, and a signal then would
+    not reach the read)."""
     stat = Path(f"/proc/{pid}/stat")
     since = None
     for _ in range(1200):
@@ -213,7 +230,7 @@ def _blocked_on_read(pid: int, settle_s: float = 0.6) -> bool:
             state = stat.read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             return False
-        if state == "S":
+        if state == "S" and _in_stdin_read(pid) is not False:
             since = since or time.monotonic()
             if time.monotonic() - since >= settle_s:
                 return True
