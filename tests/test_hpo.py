@@ -65,6 +65,43 @@ def test_initial_params_are_tried_first(tmp_path, tiny_sentiment):
     assert res.trials[0]["params"] == start and res.best_params == start
 
 
+def test_interrupted_search_resumes_from_its_recorded_trials(tmp_path, tiny_sentiment, monkeypatch):
+    """A search killed mid-way (here: Ctrl-C in its second trial) keeps trials.json and the incumbent's
+    folder; ``resume=True`` tells the recorded trials to a new study and trains only the rest."""
+    from verticore.errors import VerticoreError
+    from verticore.finetune import search as search_mod
+    from verticore.finetune.search import SearchSpace, search_classifier
+
+    train, dev, _ = _splits(tiny_sentiment)
+    space = SearchSpace(learning_rate=(1e-6, 3e-4), **SMALL_SPACE)
+    real_run, calls = search_mod._run_trial, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "_run_trial", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search_classifier(train, dev, tmp_path / "s", n_trials=3, space=space, base_config=_base(), seed=0,
+                          show_progress=False)
+    recorded = json.loads((tmp_path / "s" / "trials.json").read_text())["trials"]
+    assert len(recorded) == 1 and recorded[0]["state"] == "complete"
+    trained: list[int] = []
+    monkeypatch.setattr(search_mod, "_run_trial", lambda *a, **k: trained.append(1) or real_run(*a, **k))
+    res = search_classifier(train, dev, tmp_path / "s", n_trials=3, space=space, base_config=_base(), seed=0,
+                            show_progress=False, resume=True)
+    assert len(trained) == 2  # only the rest of the budget
+    assert res.trials[0]["params"] == recorded[0]["params"]
+    assert res.trials[0]["dev_macro_f1"] == recorded[0]["dev_macro_f1"]
+    assert [t["number"] for t in res.trials] == [0, 1, 2]
+    _check_search_dir(tmp_path / "s", res, 3)
+    # a finished search is not resumed into again
+    with pytest.raises(VerticoreError, match="already finished"):
+        search_classifier(train, dev, tmp_path / "s", n_trials=3, space=space, base_config=_base(), resume=True)
+
+
 def test_space_covers_the_issue_hyperparameters_and_lora_rank():
     import optuna
 

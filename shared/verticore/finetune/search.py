@@ -141,6 +141,7 @@ def search_classifier(
     show_progress: bool = True,
     max_concurrent: int = 2,
     initial_params: Sequence[dict[str, Any]] = (),
+    resume: bool = False,
 ) -> SearchResult:
     """Search hyperparameters of :func:`train_classifier`, selecting on dev macro-F1.
 
@@ -156,6 +157,11 @@ def search_classifier(
         max_concurrent: Ray trials running at once.
         initial_params: points tried first, before the sampler's (e.g. the default recipe, so the search
             cannot end below it on dev); each counts against ``n_trials``.
+        resume: continue an interrupted search in ``out_dir`` (optuna backend): the trials recorded in
+            its ``trials.json`` (rewritten after every trial) are told to a fresh study and count
+            against ``n_trials``, their best kept artifact stays the incumbent, and only the rest of
+            the budget is trained. The sampler then continues from those trials, so the new points
+            differ from what an uninterrupted run would have proposed.
     """
     if backend not in BACKENDS:
         raise VerticoreError(f"unknown search backend {backend!r}; choose one of {list(BACKENDS)}")
@@ -166,10 +172,13 @@ def search_classifier(
     out = Path(out_dir)
     (out / "trials").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    if resume and backend != "optuna":
+        raise VerticoreError("resume needs the optuna backend (Ray Tune keeps its own experiment state)")
     if backend == "ray":
         trials = _search_ray(train, dev, out, n_trials, space, base, seed, max_concurrent, list(initial_params))
     else:
-        trials = _search_optuna(train, dev, out, n_trials, space, base, seed, show_progress, list(initial_params))
+        trials = _search_optuna(train, dev, out, n_trials, space, base, seed, show_progress, list(initial_params),
+                                resume)
     done = [t for t in trials if t.get("state") == "complete"]
     if not done:
         raise VerticoreError(f"no trial of the search completed; see {out / 'trials.json'}")
@@ -194,7 +203,7 @@ def search_classifier(
 
 def _search_optuna(train: Split, dev: Split, out: Path, n_trials: int, space: SearchSpace,
                    base: ClassifierTrainingConfig, seed: int, show_progress: bool,
-                   initial_params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                   initial_params: list[dict[str, Any]], resume: bool = False) -> list[dict[str, Any]]:
     try:
         import optuna
     except ImportError:
@@ -203,12 +212,13 @@ def _search_optuna(train: Split, dev: Split, out: Path, n_trials: int, space: Se
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    trials, incumbent = _recorded_trials(study, out, space, base.method) if resume else ([], None)
     for params in initial_params:
-        study.enqueue_trial(params)
-    trials: list[dict[str, Any]] = []
-    incumbent: dict[str, Any] | None = None
-    bar = tqdm(total=n_trials, desc="search (optuna)", unit="trial", disable=not show_progress)
-    for _ in range(n_trials):
+        if all(t["params"] != params for t in trials):
+            study.enqueue_trial(params)
+    bar = tqdm(total=n_trials, initial=min(len(trials), n_trials), desc="search (optuna)", unit="trial",
+               disable=not show_progress)
+    for _ in range(n_trials - len(trials)):
         trial = study.ask()
         params = space.suggest(trial, base.method)
         row: dict[str, Any] = {"number": trial.number, "params": params}
@@ -235,6 +245,43 @@ def _search_optuna(train: Split, dev: Split, out: Path, n_trials: int, space: Se
             bar.set_postfix({"best dev F1": f"{incumbent[METRIC]:.4f}"})
     bar.close()
     return trials
+
+
+def _recorded_trials(study: Any, out: Path, space: SearchSpace,
+                     method: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The rows of an interrupted search's ``trials.json``, told to ``study``, and the incumbent (the
+    best complete row, whose artifact folder the search kept)."""
+    import optuna
+
+    from ..io import read_json
+
+    path = out / "trials.json"
+    if not path.exists():
+        return [], None  # nothing recorded yet: a fresh start
+    data = read_json(path, "search trials file")
+    if "best" in data:
+        raise VerticoreError(f"the search in {out} already finished (its trials.json names the best trial); "
+                             f"use another folder for a new search")
+    rows = [dict(r) for r in data.get("trials", [])]
+    probe = optuna.create_study().ask()  # the space's distributions, exactly as suggest() draws them
+    space.suggest(probe, method)
+    dists = probe.distributions
+    for row in rows:
+        if set(row.get("params", {})) != set(dists):
+            raise VerticoreError(f"{path}: trial {row.get('number')} searched other hyperparameters "
+                                 f"({sorted(row.get('params', {}))}); resume with the same space and method")
+        if row.get("state") == "complete":
+            study.add_trial(optuna.trial.create_trial(params=row["params"], distributions=dists, value=row[METRIC]))
+        else:
+            study.add_trial(optuna.trial.create_trial(params=row["params"], distributions=dists,
+                                                      state=optuna.trial.TrialState.FAIL))
+    done = [r for r in rows if r.get("state") == "complete"]
+    incumbent = max(done, key=lambda r: r[METRIC]) if done else None
+    if incumbent is not None and not Path(incumbent.get("artifact", "")).is_dir():
+        raise VerticoreError(f"{path}: the best recorded trial's artifact {incumbent.get('artifact')} is missing; "
+                             f"cannot resume this search")
+    log.info("resuming the search in %s after %d recorded trials", out, len(rows))
+    return rows, incumbent
 
 
 def _ray_trainable(config: dict[str, Any], train: Split, dev: Split, base: ClassifierTrainingConfig,
