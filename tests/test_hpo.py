@@ -97,6 +97,10 @@ def test_interrupted_search_resumes_from_its_recorded_trials(tmp_path, tiny_sent
     assert res.trials[0]["dev_macro_f1"] == recorded[0]["dev_macro_f1"]
     assert [t["number"] for t in res.trials] == [0, 1, 2]
     _check_search_dir(tmp_path / "s", res, 3)
+    # the same seed replays the recorded point: the resumed search proposes what an uninterrupted one does
+    whole = search_classifier(train, dev, tmp_path / "w", n_trials=3, space=space, base_config=_base(), seed=0,
+                              show_progress=False)
+    assert [t["params"] for t in whole.trials] == [t["params"] for t in res.trials]
     # a finished search is not resumed into again
     with pytest.raises(VerticoreError, match="already finished"):
         search_classifier(train, dev, tmp_path / "s", n_trials=3, space=space, base_config=_base(), resume=True)

@@ -158,10 +158,11 @@ def search_classifier(
         initial_params: points tried first, before the sampler's (e.g. the default recipe, so the search
             cannot end below it on dev); each counts against ``n_trials``.
         resume: continue an interrupted search in ``out_dir`` (optuna backend): the trials recorded in
-            its ``trials.json`` (rewritten after every trial) are told to a fresh study and count
-            against ``n_trials``, their best kept artifact stays the incumbent, and only the rest of
-            the budget is trained. The sampler then continues from those trials, so the new points
-            differ from what an uninterrupted run would have proposed.
+            its ``trials.json`` (rewritten after every trial) count against ``n_trials``, their best
+            kept artifact stays the incumbent, and only the rest of the budget is trained. With the
+            same ``seed`` and ``initial_params`` the sampler replays the recorded points, so the
+            search goes on exactly as an uninterrupted one would; otherwise it learns from them and
+            samples on with another seed.
     """
     if backend not in BACKENDS:
         raise VerticoreError(f"unknown search backend {backend!r}; choose one of {list(BACKENDS)}")
@@ -211,11 +212,23 @@ def _search_optuna(train: Split, dev: Split, out: Path, n_trials: int, space: Se
     from tqdm.auto import tqdm
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    trials, incumbent = _recorded_trials(study, out, space, base.method) if resume else ([], None)
-    for params in initial_params:
-        if all(t["params"] != params for t in trials):
-            study.enqueue_trial(params)
+    study = _new_study(seed, initial_params)
+    trials, incumbent = _recorded_trials(out, space, base.method) if resume else ([], None)
+    if trials and _replays(seed, initial_params, trials, space, base.method):
+        # the same seed re-proposes the recorded points in order: tell them their recorded results,
+        # so the rest of the search is exactly what an uninterrupted run would have done
+        for row in trials:
+            trial = study.ask()
+            space.suggest(trial, base.method)
+            _tell(study, trial, row)
+    elif trials:  # other seed or initial points: the sampler learns from them, then moves on elsewhere
+        study = _new_study(seed + len(trials), [p for p in initial_params if all(t["params"] != p for t in trials)])
+        dists = _distributions(space, base.method)
+        for row in trials:
+            study.add_trial(optuna.trial.create_trial(
+                params=row["params"], distributions=dists,
+                **({"value": row[METRIC]} if row.get("state") == "complete" else
+                   {"state": optuna.trial.TrialState.FAIL})))
     bar = tqdm(total=n_trials, initial=min(len(trials), n_trials), desc="search (optuna)", unit="trial",
                disable=not show_progress)
     for _ in range(n_trials - len(trials)):
@@ -247,34 +260,64 @@ def _search_optuna(train: Split, dev: Split, out: Path, n_trials: int, space: Se
     return trials
 
 
-def _recorded_trials(study: Any, out: Path, space: SearchSpace,
-                     method: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """The rows of an interrupted search's ``trials.json``, told to ``study``, and the incumbent (the
-    best complete row, whose artifact folder the search kept)."""
+def _new_study(seed: int, initial_params: Sequence[dict[str, Any]]) -> Any:
     import optuna
 
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    for params in initial_params:
+        study.enqueue_trial(params)
+    return study
+
+
+def _tell(study: Any, trial: Any, row: dict[str, Any]) -> None:
+    import optuna
+
+    if row.get("state") == "complete":
+        study.tell(trial, row[METRIC])
+    else:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def _distributions(space: SearchSpace, method: str) -> dict[str, Any]:
+    """The space's Optuna distributions, exactly as :meth:`SearchSpace.suggest` draws them."""
+    import optuna
+
+    probe = optuna.create_study().ask()
+    space.suggest(probe, method)
+    return probe.distributions
+
+
+def _replays(seed: int, initial_params: Sequence[dict[str, Any]], rows: list[dict[str, Any]], space: SearchSpace,
+             method: str) -> bool:
+    """Whether a study seeded with ``seed`` (after ``initial_params``) proposes exactly the recorded
+    points in order, given the recorded results (checked on a scratch study)."""
+    scratch = _new_study(seed, initial_params)
+    for row in rows:
+        trial = scratch.ask()
+        if space.suggest(trial, method) != row["params"]:
+            return False
+        _tell(scratch, trial, row)
+    return True
+
+
+def _recorded_trials(out: Path, space: SearchSpace, method: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The rows of an interrupted search's ``trials.json`` and the incumbent (the best complete row,
+    whose artifact folder the search kept); nothing recorded: a fresh start."""
     from ..io import read_json
 
     path = out / "trials.json"
     if not path.exists():
-        return [], None  # nothing recorded yet: a fresh start
+        return [], None
     data = read_json(path, "search trials file")
     if "best" in data:
         raise VerticoreError(f"the search in {out} already finished (its trials.json names the best trial); "
                              f"use another folder for a new search")
     rows = [dict(r) for r in data.get("trials", [])]
-    probe = optuna.create_study().ask()  # the space's distributions, exactly as suggest() draws them
-    space.suggest(probe, method)
-    dists = probe.distributions
+    names = set(_distributions(space, method))
     for row in rows:
-        if set(row.get("params", {})) != set(dists):
+        if set(row.get("params", {})) != names:
             raise VerticoreError(f"{path}: trial {row.get('number')} searched other hyperparameters "
                                  f"({sorted(row.get('params', {}))}); resume with the same space and method")
-        if row.get("state") == "complete":
-            study.add_trial(optuna.trial.create_trial(params=row["params"], distributions=dists, value=row[METRIC]))
-        else:
-            study.add_trial(optuna.trial.create_trial(params=row["params"], distributions=dists,
-                                                      state=optuna.trial.TrialState.FAIL))
     done = [r for r in rows if r.get("state") == "complete"]
     incumbent = max(done, key=lambda r: r[METRIC]) if done else None
     if incumbent is not None and not Path(incumbent.get("artifact", "")).is_dir():
