@@ -137,6 +137,13 @@ def test_cli_finetune_search(tmp_path, tiny_sentiment):
     assert len(saved["trials"]) == 2 and saved["best"]["test"] is not None
     assert sorted(p.name for p in out.iterdir()) == ["best", "trials.json"]
     assert "best dev macro-F1" in r.output
+    again = CliRunner().invoke(app, ["finetune", "--train", str(tmp_path / "train.csv"), "--dev",
+                                     str(tmp_path / "dev.csv"), "--out", str(out), "--search", "2", "--resume",
+                                     "--max-steps", "2", "--batch-size", "8", "--device", "cpu"])
+    assert again.exit_code != 0 and "already finished" in again.output
+    usage = CliRunner().invoke(app, ["finetune", "--train", str(tmp_path / "train.csv"), "--dev",
+                                     str(tmp_path / "dev.csv"), "--out", str(tmp_path / "o"), "--resume"])
+    assert usage.exit_code == 2 and "--search" in usage.output
 
 
 def test_cli_distributed_without_search_is_a_usage_error(tmp_path):

@@ -99,6 +99,9 @@ def finetune(
     distributed: str = choice_option("none", ("none", "ray"), "--distributed",
                                      help="with --search: run the trials through Ray Tune on the cluster at "
                                           "RAY_ADDRESS, or on a local Ray when unset"),
+    resume: bool = typer.Option(False, "--resume",
+                                help="with --search: continue an interrupted search in --out from the trials its "
+                                     "trials.json recorded (the same seed replays them exactly)"),
 ) -> None:
     """Fine-tune a text classifier and write a self-describing artifact directory."""
     from .errors import DataError
@@ -110,6 +113,8 @@ def finetune(
                            eval_every=eval_every, grad_accum=grad_accum, patience=patience, seed=seed, device=device)
     if distributed != "none" and not search:
         raise typer.BadParameter("--distributed runs a search: add --search N", param_hint="'--distributed'")
+    if resume and not search:
+        raise typer.BadParameter("--resume continues a search: add --search N", param_hint="'--resume'")
     if search and (ensemble or nproc > 1):
         raise typer.BadParameter("--search trains one model per trial; drop --ensemble/--nproc",
                                  param_hint="'--search'")
@@ -142,7 +147,7 @@ def finetune(
             (tr[text_col].tolist(), _split_labels(tr[label_col], sep)),
             (dv[text_col].tolist(), _split_labels(dv[label_col], sep)), out, n_trials=search,
             test=(te[text_col].tolist(), _split_labels(te[label_col], sep)) if te is not None else None,
-            base_config=cfg, seed=seed, backend="ray" if distributed == "ray" else "optuna")
+            base_config=cfg, seed=seed, backend="ray" if distributed == "ray" else "optuna", resume=resume)
         typer.echo(json.dumps({"params": found.best_params, "dev_macro_f1": found.best_dev_macro_f1,
                                "test": {m: v for m, v in (found.test_metrics or {}).items()
                                         if isinstance(v, (int, float))} or None}, indent=2))
