@@ -221,8 +221,7 @@ def _in_stdin_read(pid: int) -> bool | None:
 
 def _blocked_on_read(pid: int, settle_s: float = 0.6) -> bool:
     """True once the process has slept (state S) for ``settle_s`` in a row inside a read of stdin
-    (a slow start can also sleep that long, e.g. on a loaded machine, and a signal then would
-    not reach the read)."""
+    (not merely asleep elsewhere, e.g. during a slow start)."""
     stat = Path(f"/proc/{pid}/stat")
     since = None
     for _ in range(1200):
@@ -242,10 +241,14 @@ def _blocked_on_read(pid: int, settle_s: float = 0.6) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see the child block on stdin")
 def test_console_script_sigint_exits_130(tmp_path):
-    # `--password-stdin` blocks on stdin's first line: a real Ctrl-C (SIGINT) arrives while it waits
+    # `--password-stdin` blocks on stdin's first line: a real Ctrl-C (SIGINT) arrives while it waits.
+    # The child gets SIGINT's default action, as from a terminal: a test run started in the background
+    # by a non-interactive shell (`pytest &`) ignores SIGINT, the child would inherit that, and Python
+    # then installs no KeyboardInterrupt handler.
     proc = subprocess.Popen([str(_script("verticore")), "dashboard-users", "add", "ada", "--password-stdin",
                              "--home", str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env())
+                            stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert _blocked_on_read(proc.pid), "the CLI never blocked on stdin"
         proc.send_signal(signal.SIGINT)
