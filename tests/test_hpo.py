@@ -106,6 +106,34 @@ def test_interrupted_search_resumes_from_its_recorded_trials(tmp_path, tiny_sent
         search_classifier(train, dev, tmp_path / "s", n_trials=3, space=space, base_config=_base(), resume=True)
 
 
+def test_resume_refuses_a_changed_space_or_a_lost_incumbent(tmp_path, tiny_sentiment):
+    """Both checks run before any trial trains: a recorded trial over other hyperparameters, and a
+    best recorded trial whose kept artifact folder is gone, each stop the resume with a one-line error."""
+    from verticore.errors import VerticoreError
+    from verticore.finetune.search import SearchSpace, search_classifier
+
+    train, dev, _ = _splits(tiny_sentiment)
+    space = SearchSpace(learning_rate=(1e-6, 3e-4), **SMALL_SPACE)
+    params = {"learning_rate": 1e-4, "epochs": 1, "head_init": "random", "pooling": "mean", "max_length": 32}
+    out = tmp_path / "s"
+    out.mkdir()
+
+    def record(row):
+        (out / "trials.json").write_text(json.dumps({"trials": [{"number": 0, "state": "complete",
+                                                                 "dev_macro_f1": 0.5, **row}]}))
+
+    record({"params": {k: v for k, v in params.items() if k != "pooling"},
+            "artifact": str(tmp_path)})  # a search run without pooling in its space
+    with pytest.raises(VerticoreError, match="other hyperparameters"):
+        search_classifier(train, dev, out, n_trials=2, space=space, base_config=_base(), resume=True,
+                          show_progress=False)
+    record({"params": params, "artifact": str(out / "trials" / "trial_000")})  # never written: the folder is gone
+    with pytest.raises(VerticoreError, match="artifact .* is missing"):
+        search_classifier(train, dev, out, n_trials=2, space=space, base_config=_base(), resume=True,
+                          show_progress=False)
+    assert not list((out / "trials").glob("*"))  # nothing trained
+
+
 def test_space_covers_the_issue_hyperparameters_and_lora_rank():
     import optuna
 
