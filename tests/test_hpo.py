@@ -106,6 +106,37 @@ def test_interrupted_search_resumes_from_its_recorded_trials(tmp_path, tiny_sent
         search_classifier(train, dev, tmp_path / "s", n_trials=3, space=space, base_config=_base(), resume=True)
 
 
+def test_resume_with_another_seed_keeps_the_recorded_trials(tmp_path, tiny_sentiment, monkeypatch):
+    """A resume whose seed does not replay the recorded points adds them to the study as finished
+    trials (the sampler learns from them) and trains only the rest of the budget."""
+    from verticore.finetune import search as search_mod
+    from verticore.finetune.search import SearchSpace, search_classifier
+
+    train, dev, _ = _splits(tiny_sentiment)
+    space = SearchSpace(learning_rate=(1e-6, 3e-4), **SMALL_SPACE)
+    real_run, calls = search_mod._run_trial, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "_run_trial", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search_classifier(train, dev, tmp_path / "s", n_trials=2, space=space, base_config=_base(), seed=0,
+                          show_progress=False)
+    recorded = json.loads((tmp_path / "s" / "trials.json").read_text())["trials"]
+    monkeypatch.setattr(search_mod, "_replayed_study", lambda *a, **k: None)  # as if the seed differed
+    trained: list[int] = []
+    monkeypatch.setattr(search_mod, "_run_trial", lambda *a, **k: trained.append(1) or real_run(*a, **k))
+    res = search_classifier(train, dev, tmp_path / "s", n_trials=2, space=space, base_config=_base(), seed=7,
+                            show_progress=False, resume=True)
+    assert len(trained) == 1 and res.trials[0]["params"] == recorded[0]["params"]
+    assert [t["number"] for t in res.trials] == [0, 1]
+    _check_search_dir(tmp_path / "s", res, 2)
+
+
 def test_resume_refuses_a_changed_space_or_a_lost_incumbent(tmp_path, tiny_sentiment):
     """Both checks run before any trial trains: a recorded trial over other hyperparameters, and a
     best recorded trial whose kept artifact folder is gone, each stop the resume with a one-line error."""

@@ -212,16 +212,13 @@ def _search_optuna(train: Split, dev: Split, out: Path, n_trials: int, space: Se
     from tqdm.auto import tqdm
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _new_study(seed, initial_params)
     trials, incumbent = _recorded_trials(out, space, base.method) if resume else ([], None)
-    if trials and _replays(seed, initial_params, trials, space, base.method):
-        # the same seed re-proposes the recorded points in order: tell them their recorded results,
-        # so the rest of the search is exactly what an uninterrupted run would have done
-        for row in trials:
-            trial = study.ask()
-            space.suggest(trial, base.method)
-            _tell(study, trial, row)
-    elif trials:  # other seed or initial points: the sampler learns from them, then moves on elsewhere
+    # the same seed re-proposing the recorded points in order: that study, told their recorded results,
+    # goes on exactly as an uninterrupted run would have
+    study = _replayed_study(seed, initial_params, trials, space, base.method) if trials else None
+    if study is None and not trials:
+        study = _new_study(seed, initial_params)
+    elif study is None:  # other seed or initial points: the sampler learns from them, then moves on elsewhere
         study = _new_study(seed + len(trials), [p for p in initial_params if all(t["params"] != p for t in trials)])
         dists = _distributions(space, base.method)
         for row in trials:
@@ -287,17 +284,17 @@ def _distributions(space: SearchSpace, method: str) -> dict[str, Any]:
     return probe.distributions
 
 
-def _replays(seed: int, initial_params: Sequence[dict[str, Any]], rows: list[dict[str, Any]], space: SearchSpace,
-             method: str) -> bool:
-    """Whether a study seeded with ``seed`` (after ``initial_params``) proposes exactly the recorded
-    points in order, given the recorded results (checked on a scratch study)."""
-    scratch = _new_study(seed, initial_params)
+def _replayed_study(seed: int, initial_params: Sequence[dict[str, Any]], rows: list[dict[str, Any]],
+                    space: SearchSpace, method: str) -> Any:
+    """A study seeded with ``seed`` (after ``initial_params``) told the recorded rows, when it proposes
+    exactly the recorded points in order given their results; ``None`` when it does not."""
+    study = _new_study(seed, initial_params)
     for row in rows:
-        trial = scratch.ask()
+        trial = study.ask()
         if space.suggest(trial, method) != row["params"]:
-            return False
-        _tell(scratch, trial, row)
-    return True
+            return None
+        _tell(study, trial, row)
+    return study
 
 
 def _recorded_trials(out: Path, space: SearchSpace, method: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
