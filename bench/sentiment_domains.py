@@ -23,7 +23,7 @@ Rows:
 The two fine-tuned rows run for every seed of ``--seeds``; each source's figures are the mean over
 seeds with the spread (``std``) and the per-seed values; ``artifact`` is the first seed's model.
 
-    python bench/sentiment_domains.py [--seeds 42,43,44] [--upsample 3] [--max-length 64] [--patience 10] [--resume] [--quick]
+    python bench/sentiment_domains.py [--seeds 42,43,44] [--upsample 3] [--max-length 64] [--patience 10] [--out NAME] [--resume] [--quick]
 
 Writes ``bench/results/sentiment_domains.json``:
 ``{"phrasebank_only": {"phrasebank": {"accuracy", "macro_f1", ...}, "semeval2017_headlines": {...},
@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                          "splits; 4, the app's alerting default, stops the multi-source runs at steps 420-660 of 1,374)")
     ap.add_argument("--no-target-aware", action="store_true", help="skip the entity-level (target-aware) model")
     ap.add_argument("--quick", action="store_true", help="smoke run: 60 rows per split, 4 steps, one seed")
+    ap.add_argument("--out", default="sentiment_domains",
+                    help="result name under bench/results/ (another name also prefixes the artifact folders)")
     ap.add_argument("--resume", action="store_true",
                     help="reuse fine-tuned rows' artifacts already trained with this recipe and seed (an interrupted run)")
     args = ap.parse_args(argv)
@@ -231,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, (train, dev) in recipes.items():
         per_seed, first = [], None
         for seed in seeds:
+            prefix = "sentiment" if args.out == "sentiment_domains" else args.out
             out = (Path(tempfile.gettempdir()) / "sentiment_domains_quick" if args.quick else ARTIFACTS) / \
-                f"sentiment_{name}_seed{seed}"
+                f"{prefix}_{name}_seed{seed}"
             clf, _ = _finetune(train, dev, out, seed, args)
             per_seed.append(_evaluate(clf, tests))
             first = first or str(out)
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.quick:  # keep the last measured target-aware block (it says its own recipe) rather than drop it
         from verticore.io import read_json
 
-        prev = RESULTS / "sentiment_domains.json"
+        prev = RESULTS / f"{args.out}.json"
         if prev.exists() and "target_aware" in (old := read_json(prev)):
             rows["target_aware"] = {**old["target_aware"], "carried_over_from_config": old.get("config")}
     result = {**rows, "seconds": round(time.perf_counter() - t0, 1),
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"wrote {atomic_write_json(Path(tempfile.gettempdir()) / 'sentiment_domains_quick.json', result)}")
     else:
-        write_result("sentiment_domains", result)
+        write_result(args.out, result)
     return 0
 
 
