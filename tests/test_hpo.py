@@ -65,15 +65,8 @@ def test_initial_params_are_tried_first(tmp_path, tiny_sentiment):
     assert res.trials[0]["params"] == start and res.best_params == start
 
 
-def test_interrupted_search_resumes_from_its_recorded_trials(tmp_path, tiny_sentiment, monkeypatch):
-    """A search killed mid-way (here: Ctrl-C in its second trial) keeps trials.json and the incumbent's
-    folder; ``resume=True`` tells the recorded trials to a new study and trains only the rest."""
-    from verticore.errors import VerticoreError
-    from verticore.finetune import search as search_mod
-    from verticore.finetune.search import SearchSpace, search_classifier
-
-    train, dev, _ = _splits(tiny_sentiment)
-    space = SearchSpace(learning_rate=(1e-6, 3e-4), **SMALL_SPACE)
+def _interrupt_second_trial(monkeypatch, search_mod):
+    """Make the search's second trial raise KeyboardInterrupt, as Ctrl-C in the middle of it would."""
     real_run, calls = search_mod._run_trial, []
 
     def interrupted(*args, **kwargs):
@@ -83,6 +76,19 @@ def test_interrupted_search_resumes_from_its_recorded_trials(tmp_path, tiny_sent
         return real_run(*args, **kwargs)
 
     monkeypatch.setattr(search_mod, "_run_trial", interrupted)
+
+
+def test_interrupted_search_resumes_from_its_recorded_trials(tmp_path, tiny_sentiment, monkeypatch):
+    """A search killed mid-way (here: Ctrl-C in its second trial) keeps trials.json and the incumbent's
+    folder; ``resume=True`` tells the recorded trials to a new study and trains only the rest."""
+    from verticore.errors import VerticoreError
+    from verticore.finetune import search as search_mod
+    from verticore.finetune.search import SearchSpace, search_classifier
+
+    train, dev, _ = _splits(tiny_sentiment)
+    space = SearchSpace(learning_rate=(1e-6, 3e-4), **SMALL_SPACE)
+    real_run = search_mod._run_trial
+    _interrupt_second_trial(monkeypatch, search_mod)
     with pytest.raises(KeyboardInterrupt):
         search_classifier(train, dev, tmp_path / "s", n_trials=3, space=space, base_config=_base(), seed=0,
                           show_progress=False)
@@ -114,15 +120,8 @@ def test_resume_with_another_seed_keeps_the_recorded_trials(tmp_path, tiny_senti
 
     train, dev, _ = _splits(tiny_sentiment)
     space = SearchSpace(learning_rate=(1e-6, 3e-4), **SMALL_SPACE)
-    real_run, calls = search_mod._run_trial, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_run(*args, **kwargs)
-
-    monkeypatch.setattr(search_mod, "_run_trial", interrupted)
+    real_run = search_mod._run_trial
+    _interrupt_second_trial(monkeypatch, search_mod)
     with pytest.raises(KeyboardInterrupt):
         search_classifier(train, dev, tmp_path / "s", n_trials=2, space=space, base_config=_base(), seed=0,
                           show_progress=False)

@@ -215,10 +215,8 @@ def _search_optuna(train: Split, dev: Split, out: Path, n_trials: int, space: Se
     trials, incumbent = _recorded_trials(out, space, base.method) if resume else ([], None)
     # the same seed re-proposing the recorded points in order: that study, told their recorded results,
     # goes on exactly as an uninterrupted run would have
-    study = _replayed_study(seed, initial_params, trials, space, base.method) if trials else None
-    if study is None and not trials:
-        study = _new_study(seed, initial_params)
-    elif study is None:  # other seed or initial points: the sampler learns from them, then moves on elsewhere
+    study = _replayed_study(seed, initial_params, trials, space, base.method)  # no trials: a new study
+    if study is None:  # other seed or initial points: the sampler learns from them, then moves on elsewhere
         study = _new_study(seed + len(trials), [p for p in initial_params if all(t["params"] != p for t in trials)])
         dists = _distributions(space, base.method)
         for row in trials:
