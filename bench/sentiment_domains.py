@@ -23,8 +23,8 @@ Rows:
 The two fine-tuned rows run for every seed of ``--seeds``; each source's figures are the mean over
 seeds with the spread (``std``) and the per-seed values; ``artifact`` is the first seed's model.
 
-    python bench/sentiment_domains.py [--seeds 42,43,44] [--upsample 3] [--max-length 64] [--patience 10]
-        [--class-weights balanced|none] [--eval-split test|dev] [--out NAME] [--resume] [--quick]
+    python bench/sentiment_domains.py [--seeds 42,43,44] [--upsample 1] [--max-length 64] [--patience 10]
+        [--class-weights none|balanced] [--eval-split test|dev] [--out NAME] [--resume] [--quick]
 
 ``--eval-split dev`` scores the same rows on the dev splits instead (``NAME_dev.json``): how a recipe is
 chosen before its test figures are seen; a later run with ``--resume`` scores the same artifacts on test.
@@ -52,7 +52,7 @@ from typing import Any
 
 from common import ARTIFACTS, DATA, RESULTS, print_table, write_result
 
-from finance_sentiment.training import MULTI_SOURCE_UPSAMPLE, SENTIMENT_MAX_LENGTH
+from finance_sentiment.training import SENTIMENT_MAX_LENGTH
 from verticore.errors import DataError
 
 SOURCES = {
@@ -201,8 +201,9 @@ def _target_aware(data: dict[str, Any], text_model_dir: str, seed: int, args: ar
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="42,43,44", help="comma list of seeds for the two fine-tuned rows")
-    ap.add_argument("--upsample", type=int, default=MULTI_SOURCE_UPSAMPLE,
-                    help="times the extra sources' training rows are repeated")
+    ap.add_argument("--upsample", type=int, default=1,
+                    help="times the extra sources' training rows are repeated (1: chosen on dev by "
+                         "bench/sentiment_recipe_select.py among 1, 2, 3 and 1 without class weights)")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--max-length", type=int, default=SENTIMENT_MAX_LENGTH, help="tokens per text")
@@ -210,15 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patience", type=int, default=10,
                     help="evaluations without dev macro-F1 gain before early stopping (10: preferred on the dev "
                          "splits; 4, the app's alerting default, stops the multi-source runs at steps 420-660 of 1,374)")
-    ap.add_argument("--class-weights", choices=("balanced", "none"), default="balanced",
-                    help="loss weights per label: balanced (inverse frequency) or none")
+    ap.add_argument("--class-weights", choices=("balanced", "none"), default="none",
+                    help="loss weights per label: balanced (inverse frequency) or none (chosen on dev, as --upsample)")
     ap.add_argument("--eval-split", choices=("test", "dev"), default="test",
                     help="split the rows are scored on: dev to choose a recipe without seeing test (writes "
                          "NAME_dev.json; no target-aware model)")
     ap.add_argument("--no-target-aware", action="store_true", help="skip the entity-level (target-aware) model")
     ap.add_argument("--quick", action="store_true", help="smoke run: 60 rows per split, 4 steps, one seed")
     ap.add_argument("--out", default="sentiment_domains",
-                    help="result name under bench/results/ (another name also prefixes the artifact folders)")
+                    help="result name under bench/results/; also the artifact folders' prefix")
     ap.add_argument("--resume", action="store_true",
                     help="reuse fine-tuned rows' artifacts already trained with this recipe and seed (an interrupted run)")
     args = ap.parse_args(argv)
@@ -245,9 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (train, dev) in recipes.items():
         per_seed, first = [], None
         for seed in seeds:
-            prefix = "sentiment" if args.out == "sentiment_domains" else args.out
             out = (Path(tempfile.gettempdir()) / "sentiment_domains_quick" if args.quick else ARTIFACTS) / \
-                f"{prefix}_{name}_seed{seed}"
+                f"{args.out}_{name}_seed{seed}"
             clf, _ = _finetune(train, dev, out, seed, args)
             per_seed.append(_evaluate(clf, tests))
             first = first or str(out)

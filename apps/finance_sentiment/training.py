@@ -14,7 +14,8 @@ SENTIMENT_LABELS = ("positive", "neutral", "negative")
 #: The default sentiment recipe is multi-source (issue #15): Financial PhraseBank 50Agree sentences,
 #: SemEval-2017 Task 5 headlines and FiQA 2018 posts (fixed splits under ``$VERTICORE_DATA``), the two
 #: small sources' training rows repeated 3 times, texts cut at 64 tokens, model selection on the
-#: union of the dev splits. Chosen on the dev splits; measured by ``bench/sentiment_domains.py``.
+#: union of the dev splits. Chosen on the dev splits; measured by ``bench/sentiment_domains.py --upsample 3
+#: --class-weights balanced`` (``bench/results/sentiment_domains_upsample3.json``).
 MULTI_SOURCE_FOLDERS = ("financial_phrasebank/splits/50Agree",
                         "financial_sentiment_extra/splits/semeval2017_headlines",
                         "financial_sentiment_extra/splits/fiqa2018_posts")
