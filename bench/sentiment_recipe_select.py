@@ -24,8 +24,6 @@ import argparse
 import sys
 from typing import Any
 
-from common import RESULTS, print_table, write_result
-
 RULE = ("eligible: multi-source beats its own PhraseBank-only row by >= 0.05 dev macro-F1 on SemEval headlines and "
         "on FiQA posts (means over seeds); chosen: highest mean PhraseBank dev accuracy, ties (0.001) to the higher "
         "mean of the three dev macro-F1s")
@@ -52,6 +50,8 @@ def choose(candidates: dict[str, dict[str, Any]]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from common import RESULTS, print_table, write_result  # the bench folder's helpers (run as a script)
+
     from verticore.io import read_json
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

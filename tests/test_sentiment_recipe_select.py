@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -10,13 +9,9 @@ SCRIPT = ROOT / "bench" / "sentiment_recipe_select.py"
 
 
 def _load():
-    sys.path.insert(0, str(SCRIPT.parent))  # the bench's `common` module
-    try:
-        spec = importlib.util.spec_from_file_location("sentiment_recipe_select", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("sentiment_recipe_select", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 
