@@ -31,7 +31,12 @@ MIN_GAIN = 0.05
 
 
 def summarise(dev: dict[str, Any]) -> dict[str, Any]:
-    """The rule's figures for one candidate's ``NAME_dev.json``."""
+    """The rule's figures for one candidate's ``NAME_dev.json``; ValueError when it lacks a row or source."""
+    sources = ("phrasebank", "semeval2017_headlines", "fiqa2018_posts")
+    missing = [f"{row}.{src}" for row in ("multi_source", "phrasebank_only") for src in sources
+               if not isinstance(dev.get(row), dict) or "macro_f1" not in dev[row].get(src, {})]
+    if missing:
+        raise ValueError(f"not a sentiment_domains.py --eval-split dev result: missing {', '.join(missing)}")
     multi, pb_only = dev["multi_source"], dev["phrasebank_only"]
     semeval = multi["semeval2017_headlines"]["macro_f1"] - pb_only["semeval2017_headlines"]["macro_f1"]
     fiqa = multi["fiqa2018_posts"]["macro_f1"] - pb_only["fiqa2018_posts"]["macro_f1"]
@@ -62,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         path = RESULTS / f"{name}_dev.json"
         if not path.exists():
             ap.error(f"{path} not found: run bench/sentiment_domains.py --eval-split dev --out {name} first")
-        candidates[name] = summarise(read_json(path))
+        try:
+            candidates[name] = summarise(read_json(path))
+        except ValueError as exc:
+            ap.error(f"{path}: {exc}")
     chosen = choose(candidates)
     print_table(["candidate", "PB dev acc", "SemEval gain", "FiQA gain", "mean F1", "eligible"],
                 [[n, f"{c['phrasebank_acc']:.4f}", f"{c['semeval_gain']:+.3f}", f"{c['fiqa_gain']:+.3f}",

@@ -1,18 +1,16 @@
 """bench/sentiment_recipe_select.py: the dev-only rule that picks the multi-source sentiment recipe."""
 from __future__ import annotations
 
-import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "bench" / "sentiment_recipe_select.py"
+import pytest
+from bench_scripts import BENCH, load_bench_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("sentiment_recipe_select", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("sentiment_recipe_select")
 
 
 def _dev(pb_acc: float, multi_f1: tuple[float, float, float], pb_only_f1: tuple[float, float, float]) -> dict:
@@ -42,3 +40,15 @@ def test_rule_breaks_accuracy_ties_on_mean_f1_and_can_choose_nothing():
     assert select.choose({"a": a, "b": b}) == "a"  # same accuracy to 0.001; a has the higher mean F1
     none = select.summarise(_dev(0.9, (0.9, 0.56, 0.9), (0.8, 0.55, 0.4)))
     assert select.choose({"none": none}) is None
+
+
+def test_missing_or_malformed_candidates_are_refused_clearly(tmp_path):
+    select = _load()
+    with pytest.raises(ValueError, match="missing multi_source.fiqa2018_posts"):
+        select.summarise({"phrasebank_only": _dev(0.9, (0.8, 0.6, 0.5), (0.8, 0.5, 0.4))["phrasebank_only"],
+                          "multi_source": {"phrasebank": {"accuracy": 0.9, "macro_f1": 0.8},
+                                           "semeval2017_headlines": {"macro_f1": 0.6}}})
+    proc = subprocess.run([sys.executable, str(BENCH / "sentiment_recipe_select.py"), "no_such_candidate"],
+                          capture_output=True, text=True, timeout=120, cwd=Path(BENCH).parent)
+    assert proc.returncode == 2 and "no_such_candidate_dev.json not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
