@@ -65,8 +65,14 @@ def test_initial_params_are_tried_first(tmp_path, tiny_sentiment):
     assert res.trials[0]["params"] == start and res.best_params == start
 
 
-def _interrupt_second_trial(monkeypatch, search_mod):
-    """Make the search's second trial raise KeyboardInterrupt, as Ctrl-C in the middle of it would."""
+def _search_interrupted_in_trial_2(tmp_path, tiny_sentiment, monkeypatch, n_trials):
+    """Run a seed-0 search into ``tmp_path / "s"`` whose second trial raises KeyboardInterrupt, as
+    Ctrl-C in the middle of it would. Returns (train, dev, space, the real trial runner)."""
+    from verticore.finetune import search as search_mod
+    from verticore.finetune.search import SearchSpace, search_classifier
+
+    train, dev, _ = _splits(tiny_sentiment)
+    space = SearchSpace(learning_rate=(1e-6, 3e-4), **SMALL_SPACE)
     real_run, calls = search_mod._run_trial, []
 
     def interrupted(*args, **kwargs):
@@ -76,6 +82,10 @@ def _interrupt_second_trial(monkeypatch, search_mod):
         return real_run(*args, **kwargs)
 
     monkeypatch.setattr(search_mod, "_run_trial", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search_classifier(train, dev, tmp_path / "s", n_trials=n_trials, space=space, base_config=_base(), seed=0,
+                          show_progress=False)
+    return train, dev, space, real_run
 
 
 def test_interrupted_search_resumes_from_its_recorded_trials(tmp_path, tiny_sentiment, monkeypatch):
@@ -83,15 +93,9 @@ def test_interrupted_search_resumes_from_its_recorded_trials(tmp_path, tiny_sent
     folder; ``resume=True`` tells the recorded trials to a new study and trains only the rest."""
     from verticore.errors import VerticoreError
     from verticore.finetune import search as search_mod
-    from verticore.finetune.search import SearchSpace, search_classifier
+    from verticore.finetune.search import search_classifier
 
-    train, dev, _ = _splits(tiny_sentiment)
-    space = SearchSpace(learning_rate=(1e-6, 3e-4), **SMALL_SPACE)
-    real_run = search_mod._run_trial
-    _interrupt_second_trial(monkeypatch, search_mod)
-    with pytest.raises(KeyboardInterrupt):
-        search_classifier(train, dev, tmp_path / "s", n_trials=3, space=space, base_config=_base(), seed=0,
-                          show_progress=False)
+    train, dev, space, real_run = _search_interrupted_in_trial_2(tmp_path, tiny_sentiment, monkeypatch, 3)
     recorded = json.loads((tmp_path / "s" / "trials.json").read_text())["trials"]
     assert len(recorded) == 1 and recorded[0]["state"] == "complete"
     trained: list[int] = []
@@ -116,15 +120,9 @@ def test_resume_with_another_seed_keeps_the_recorded_trials(tmp_path, tiny_senti
     """A resume whose seed does not replay the recorded points adds them to the study as finished
     trials (the sampler learns from them) and trains only the rest of the budget."""
     from verticore.finetune import search as search_mod
-    from verticore.finetune.search import SearchSpace, search_classifier
+    from verticore.finetune.search import search_classifier
 
-    train, dev, _ = _splits(tiny_sentiment)
-    space = SearchSpace(learning_rate=(1e-6, 3e-4), **SMALL_SPACE)
-    real_run = search_mod._run_trial
-    _interrupt_second_trial(monkeypatch, search_mod)
-    with pytest.raises(KeyboardInterrupt):
-        search_classifier(train, dev, tmp_path / "s", n_trials=2, space=space, base_config=_base(), seed=0,
-                          show_progress=False)
+    train, dev, space, real_run = _search_interrupted_in_trial_2(tmp_path, tiny_sentiment, monkeypatch, 2)
     recorded = json.loads((tmp_path / "s" / "trials.json").read_text())["trials"]
     monkeypatch.setattr(search_mod, "_replayed_study", lambda *a, **k: None)  # as if the seed differed
     trained: list[int] = []
