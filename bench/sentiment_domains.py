@@ -24,7 +24,7 @@ The two fine-tuned rows run for every seed of ``--seeds``; each source's figures
 seeds with the spread (``std``) and the per-seed values; ``artifact`` is the first seed's model.
 
     python bench/sentiment_domains.py [--seeds 42,43,44] [--upsample 1] [--max-length 64] [--patience 10]
-        [--class-weights none|balanced] [--eval-split test|dev] [--out NAME] [--resume] [--quick]
+        [--class-weights none|balanced] [--ema-decay D] [--eval-split test|dev] [--out NAME] [--resume] [--quick]
 
 ``--eval-split dev`` scores the same rows on the dev splits instead (``NAME_dev.json``): how a recipe is
 chosen before its test figures are seen; a later run with ``--resume`` scores the same artifacts on test.
@@ -96,7 +96,8 @@ def _finetune(train: tuple[list[str], list[str]], dev: tuple[list[str], list[str
     cfg = ClassifierTrainingConfig(epochs=args.epochs, batch_size=32, learning_rate=args.lr, max_length=args.max_length,
                                    eval_every=args.eval_every, patience=args.patience, seed=seed,
                                    head_init="linear_probe", max_steps=4 if args.quick else None,
-                                   class_weights=None if args.class_weights == "none" else args.class_weights)
+                                   class_weights=None if args.class_weights == "none" else args.class_weights,
+                                   ema_decay=args.ema_decay)
     if args.resume and _trained_with(out, cfg, len(train[0]), len(dev[0])):
         print(f"reusing {out} (same recipe, seed and data size)")
         return TextClassifier(str(out)), None
@@ -213,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                          "splits; 4, the app's alerting default, stops the multi-source runs at steps 420-660 of 1,374)")
     ap.add_argument("--class-weights", choices=("balanced", "none"), default="none",
                     help="loss weights per label: balanced (inverse frequency) or none (chosen on dev, as --upsample)")
+    ap.add_argument("--ema-decay", type=float, default=None,
+                    help="evaluate, select and keep an exponential moving average of the weights (e.g. 0.99); "
+                         "default off")
     ap.add_argument("--eval-split", choices=("test", "dev"), default="test",
                     help="split the rows are scored on: dev to choose a recipe without seeing test (writes "
                          "NAME_dev.json; no target-aware model)")
@@ -268,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                          "max_length": args.max_length, "head_init": "linear_probe", "quick": args.quick,
                          "eval_every": args.eval_every, "patience": args.patience,
                          "class_weights": args.class_weights, "eval_split": args.eval_split,
+                         "ema_decay": args.ema_decay,
                          "label_rule": "mean target score: > 0.1 positive, < -0.1 negative, else neutral"}}
     print_table(["model"] + [f"{s} acc / F1" for s in SOURCES],
                 [[name] + [f"{rows[name][s]['accuracy']:.3f} / {rows[name][s]['macro_f1']:.3f}" for s in SOURCES]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..errors import DataError
 from .common import autocast_context, linear_schedule, optimizer_step
 
 if TYPE_CHECKING:
@@ -114,6 +115,10 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
     With ``data_parallel`` (see :mod:`verticore.finetune.distributed`) every rank walks the same
     global batches, trains on its slice of each and sums gradients before the step; rank 0 alone
     evaluates (the score is broadcast) and keeps the best checkpoint.
+
+    With ``cfg.ema_decay`` set, an exponential moving average of the trainable weights (Polyak
+    averaging, as timm's ``ModelEmaV2``) is what gets evaluated and kept; the raw weights' score at
+    each evaluation is logged beside it as ``<metric>_raw``.
     """
     import torch
 
@@ -126,6 +131,7 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
     eval_every = cfg.eval_every or steps_per_epoch
     rng = np.random.default_rng(cfg.seed)
     res, best_state, evals_without_gain, stop = LoopResult(), None, 0, False
+    ema = WeightAverage(model, cfg.ema_decay) if getattr(cfg, "ema_decay", None) else None
     model.train()
     bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not show_progress)
     while not stop:
@@ -144,13 +150,21 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
                 data_parallel.all_reduce_gradients(model)
                 value = data_parallel.global_loss(value)
             optimizer_step(model, optimizer, scheduler, scaler)
+            if ema is not None:
+                ema.update(model)
             res.steps += 1
             bar.update(1)
             bar.set_postfix(loss=f"{value.item() * cfg.grad_accum:.3f}", best=f"{max(res.best_score, 0):.3f}")
             if res.steps % eval_every == 0 or res.steps == total_steps:
-                score = float(evaluate()) if data_parallel is None else data_parallel.broadcast_score(evaluate)
+                score_now = (lambda: float(evaluate())) if data_parallel is None else \
+                    (lambda: data_parallel.broadcast_score(evaluate))
+                row: dict[str, Any] = {"step": res.steps}
+                if ema is not None:
+                    row[f"{metric}_raw"] = score_now()
+                    ema.swap(model)  # the averaged weights are scored (and kept) in place of the raw ones
+                score = score_now()
                 model.train()
-                res.history.append({"step": res.steps, metric: score, "loss": float(value.item() * cfg.grad_accum)})
+                res.history.append({**row, metric: score, "loss": float(value.item() * cfg.grad_accum)})
                 if score > res.best_score:
                     res.best_score, res.best_step, evals_without_gain = score, res.steps, 0
                     if data_parallel is None or data_parallel.is_main:
@@ -158,6 +172,8 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
                 else:
                     evals_without_gain += 1
                     stop = evals_without_gain >= cfg.patience
+                if ema is not None:
+                    ema.swap(model)  # training goes on from the raw weights
             if res.steps >= total_steps or stop:
                 stop = True
                 break
@@ -165,6 +181,42 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
     if best_state is not None:
         model.load_state_dict(best_state)
     return res
+
+
+class WeightAverage:
+    """Exponential moving average of a model's trainable weights.
+
+    ``decay`` is warmed up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (TF's
+    ``ExponentialMovingAverage`` with ``num_updates``), so the first steps do not pin the average
+    to the starting weights. Kept in float32 on the weights' device; :meth:`swap` exchanges the
+    averaged and the live values in place (twice restores the live ones).
+    """
+
+    def __init__(self, model, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise DataError(f"ema_decay must be in (0, 1), got {decay!r}")
+        self.decay, self.updates = float(decay), 0
+        self.params = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def update(self, model) -> None:
+        import torch
+
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in self.params:
+                    self.params[n].mul_(d).add_(p.detach().float(), alpha=1.0 - d)
+
+    def swap(self, model) -> None:
+        import torch
+
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in self.params:
+                    live = p.detach().float().clone()
+                    p.copy_(self.params[n].to(p.dtype))
+                    self.params[n] = live
 
 
 def model_inputs(ids: Any) -> dict[str, Any]:
