@@ -1,4 +1,5 @@
 """What early stopping, class weights and multi-label training do (not only that their keys exist)."""
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -113,3 +114,63 @@ def test_multilabel_gives_per_label_sigmoid_probabilities_and_several_labels(tin
     assert any(set(labels[i]) <= set(preds[i].labels) for i in multi)
     assert max(len(p.labels) for p in preds) > 1
     assert res.metrics["dev"]["micro_f1"] > 0.5
+
+
+def _fit_tiny(ema_decay, scores):
+    """Train _TinyModel 4 steps with one evaluation per step; returns (model, result, weights seen by evaluate)."""
+    model = _TinyModel()
+    cfg = ClassifierTrainingConfig(epochs=1, batch_size=4, eval_every=1, patience=10, learning_rate=0.5,
+                                   warmup_ratio=0.0, device="cpu", ema_decay=ema_decay)
+    g = torch.Generator().manual_seed(1)
+    ids, target = torch.randint(0, 10, (16, 3), generator=g), torch.randint(0, 2, (16,), generator=g)
+    seen, it = [], iter(scores)
+
+    def evaluate() -> float:
+        seen.append(model.classifier.weight.detach().clone())
+        return next(it)
+
+    res = fit(model, cfg, get_method("full"), [3] * 16, lambda idx: (ids[idx], torch.ones_like(ids[idx]), target[idx]),
+              torch.nn.CrossEntropyLoss(), evaluate, "cpu", "dev_score", "test", show_progress=False)
+    return model, res, seen
+
+
+def test_ema_scores_and_keeps_the_averaged_weights_while_training_goes_on_from_the_raw_ones():
+    start = _TinyModel().classifier.weight.detach().clone()
+    _, plain_res, plain_seen = _fit_tiny(None, [0.1, 0.2, 0.3, 0.4])
+    # with EMA each evaluation scores the raw weights first, then the average: 8 calls
+    model, res, seen = _fit_tiny(0.5, [0.0, 0.1, 0.0, 0.7, 0.0, 0.2, 0.0, 0.3])
+    raw, averaged = seen[0::2], seen[1::2]
+    for a, b in zip(raw, plain_seen):  # swapping the average in and out never touches the training path
+        assert torch.equal(a, b)
+    expected, want = start, []
+    for n, w in enumerate(raw, start=1):  # decay warmed up as min(decay, (1 + n) / (10 + n))
+        d = min(0.5, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * w
+        want.append(expected)
+    for got, exp in zip(averaged, want):
+        assert torch.allclose(got, exp, atol=1e-6)
+    assert not torch.allclose(averaged[1], raw[1])  # the average really differs from the live weights
+    assert res.best_step == 2 and [h["dev_score"] for h in res.history] == [0.1, 0.7, 0.2, 0.3]
+    assert [h["dev_score_raw"] for h in res.history] == [0.0] * 4
+    assert torch.allclose(model.classifier.weight, want[1], atol=1e-6)  # the best averaged checkpoint is kept
+    assert plain_res.history and "dev_score_raw" not in plain_res.history[0]
+
+
+def test_ema_decay_outside_zero_one_is_refused_when_the_config_is_made():
+    from verticore.errors import DataError
+
+    for bad in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(DataError, match="ema_decay"):
+            ClassifierTrainingConfig(ema_decay=bad)
+
+
+def test_train_classifier_with_ema_writes_a_loadable_artifact_of_the_averaged_weights(tiny_sentiment, tmp_path):
+    df = tiny_sentiment
+    cfg = ClassifierTrainingConfig(epochs=1, batch_size=8, eval_every=1, max_steps=3, max_length=32, device="cpu",
+                                   head_init="random", ema_decay=0.9)
+    res = train_classifier(df.text.tolist(), df.label.tolist(), df.text.tolist()[::3], df.label.tolist()[::3],
+                           tmp_path / "ema", cfg, show_progress=False)
+    assert all("dev_macro_f1_raw" in h for h in res.metrics["history"])
+    clf = TextClassifier(str(res.artifact_dir))
+    np.testing.assert_allclose(clf.predict_proba(df.text.tolist()[::3]), res.dev_probabilities, atol=1e-5)
+    assert json.loads((res.artifact_dir / "training_config.json").read_text())["ema_decay"] == 0.9
