@@ -43,6 +43,18 @@ def test_finetune_predict_eval_contract(tmp_path, capsys, tiny_sentiment):
     assert code in (0, None) and "macro_f1" in stdout
 
 
+def test_finetune_ema_decay_reaches_the_training_loop(tmp_path, capsys, tiny_sentiment):
+    data = tmp_path / "train.csv"
+    tiny_sentiment.to_csv(data, index=False)
+    out = tmp_path / "ema"
+    code, _, err = run(["finetune", "--train", str(data), "--dev", str(data), "--out", str(out), "--max-steps", "2",
+                        "--eval-every", "1", "--batch-size", "8", "--max-length", "32", "--ema-decay", "0.9"], capsys)
+    assert code in (0, None), err
+    assert json.loads((out / "training_config.json").read_text())["ema_decay"] == 0.9
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert len(history) == 2 and all("dev_macro_f1_raw" in h for h in history)
+
+
 @pytest.mark.parametrize("content,expected", [
     (b"", "is empty"),
     (b"text,label\n", "no rows"),

@@ -92,6 +92,8 @@ def test_cli_method_arg_errors_are_usage_errors(tmp_path):
     assert res.exit_code == 2 and "unknown option 'rank'" in _plain(res.output)
     res = runner.invoke(app, [*common, "--method", "nope"])
     assert res.exit_code == 2 and "choose one of full, lora" in _plain(res.output)
+    res = runner.invoke(app, [*common, "--ema-decay", "1.0"])
+    assert res.exit_code == 2 and "--ema-decay" in _plain(res.output) and "(0, 1)" in _plain(res.output)
     assert not (tmp_path / "o").exists()
 
 

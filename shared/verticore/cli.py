@@ -54,7 +54,8 @@ def _training_config(method: str, method_args: list[str], lora_lr: float | None,
     try:
         return ClassifierTrainingConfig(method=method, method_args=parse_method_args(method_args), **legacy, **core)
     except VerticoreError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'--method-arg'") from None
+        hint = "'--ema-decay'" if "ema_decay" in str(exc) else "'--method-arg'"
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
 
 
 @app.command(cls=RegistryChoicesCommand)
@@ -83,6 +84,9 @@ def finetune(
     eval_every: Optional[int] = typer.Option(None, help="evaluate on dev every N steps (default: each epoch)"),
     grad_accum: int = typer.Option(1, help="accumulate gradients over N batches per optimiser step"),
     patience: int = typer.Option(2, help="stop after N evaluations without dev improvement"),
+    ema_decay: Optional[float] = typer.Option(None, "--ema-decay",
+                                              help="score, select and save an exponential moving average of the "
+                                                   "weights with this decay per step (e.g. 0.99); default off"),
     seed: int = typer.Option(42, help="random seed (data order, head initialisation)"),
     device: str = device_option(),
     ensemble: bool = typer.Option(False, help="train an ensemble: random-head + LP-FT fine-tunes, a frozen-embedding "
@@ -110,7 +114,8 @@ def finetune(
 
     cfg = _training_config(method, method_arg or [], lora_lr, base=base, epochs=epochs, batch_size=batch_size,
                            learning_rate=lr, max_length=max_length, multi_label=multi_label, max_steps=max_steps,
-                           eval_every=eval_every, grad_accum=grad_accum, patience=patience, seed=seed, device=device)
+                           eval_every=eval_every, grad_accum=grad_accum, patience=patience, seed=seed, device=device,
+                           ema_decay=ema_decay)
     if distributed != "none" and not search:
         raise typer.BadParameter("--distributed runs a search: add --search N", param_hint="'--distributed'")
     if resume and not search:
