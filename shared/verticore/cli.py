@@ -54,8 +54,17 @@ def _training_config(method: str, method_args: list[str], lora_lr: float | None,
     try:
         return ClassifierTrainingConfig(method=method, method_args=parse_method_args(method_args), **legacy, **core)
     except VerticoreError as exc:
-        hint = "'--ema-decay'" if "ema_decay" in str(exc) else "'--method-arg'"
-        raise typer.BadParameter(str(exc), param_hint=hint) from None
+        raise typer.BadParameter(str(exc), param_hint="'--method-arg'") from None
+
+
+def _ema_decay_option(value: float | None) -> float | None:
+    """``--ema-decay`` checked by the training config's own rule (a usage error naming the flag)."""
+    from .finetune.loop import check_ema_decay
+
+    try:
+        return None if value is None else check_ema_decay(value)
+    except VerticoreError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command(cls=RegistryChoicesCommand)
@@ -84,7 +93,7 @@ def finetune(
     eval_every: Optional[int] = typer.Option(None, help="evaluate on dev every N steps (default: each epoch)"),
     grad_accum: int = typer.Option(1, help="accumulate gradients over N batches per optimiser step"),
     patience: int = typer.Option(2, help="stop after N evaluations without dev improvement"),
-    ema_decay: Optional[float] = typer.Option(None, "--ema-decay",
+    ema_decay: Optional[float] = typer.Option(None, "--ema-decay", callback=_ema_decay_option,
                                               help="score, select and save an exponential moving average of the "
                                                    "weights with this decay per step (e.g. 0.99); default off"),
     seed: int = typer.Option(42, help="random seed (data order, head initialisation)"),

@@ -82,10 +82,10 @@ class ClassifierTrainingConfig:
         if self.method == "lora":
             self.method_args = {**{k: v for k, v in legacy.items() if v is not _UNSET}, **dict(self.method_args)}
         self.method_config()  # an unknown method or option fails here, not minutes into training
-        if self.ema_decay is not None and not 0.0 < float(self.ema_decay) < 1.0:
-            from ..errors import DataError
+        if self.ema_decay is not None:
+            from .loop import check_ema_decay
 
-            raise DataError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
+            check_ema_decay(self.ema_decay)
 
     def method_config(self) -> BaseModel:
         """The validated config of ``method`` (its class defaults, then ``method_defaults``, then ``method_args``)."""

@@ -132,6 +132,8 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
     rng = np.random.default_rng(cfg.seed)
     res, best_state, evals_without_gain, stop = LoopResult(), None, 0, False
     ema = WeightAverage(model, cfg.ema_decay) if getattr(cfg, "ema_decay", None) else None
+    score_now = (lambda: float(evaluate())) if data_parallel is None else \
+        (lambda: data_parallel.broadcast_score(evaluate))
     model.train()
     bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not show_progress)
     while not stop:
@@ -156,8 +158,6 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
             bar.update(1)
             bar.set_postfix(loss=f"{value.item() * cfg.grad_accum:.3f}", best=f"{max(res.best_score, 0):.3f}")
             if res.steps % eval_every == 0 or res.steps == total_steps:
-                score_now = (lambda: float(evaluate())) if data_parallel is None else \
-                    (lambda: data_parallel.broadcast_score(evaluate))
                 row: dict[str, Any] = {"step": res.steps}
                 if ema is not None:
                     row[f"{metric}_raw"] = score_now()
@@ -183,6 +183,17 @@ def fit(model, cfg, method, lengths: Sequence[int], batch: Callable[[np.ndarray]
     return res
 
 
+def check_ema_decay(decay: Any) -> float:
+    """``decay`` as a float; :class:`DataError` unless it lies in (0, 1)."""
+    try:
+        value = float(decay)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise DataError(f"ema_decay must be in (0, 1) or None, got {decay!r}")
+    return value
+
+
 class WeightAverage:
     """Exponential moving average of a model's trainable weights.
 
@@ -193,9 +204,7 @@ class WeightAverage:
     """
 
     def __init__(self, model, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise DataError(f"ema_decay must be in (0, 1), got {decay!r}")
-        self.decay, self.updates = float(decay), 0
+        self.decay, self.updates = check_ema_decay(decay), 0
         self.params = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     def update(self, model) -> None:
