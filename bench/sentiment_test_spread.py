@@ -28,19 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from verticore.registry.gate import macro_f1_resamples
+
 SOURCES = ("phrasebank", "semeval2017_headlines", "fiqa2018_posts")
 ROWS = ("multi_source", "phrasebank_only")
-
-
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.ndarray:
-    """Macro-F1 of every row of index arrays ``y_true``/``y_pred`` (shape ``(resamples, n)``), over the
-    labels present in that row's truth or predictions (sklearn's convention); vectorised over rows."""
-    tp = np.stack([((y_true == k) & (y_pred == k)).sum(1) for k in range(n_labels)], 1).astype(float)
-    true_k = np.stack([(y_true == k).sum(1) for k in range(n_labels)], 1).astype(float)
-    pred_k = np.stack([(y_pred == k).sum(1) for k in range(n_labels)], 1).astype(float)
-    present = (true_k + pred_k) > 0
-    f1 = np.divide(2 * tp, true_k + pred_k, out=np.zeros_like(tp), where=present)
-    return f1.sum(1) / np.maximum(present.sum(1), 1)
 
 
 def _interval(values: np.ndarray) -> list[float]:
@@ -72,9 +63,9 @@ def spread(truth: dict[str, np.ndarray], preds: dict[str, dict[str, dict[str, np
         right = (p == truth["phrasebank"]).mean(0)  # share of seeds right, per text
         return right[idx["phrasebank"]].mean(1)
 
-    def boot_f1(p: np.ndarray, s: str) -> np.ndarray:
-        t = truth[s][idx[s]]
-        return np.mean([macro_f1(t, seed_pred[idx[s]], n_labels) for seed_pred in p], axis=0)
+    def f1(p: np.ndarray, s: str, rows: np.ndarray) -> np.ndarray:  # mean over seeds, per resample row
+        return np.mean([macro_f1_resamples(truth[s], seed_pred, rows, n_labels, skip_absent=True)
+                        for seed_pred in p], axis=0)
 
     ref_acc = boot_acc(preds[reference]["multi_source"]["phrasebank"])
     out: dict[str, Any] = {}
@@ -88,12 +79,9 @@ def spread(truth: dict[str, np.ndarray], preds: dict[str, dict[str, dict[str, np
             "accuracy_minus_reference": {"mean": round(point - ref_point, 4), "ci95": _interval(acc - ref_acc)},
         }
         for key, s in (("semeval_gain", "semeval2017_headlines"), ("fiqa_gain", "fiqa2018_posts")):
-            gain = boot_f1(rows["multi_source"][s], s) - boot_f1(rows["phrasebank_only"][s], s)
-            whole = np.arange(len(truth[s]))[None, :]
-            point_gain = float(np.mean([macro_f1(truth[s][None, :], p[whole], n_labels)[0]
-                                        for p in rows["multi_source"][s]])
-                               - np.mean([macro_f1(truth[s][None, :], p[whole], n_labels)[0]
-                                          for p in rows["phrasebank_only"][s]]))
+            gain = f1(rows["multi_source"][s], s, idx[s]) - f1(rows["phrasebank_only"][s], s, idx[s])
+            whole = np.arange(len(truth[s]))[None, :]  # the test split itself: the point figure
+            point_gain = float(f1(rows["multi_source"][s], s, whole)[0] - f1(rows["phrasebank_only"][s], s, whole)[0])
             entry[key] = {"mean": round(point_gain, 4), "ci95": _interval(gain),
                           "share_at_or_above_min_gain": round(float((gain >= min_gain).mean()), 4)}
         out[name] = entry
@@ -123,24 +111,27 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.reference not in args.names:
         args.names.append(args.reference)
+    results = {}
+    for name in args.names:  # every result checked before any data or model is loaded
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            ap.error(f"{path} not found: run bench/sentiment_domains.py --out {name} first")
+        results[name] = read_json(path)
+        if (split := results[name].get("config", {}).get("eval_split", "test")) != "test":
+            ap.error(f"{path} was scored on {split}, not test")
+        missing = [str(f) for row in ROWS for f in _seed_artifacts(results[name], row) if not f.is_dir()]
+        if missing:
+            ap.error(f"the models of {name} are needed: {', '.join(missing)} not found")
     tests = {s: load_split(s, "test") for s in SOURCES}
     labels = sorted({y for _, ys in tests.values() for y in ys})
     index = {y: i for i, y in enumerate(labels)}
     truth = {s: np.array([index[y] for y in ys]) for s, (_, ys) in tests.items()}
     preds: dict[str, Any] = {}
-    for name in args.names:
-        path = RESULTS / f"{name}.json"
-        if not path.exists():
-            ap.error(f"{path} not found: run bench/sentiment_domains.py --out {name} first")
-        result = read_json(path)
-        if result.get("config", {}).get("eval_split", "test") != "test":
-            ap.error(f"{path} was scored on {result['config']['eval_split']}, not test")
+    for name, result in results.items():
         preds[name] = {}
         for row in ROWS:
             per_source: dict[str, list[np.ndarray]] = {s: [] for s in SOURCES}
             for folder in _seed_artifacts(result, row):
-                if not folder.is_dir():
-                    ap.error(f"{folder} not found: the models of {name} are needed (bench/results/artifacts)")
                 clf = TextClassifier(str(folder))
                 for s, (texts, _) in tests.items():
                     per_source[s].append(np.array([index[clf.labels[i]] for i in clf.predict_proba(texts).argmax(1)]))

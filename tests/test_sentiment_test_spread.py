@@ -1,10 +1,15 @@
 """bench/sentiment_test_spread.py: bootstrap intervals for the sentiment candidates' test figures."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
-from bench_scripts import load_bench_script
+from bench_scripts import BENCH, load_bench_script
 from sklearn.metrics import f1_score
+
+from verticore.registry.gate import macro_f1_resamples
 
 
 def _load():
@@ -12,11 +17,14 @@ def _load():
 
 
 def test_vectorised_macro_f1_matches_sklearn_row_by_row():
-    spread = _load()
     rng = np.random.default_rng(1)
     y_true, y_pred = rng.integers(0, 3, size=(50, 40)), rng.integers(0, 3, size=(50, 40))
     y_pred[0] = 0  # a row predicting one label only: absent labels still count when in the truth
-    ours = spread.macro_f1(y_true, y_pred, 3)
+    y_true[1], y_pred[1] = y_true[1] % 2, y_pred[1] % 2  # label 2 in neither: left out of the mean, as sklearn
+    # the core's resampled macro-F1 (shared with the promotion gate), each row its own "resample"
+    flat_true, flat_pred = y_true.ravel(), y_pred.ravel()
+    rows = np.arange(y_true.size).reshape(y_true.shape)
+    ours = macro_f1_resamples(flat_true, flat_pred, rows, 3, skip_absent=True)
     ref = [f1_score(t, p, average="macro", zero_division=0) for t, p in zip(y_true, y_pred)]
     assert np.allclose(ours, ref)
 
@@ -66,3 +74,12 @@ def test_seed_artifacts_follow_the_first_seed_folder():
     result = {"multi_source": {"artifact": "/x/run_multi_source_seed42", "seeds": [42, 43]}}
     assert [p.name for p in spread._seed_artifacts(result, "multi_source")] == ["run_multi_source_seed42",
                                                                                 "run_multi_source_seed43"]
+
+
+@pytest.mark.parametrize("name, message", [("no_such_candidate", "no_such_candidate.json not found"),
+                                           ("sentiment_domains_upsample1_dev", "was scored on dev, not test")])
+def test_cli_refuses_missing_or_dev_results_before_loading_anything(name, message):
+    proc = subprocess.run([sys.executable, str(BENCH / "sentiment_test_spread.py"), name],
+                          capture_output=True, text=True, timeout=120, cwd=BENCH.parent)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert "Traceback" not in proc.stderr

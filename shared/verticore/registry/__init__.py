@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {"GateResult": "gate", "McNemar": "gate", "compare": "gate", "compare_correctness": "gate",
-            "mcnemar_exact": "gate", "paired_bootstrap_ci": "gate", "Incomplete": "store", "ModelRegistry": "store",
+            "macro_f1_resamples": "gate", "mcnemar_exact": "gate", "paired_bootstrap_ci": "gate", "Incomplete": "store", "ModelRegistry": "store",
             "ModelVersion": "store", "default_root": "store", "ModelHandle": "watch"}
 
 

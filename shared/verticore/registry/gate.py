@@ -137,8 +137,12 @@ def _per_class(y: np.ndarray, p: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     return prec, rec, f1, n_true
 
 
-def _macro_f1_batch(y: np.ndarray, p: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
-    """Macro-F1 of every bootstrap resample (rows of ``idx``) at once."""
+def macro_f1_resamples(y: np.ndarray, p: np.ndarray, idx: np.ndarray, k: int, *,
+                       skip_absent: bool = False) -> np.ndarray:
+    """Macro-F1 of every bootstrap resample at once: row ``r`` scores ``p[idx[r]]`` against
+    ``y[idx[r]]``, both label indices below ``k``. A label absent from a resample's truth and
+    predictions scores 0 (the gate's convention), or with ``skip_absent`` is left out of the mean
+    (sklearn's, as the benches' point figures are computed)."""
     b = idx.shape[0]
     ys, ps = y[idx], p[idx]
     offs = (np.arange(b) * k)[:, None]
@@ -149,6 +153,8 @@ def _macro_f1_batch(y: np.ndarray, p: np.ndarray, idx: np.ndarray, k: int) -> np
     denom = n_pred + n_true
     with np.errstate(divide="ignore", invalid="ignore"):
         f1 = np.where(denom > 0, 2 * tp / denom, 0.0)
+    if skip_absent:
+        return f1.sum(axis=1) / np.maximum((denom > 0).sum(axis=1), 1)
     return f1.mean(axis=1)
 
 
@@ -186,7 +192,7 @@ def paired_bootstrap_ci(candidate_correct: Sequence[Any] | None = None, producti
         k, n, parts = len(labs), y.size, []
         for s in range(0, n_boot, 256):
             idx = rng.integers(0, n, size=(min(n_boot - s, 256), n))
-            parts.append(_macro_f1_batch(y, pc, idx, k) - _macro_f1_batch(y, pp, idx, k))
+            parts.append(macro_f1_resamples(y, pc, idx, k) - macro_f1_resamples(y, pp, idx, k))
         deltas = np.concatenate(parts)
     else:
         raise DataError(f"unknown primary metric {metric!r}; use one of {', '.join(PRIMARY_METRICS)}")
